@@ -1,0 +1,290 @@
+"""SQLAlchemy 2 models. PostgreSQL enforces the invariants (see the migration)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    BLOCKED = "blocked"
+    ASSIGNED = "assigned"
+    IN_PROGRESS = "in_progress"
+    REVIEW = "review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+IN_FLIGHT = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW)
+FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class TeamStatus(enum.StrEnum):
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class MemberStatus(enum.StrEnum):
+    IDLE = "idle"
+    ACTIVE = "active"
+    OFFLINE = "offline"
+
+
+class MemberRole(enum.StrEnum):
+    MANAGER = "manager"
+    WORKER = "worker"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(cls, name=name, values_callable=lambda e: [m.value for m in e])
+
+
+def _uuid_pk() -> Mapped[uuid.UUID]:
+    return mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, list[str]: JSONB}
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    __table_args__ = (
+        CheckConstraint("length(name) BETWEEN 1 AND 200", name="team_name_length"),
+        CheckConstraint("token_budget IS NULL OR token_budget >= 0", name="token_budget_bound"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[TeamStatus] = mapped_column(
+        _enum(TeamStatus, "team_status"), nullable=False, server_default=TeamStatus.INACTIVE.value
+    )
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    token_budget: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TeamMember(Base):
+    __tablename__ = "team_members"
+    __table_args__ = (
+        UniqueConstraint("team_id", "agent_id", name="team_members_agent_unique"),
+        CheckConstraint("current_workload >= 0", name="workload_non_negative"),
+        CheckConstraint("max_concurrent_tasks BETWEEN 1 AND 1000", name="capacity_bounds"),
+        CheckConstraint("tasks_completed >= 0 AND tasks_failed >= 0", name="counters_non_negative"),
+        CheckConstraint("total_tokens_used >= 0 AND total_cost >= 0", name="usage_non_negative"),
+        CheckConstraint("skills IS NULL OR skills_valid(skills)", name="skills_proficiency_bounds"),
+        CheckConstraint("length(agent_id) BETWEEN 1 AND 200", name="agent_id_length"),
+        Index("ix_team_members_team_role", "team_id", "role"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    agent_id: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[MemberRole] = mapped_column(_enum(MemberRole, "member_role"), nullable=False)
+    specialization: Mapped[str | None] = mapped_column(Text)
+    skills: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    status: Mapped[MemberStatus] = mapped_column(
+        _enum(MemberStatus, "member_status"),
+        nullable=False,
+        server_default=MemberStatus.IDLE.value,
+    )
+    current_workload: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    max_concurrent_tasks: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
+    tasks_completed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    tasks_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_tokens_used: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    total_cost: Mapped[Decimal] = mapped_column(Numeric(18, 6), nullable=False, server_default="0")
+    joined_at: Mapped[datetime] = _now()
+    last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint("length(title) BETWEEN 1 AND 500", name="task_title_length"),
+        CheckConstraint("priority BETWEEN 0 AND 10", name="priority_bounds"),
+        CheckConstraint("revision_count >= 0", name="revision_count_non_negative"),
+        CheckConstraint("max_revisions BETWEEN 0 AND 100", name="max_revisions_bounds"),
+        CheckConstraint("unmet_dependencies >= 0", name="unmet_dependencies_non_negative"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        CheckConstraint(
+            "estimated_tokens IS NULL OR estimated_tokens >= 0", name="estimated_tokens_bound"
+        ),
+        CheckConstraint("actual_tokens IS NULL OR actual_tokens >= 0", name="actual_tokens_bound"),
+        CheckConstraint("parent_task_id IS NULL OR parent_task_id <> id", name="not_own_parent"),
+        # The ready-task query reads this index in order and stops at the free capacity.
+        Index(
+            "ix_tasks_ready",
+            "team_id",
+            text("priority DESC"),
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'pending' AND NOT is_summary"),
+        ),
+        Index("ix_tasks_team_status", "team_id", "status"),
+        Index("ix_tasks_parent", "parent_task_id"),
+        Index(
+            "ix_tasks_in_flight",
+            "assigned_to",
+            postgresql_where=text("status IN ('assigned', 'in_progress', 'review')"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    parent_task_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    acceptance_criteria: Mapped[list[str] | None] = mapped_column(JSONB)
+    assigned_to: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("team_members.id", ondelete="SET NULL")
+    )
+    assigned_by: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("team_members.id", ondelete="SET NULL")
+    )
+    status: Mapped[TaskStatus] = mapped_column(
+        _enum(TaskStatus, "task_status"), nullable=False, server_default=TaskStatus.PENDING.value
+    )
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, server_default="5")
+    start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completion_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revision_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    max_revisions: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
+    input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    required_skills: Mapped[list[str] | None] = mapped_column(JSONB)
+    estimated_tokens: Mapped[int | None] = mapped_column(Integer)
+    actual_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    # Engine bookkeeping, not part of the public task shape.
+    is_summary: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    unmet_dependencies: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    claim: Mapped[str | None] = mapped_column(Text)
+    review_feedback: Mapped[str | None] = mapped_column(Text)
+    cost: Mapped[Decimal] = mapped_column(Numeric(18, 6), nullable=False, server_default="0")
+
+
+class TaskDependency(Base):
+    __tablename__ = "task_dependencies"
+    __table_args__ = (
+        UniqueConstraint("task_id", "depends_on_task_id", name="task_dependencies_unique"),
+        CheckConstraint("task_id <> depends_on_task_id", name="no_self_dependency"),
+        Index("idx_task_dependencies_task_id", "task_id"),
+        Index("idx_task_dependencies_depends_on", "depends_on_task_id"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    depends_on_task_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
+    )
+    dependency_type: Mapped[str] = mapped_column(
+        String(50), nullable=False, server_default="blocks"
+    )
+    created_at: Mapped[datetime] = _now()
+
+
+class Message(Base):
+    """The seed's message log; assignments are `task_assignment` messages."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_team_type_created", "team_id", "message_type", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    from_agent_id: Mapped[str | None] = mapped_column(Text)
+    to_agent_id: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("tasks.id", ondelete="CASCADE")
+    )
+    worker_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("team_members.id", ondelete="SET NULL")
+    )
+    message_type: Mapped[str] = mapped_column(Text, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TaskEvent(Base):
+    """Outbox of task and team events, written in the transaction of the change."""
+
+    __tablename__ = "task_events"
+    __table_args__ = (
+        Index("ix_task_events_team", "team_id", "id"),
+        Index("ix_task_events_unpublished", "id", postgresql_where=text("NOT published")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    published: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    created_at: Mapped[datetime] = _now()

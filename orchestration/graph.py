@@ -1,0 +1,203 @@
+"""Pure DAG helpers for dependencies and the task hierarchy. No I/O, no framework imports.
+
+Hierarchy and dependencies are checked together as one waits-for graph over two points per
+task: its start ``(id, "S")`` and its end ``(id, "E")``.
+
+- a task ends after it starts:              ``(t, E) -> (t, S)``
+- a subtask starts after its parent may:    ``(c, S) -> (p, S)``
+- a parent ends after each subtask ends:    ``(p, E) -> (c, E)``
+- ``t`` depends on ``d``: t starts after d: ``(t, S) -> (d, E)``
+
+A cycle in that graph is a deadlock, so depending on one's own ancestor or descendant is a
+cycle, as is any loop of explicit dependencies.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TypeVar
+
+N = TypeVar("N", bound=Hashable)
+
+START = "S"
+END = "E"
+
+
+class CycleError(ValueError):
+    def __init__(self, cycle: list[object]) -> None:
+        super().__init__(f"dependency cycle: {' -> '.join(map(str, cycle))}")
+        self.cycle = cycle
+
+
+def find_path(adjacency: Mapping[N, Iterable[N]], start: N, goal: N) -> list[N] | None:
+    """The shortest path start -> ... -> goal following edges, or None."""
+    if start == goal:
+        return [start]
+    came_from: dict[N, N] = {}
+    seen = {start}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for nxt in adjacency.get(node, ()):
+            if nxt in seen:
+                continue
+            came_from[nxt] = node
+            if nxt == goal:
+                path = [nxt]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return path[::-1]
+            seen.add(nxt)
+            queue.append(nxt)
+    return None
+
+
+def would_close_cycle(adjacency: Mapping[N, Iterable[N]], task: N, depends_on: N) -> list[N] | None:
+    """Adding the edge task -> depends_on closes this cycle (first node repeated last), or None."""
+    path = find_path(adjacency, depends_on, task)
+    if path is None:
+        return None
+    return [task, *path]
+
+
+def find_cycle(adjacency: Mapping[N, Iterable[N]]) -> list[N] | None:
+    """Any cycle of the graph (first node repeated last), or None."""
+    white, grey, black = 0, 1, 2
+    colour: dict[N, int] = {}
+    nodes = set(adjacency)
+    for targets in adjacency.values():
+        nodes.update(targets)
+    for root in nodes:
+        if colour.get(root, white) != white:
+            continue
+        stack: list[tuple[N, list[N]]] = [(root, list(adjacency.get(root, ())))]
+        path = [root]
+        colour[root] = grey
+        while stack:
+            node, pending = stack[-1]
+            if not pending:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+                continue
+            nxt = pending.pop()
+            state = colour.get(nxt, white)
+            if state == grey:
+                return [*path[path.index(nxt) :], nxt]
+            if state == white:
+                colour[nxt] = grey
+                path.append(nxt)
+                stack.append((nxt, list(adjacency.get(nxt, ()))))
+    return None
+
+
+def topological_order(nodes: Iterable[N], depends_on: Mapping[N, Iterable[N]]) -> list[N]:
+    """Nodes with every dependency before its dependents; ties keep the input order.
+
+    Raises CycleError when the dependencies loop.
+    """
+    order = list(dict.fromkeys(nodes))
+    position = {node: i for i, node in enumerate(order)}
+    remaining = {node: 0 for node in order}
+    dependents: dict[N, list[N]] = {node: [] for node in order}
+    for node in order:
+        for dep in dict.fromkeys(depends_on.get(node, ())):
+            if dep not in position:
+                continue
+            remaining[node] += 1
+            dependents[dep].append(node)
+    heap = [(position[n], n) for n in order if remaining[n] == 0]
+    heapq.heapify(heap)
+    result: list[N] = []
+    while heap:
+        _, node = heapq.heappop(heap)
+        result.append(node)
+        for nxt in dependents[node]:
+            remaining[nxt] -= 1
+            if remaining[nxt] == 0:
+                heapq.heappush(heap, (position[nxt], nxt))
+    if len(result) != len(order):
+        stuck = {n: [d for d in depends_on.get(n, ()) if d in position] for n in order}
+        raise CycleError(list(find_cycle(stuck) or [n for n in order if remaining[n]]))
+    return result
+
+
+def ancestors(parent_of: Mapping[N, N | None], node: N) -> list[N]:
+    """Parent, grandparent, ... of node (nearest first)."""
+    result: list[N] = []
+    seen = {node}
+    current = parent_of.get(node)
+    while current is not None and current not in seen:
+        result.append(current)
+        seen.add(current)
+        current = parent_of.get(current)
+    return result
+
+
+def descendants(children_of: Mapping[N, Iterable[N]], node: N) -> list[N]:
+    """Every task below node, breadth first."""
+    result: list[N] = []
+    seen = {node}
+    queue = deque([node])
+    while queue:
+        for child in children_of.get(queue.popleft(), ()):
+            if child not in seen:
+                seen.add(child)
+                result.append(child)
+                queue.append(child)
+    return result
+
+
+def waits_for_graph(
+    parent_of: Mapping[N, N | None], depends_on: Mapping[N, Iterable[N]]
+) -> dict[tuple[N, str], list[tuple[N, str]]]:
+    """The start/end waits-for graph of the module docstring."""
+    tasks: set[N] = set(parent_of)
+    for task, deps in depends_on.items():
+        tasks.add(task)
+        tasks.update(deps)
+    graph: dict[tuple[N, str], list[tuple[N, str]]] = {}
+    for task in tasks:
+        graph.setdefault((task, END), []).append((task, START))
+        graph.setdefault((task, START), [])
+        parent = parent_of.get(task)
+        if parent is not None:
+            graph[(task, START)].append((parent, START))
+            graph.setdefault((parent, END), []).append((task, END))
+    for task, deps in depends_on.items():
+        for dep in deps:
+            graph[(task, START)].append((dep, END))
+    return graph
+
+
+def cycle_tasks(points: Iterable[tuple[N, str]]) -> list[N]:
+    """A waits-for path as task ids, each task once per visit."""
+    result: list[N] = []
+    for task, _ in points:
+        if not result or result[-1] != task:
+            result.append(task)
+    return result
+
+
+def dependency_cycle(
+    parent_of: Mapping[N, N | None],
+    depends_on: Mapping[N, Iterable[N]],
+    task: N,
+    new_dependency: N,
+) -> list[N] | None:
+    """The cycle (task ids, first repeated last) that `task depends on new_dependency` closes,
+    counting the hierarchy; None when the edge is safe."""
+    if task == new_dependency:
+        return [task, task]
+    graph = waits_for_graph(parent_of, depends_on)
+    path = find_path(graph, (new_dependency, END), (task, START))
+    if path is None:
+        return None
+    cycle = cycle_tasks(path)
+    if cycle[0] != task:
+        cycle.insert(0, task)
+    if cycle[-1] != task:
+        cycle.append(task)
+    return cycle
