@@ -1,0 +1,86 @@
+"""The plug-in interfaces: a planner turns a goal into a TaskNode tree, an executor runs one
+task as one agent, a reviewer judges an output against acceptance criteria."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class AgentProfile:
+    """A team member as an agent sees it."""
+
+    member_id: uuid.UUID | None
+    agent_id: str
+    role: str
+    specialization: str | None
+    skills: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DependencyOutput:
+    task_id: uuid.UUID
+    title: str
+    output: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Everything an executor or reviewer may use about one task."""
+
+    task_id: uuid.UUID
+    team_id: uuid.UUID
+    title: str
+    description: str | None
+    acceptance_criteria: list[str]
+    required_skills: list[str]
+    input_data: dict[str, Any]
+    agent: AgentProfile
+    attempt: int = 1
+    revision: int = 0
+    feedback: str | None = None
+    dependency_outputs: list[DependencyOutput] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    output: dict[str, Any]
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True)
+class ReviewVerdict:
+    accepted: bool
+    feedback: str
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
+class ExecutionFailed(Exception):
+    """The agent could not do the task this time; the engine retries with backoff, then fails
+    the task with this message."""
+
+    def __init__(self, message: str, tokens: int = 0, cost: Decimal = Decimal(0)) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.cost = cost
+
+
+class Planner(Protocol):
+    def plan(self, goal: str, team: list[AgentProfile], max_depth: int) -> dict[str, Any]:
+        """A TaskNode tree (a dict valid under orchestration.plans.PlanSchema)."""
+        ...
+
+
+class Executor(Protocol):
+    def execute(self, ctx: TaskContext) -> ExecutionResult:
+        """Run the task; raise ExecutionFailed (or any exception) when it fails."""
+        ...
+
+
+class Reviewer(Protocol):
+    def review(self, ctx: TaskContext, output: dict[str, Any]) -> ReviewVerdict: ...
