@@ -271,13 +271,11 @@ class ApiToken(Base):
 
 
 class TaskEvent(Base):
-    """Outbox of task and team events, written in the transaction of the change."""
+    """The history of task and team events, written in the transaction of the change and
+    published to the team's bounded Redis event stream after it commits."""
 
     __tablename__ = "task_events"
-    __table_args__ = (
-        Index("ix_task_events_team", "team_id", "id"),
-        Index("ix_task_events_unpublished", "id", postgresql_where=text("NOT published")),
-    )
+    __table_args__ = (Index("ix_task_events_team", "team_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     team_id: Mapped[uuid.UUID] = mapped_column(
@@ -286,5 +284,4 @@ class TaskEvent(Base):
     task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    published: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     created_at: Mapped[datetime] = _now()

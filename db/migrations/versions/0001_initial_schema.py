@@ -125,7 +125,6 @@ def upgrade() -> None:
         sa.Column("task_id", sa.UUID(), nullable=True),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column("published", sa.Boolean(), server_default="false", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -136,13 +135,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_task_events_team", "task_events", ["team_id", "id"], unique=False)
-    op.create_index(
-        "ix_task_events_unpublished",
-        "task_events",
-        ["id"],
-        unique=False,
-        postgresql_where=sa.text("NOT published"),
-    )
     op.create_table(
         "team_members",
         sa.Column("id", sa.UUID(), server_default=sa.text("gen_random_uuid()"), nullable=False),
@@ -354,11 +346,6 @@ def downgrade() -> None:
     op.drop_table("tasks")
     op.drop_index("ix_team_members_team_role", table_name="team_members")
     op.drop_table("team_members")
-    op.drop_index(
-        "ix_task_events_unpublished",
-        table_name="task_events",
-        postgresql_where=sa.text("NOT published"),
-    )
     op.drop_index("ix_task_events_team", table_name="task_events")
     op.drop_table("task_events")
     op.drop_index(op.f("ix_api_tokens_team_id"), table_name="api_tokens")

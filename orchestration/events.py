@@ -1,0 +1,97 @@
+"""Task and team events: recorded in PostgreSQL with the change they describe, then
+published to the team's bounded Redis stream (`team:{id}:events`) for live views."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from db.models import TaskEvent
+from orchestration import keys
+from orchestration.config import get_settings
+from orchestration.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+PENDING_KEY = "orchestration.pending_events"
+
+
+@dataclass(frozen=True)
+class Event:
+    team_id: uuid.UUID
+    kind: str
+    task_id: uuid.UUID | None
+    data: dict[str, Any]
+
+
+def record(
+    session: Session,
+    team_id: uuid.UUID,
+    kind: str,
+    task_id: uuid.UUID | None = None,
+    **data: Any,
+) -> None:
+    """Add an event to the session's transaction; publish_after(session) sends it once committed."""
+    record_many(session, [Event(team_id, kind, task_id, data)])
+
+
+def record_many(session: Session, batch: list[Event]) -> None:
+    if not batch:
+        return
+    session.execute(
+        insert(TaskEvent),
+        [
+            {"team_id": e.team_id, "task_id": e.task_id, "kind": e.kind, "data": _jsonable(e.data)}
+            for e in batch
+        ],
+    )
+    session.info.setdefault(PENDING_KEY, []).extend(batch)
+
+
+def take_pending(session: Session) -> list[Event]:
+    """The events recorded in this session; call after commit and pass them to publish."""
+    return list(session.info.pop(PENDING_KEY, []))
+
+
+def publish(batch: list[Event]) -> None:
+    """Best effort: PostgreSQL keeps the history even when Redis is down."""
+    if not batch:
+        return
+    maxlen = get_settings().events_maxlen
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for e in batch:
+            payload = {"task_id": str(e.task_id) if e.task_id else None, **_jsonable(e.data)}
+            pipe.xadd(
+                keys.events(e.team_id),
+                {"event": e.kind, "data": json.dumps(payload)},
+                maxlen=maxlen,
+                approximate=True,
+            )
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("events not published: %s", exc)
+
+
+def read(
+    team_id: uuid.UUID, after: str | None, block_ms: int | None = None, count: int = 100
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """Events after the stream id `after` ("$" or None: only new ones), oldest first."""
+    start = after or "$"
+    reply = get_redis().xread({keys.events(team_id): start}, count=count, block=block_ms)
+    result: list[tuple[str, str, dict[str, Any]]] = []
+    for _stream, entries in reply or []:
+        for entry_id, fields in entries:
+            result.append((entry_id, fields.get("event", "message"), json.loads(fields["data"])))
+    return result
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data, default=str))

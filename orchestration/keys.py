@@ -1,0 +1,34 @@
+"""Redis key names. Every per-team key carries the team id as a hash tag, so a Redis Cluster
+keeps a team's keys on one shard."""
+
+from __future__ import annotations
+
+import uuid
+
+
+def _tag(team_id: uuid.UUID | str) -> str:
+    return "{" + str(team_id) + "}"
+
+
+def task_stream(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:task_stream"
+
+
+def consumer_group(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:workers"
+
+
+def dead_letter(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:dead_letter"
+
+
+def events(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:events"
+
+
+def pass_requested(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:pass_requested"
+
+
+def pass_again(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:pass_again"
