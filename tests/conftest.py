@@ -1,5 +1,9 @@
 """The test harness: one throw-away PostgreSQL database and one Redis database per xdist worker.
 
+The database is `orch_test_<run tag>_<worker id or "main">`: the run tag (xdist's test-run uid,
+else the pid) keeps two test runs on one server from dropping each other's databases. Redis
+databases are `1 + worker index`; two concurrent runs on one Redis server do share those.
+
 The environment (DATABASE_URL, REDIS_URL) is set in `pytest_configure`, before any test runs, so
 every subprocess a test starts (celery workers, the API) inherits it. The database itself is
 created and migrated only when a test asks for it (the `database` fixture): pure unit tests need
@@ -44,8 +48,14 @@ def scratch_database_url(name: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+def run_tag() -> str:
+    """Tells concurrent test runs on one server apart (xdist workers of one run share it)."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return uid[:8] if uid else str(os.getpid())
+
+
 def worker_database_url() -> str:
-    return scratch_database_url(f"orch_test_{worker_id()}")
+    return scratch_database_url(f"orch_test_{run_tag()}_{worker_id()}")
 
 
 def worker_redis_url() -> str:

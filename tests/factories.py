@@ -8,7 +8,7 @@ members' counters the way the services do. Use the services when a test needs th
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import factory
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from db.models import MemberRole, Task, TaskDependency, TaskStatus, Team, TeamMe
 from orchestration.scoring import SPECIALIZATION_PRESETS
 
 SPECIALIZATIONS = list(SPECIALIZATION_PRESETS)
+T = TypeVar("T")
 
 
 def _new_session() -> Session:
@@ -52,14 +53,20 @@ def _task_team_id(task_id: uuid.UUID) -> uuid.UUID:
     return factory_session.execute(select(Task.team_id).where(Task.id == task_id)).scalar_one()
 
 
-class BaseFactory(factory.alchemy.SQLAlchemyModelFactory):
+class BaseFactory(factory.alchemy.SQLAlchemyModelFactory, Generic[T]):
+    """`XFactory(**fields)` creates and commits one row and returns it (typed as the model)."""
+
     class Meta:
         abstract = True
         sqlalchemy_session = factory_session
         sqlalchemy_session_persistence = "commit"
 
+    if TYPE_CHECKING:
+        # The metaclass turns `XFactory(...)` into `XFactory.create(...)`; tell mypy so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> T: ...  # type: ignore[misc]
 
-class TeamFactory(BaseFactory):
+
+class TeamFactory(BaseFactory[Team]):
     class Meta:
         model = Team
 
@@ -71,7 +78,7 @@ class TeamFactory(BaseFactory):
     status = TeamStatus.INACTIVE
 
 
-class MemberFactory(BaseFactory):
+class MemberFactory(BaseFactory[TeamMember]):
     """A team member; pass `team=<Team>` (or `team_id=`) to join an existing team."""
 
     class Meta:
@@ -101,7 +108,7 @@ class ManagerFactory(MemberFactory):
     specialization: Any = None
 
 
-class TaskFactory(BaseFactory):
+class TaskFactory(BaseFactory[Task]):
     """A task; `team=<Team>` or `parent=<Task>` (a subtask joins its parent's team)."""
 
     class Meta:
@@ -121,7 +128,7 @@ class TaskFactory(BaseFactory):
     status = TaskStatus.PENDING
 
 
-class DependencyFactory(BaseFactory):
+class DependencyFactory(BaseFactory[TaskDependency]):
     """`task` depends on `depends_on` (by default a new task of the same team)."""
 
     class Meta:

@@ -1,0 +1,333 @@
+"""The pure DAG helpers against brute-force oracles on small random graphs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestration import graph
+from orchestration.graph import CycleError
+
+Adjacency = dict[int, list[int]]
+
+
+# --- oracles ---------------------------------------------------------------------------------
+
+
+def closure(nodes: Iterable[object], edges: Iterable[tuple[object, object]]) -> set[tuple]:
+    """Transitive closure (paths of length >= 1) by repeated relaxation."""
+    reach = set(edges)
+    nodes = list(nodes)
+    changed = True
+    while changed:
+        changed = False
+        for a, b in list(reach):
+            for c, d in list(reach):
+                if b == c and (a, d) not in reach:
+                    reach.add((a, d))
+                    changed = True
+    return reach
+
+
+def edges_of(adjacency: Mapping[Any, Iterable[Any]]) -> set[tuple]:
+    return {(a, b) for a, targets in adjacency.items() for b in targets}
+
+
+def nodes_of(adjacency: Mapping[Any, Iterable[Any]]) -> set:
+    return set(adjacency) | {b for targets in adjacency.values() for b in targets}
+
+
+def has_cycle(adjacency: Mapping[Any, Iterable[Any]]) -> bool:
+    reach = closure(nodes_of(adjacency), edges_of(adjacency))
+    return any((n, n) in reach for n in nodes_of(adjacency))
+
+
+def assert_is_cycle(cycle: list, edges: set[tuple]) -> None:
+    assert len(cycle) >= 2
+    assert cycle[0] == cycle[-1]
+    for a, b in itertools.pairwise(cycle):
+        assert (a, b) in edges, f"{a} -> {b} is not an edge of {sorted(edges)}"
+
+
+def points_graph(
+    parent_of: Mapping[int, int | None], depends_on: Mapping[int, Iterable[int]]
+) -> set[tuple]:
+    """The waits-for relation over (task, start|end), written from the module's definition."""
+    tasks = set(parent_of) | nodes_of(depends_on)
+    edges = {((t, "E"), (t, "S")) for t in tasks}
+    for child, parent in parent_of.items():
+        if parent is not None:
+            edges.add(((child, "S"), (parent, "S")))
+            edges.add(((parent, "E"), (child, "E")))
+    for t, deps in depends_on.items():
+        edges.update(((t, "S"), (d, "E")) for d in deps)
+    return edges
+
+
+def deadlocked(
+    parent_of: Mapping[int, int | None], depends_on: Mapping[int, Iterable[int]]
+) -> bool:
+    if any(t in deps for t, deps in depends_on.items()):
+        return True
+    edges = points_graph(parent_of, depends_on)
+    reach = closure({p for e in edges for p in e}, edges)
+    return any((p, p) in reach for e in edges for p in e)
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+MAX_NODES = 7
+
+
+@st.composite
+def adjacencies(draw: st.DrawFn, max_nodes: int = MAX_NODES) -> Adjacency:
+    n = draw(st.integers(min_value=1, max_value=max_nodes))
+    pairs = st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+    edges = draw(st.lists(pairs, max_size=n * 2))
+    adjacency: Adjacency = {i: [] for i in range(n)}
+    for a, b in edges:
+        adjacency[a].append(b)
+    return adjacency
+
+
+@st.composite
+def forests(draw: st.DrawFn, max_nodes: int = MAX_NODES) -> dict[int, int | None]:
+    """parent_of for nodes 0..n-1; a parent always has a smaller number (so no loops)."""
+    n = draw(st.integers(min_value=1, max_value=max_nodes))
+    parent_of: dict[int, int | None] = {0: None}
+    for i in range(1, n):
+        parent_of[i] = draw(st.none() | st.integers(0, i - 1))
+    return parent_of
+
+
+def children_of(parent_of: Mapping[int, int | None]) -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {n: [] for n in parent_of}
+    for child, parent in parent_of.items():
+        if parent is not None:
+            children[parent].append(child)
+    return children
+
+
+def oracle_ancestors(parent_of: Mapping[int, int | None], node: int) -> set[int]:
+    edges = {(c, p) for c, p in parent_of.items() if p is not None}
+    return {b for a, b in closure(parent_of, edges) if a == node}
+
+
+# --- find_path / would_close_cycle / find_cycle ----------------------------------------------
+
+
+def test_find_path_basics() -> None:
+    adjacency = {1: [2], 2: [3], 3: [], 4: [1]}
+    assert graph.find_path(adjacency, 1, 3) == [1, 2, 3]
+    assert graph.find_path(adjacency, 3, 1) is None
+    assert graph.find_path(adjacency, 2, 2) == [2]
+    assert graph.find_path(adjacency, 9, 1) is None
+
+
+def test_would_close_cycle_examples() -> None:
+    adjacency = {"a": ["b"], "b": ["c"], "c": []}
+    assert graph.would_close_cycle(adjacency, "c", "a") == ["c", "a", "b", "c"]
+    assert graph.would_close_cycle(adjacency, "a", "c") is None
+    assert graph.would_close_cycle(adjacency, "a", "a") == ["a", "a"]
+
+
+@given(adjacencies(), st.integers(0, MAX_NODES - 1), st.integers(0, MAX_NODES - 1))
+def test_would_close_cycle_agrees_with_closure(adjacency: Adjacency, task: int, dep: int) -> None:
+    n = len(adjacency)
+    task, dep = task % n, dep % n
+    edges = edges_of(adjacency)
+    expected = task == dep or (dep, task) in closure(adjacency, edges)
+    cycle = graph.would_close_cycle(adjacency, task, dep)
+    assert (cycle is not None) == expected
+    if cycle is not None:
+        assert cycle[0] == cycle[-1] == task
+        assert cycle[1] == dep
+        assert_is_cycle(cycle, edges | {(task, dep)})
+        # ... and it is a real cycle once the edge is added.
+        assert has_cycle({**adjacency, task: [*adjacency[task], dep]})
+
+
+@given(adjacencies())
+def test_find_cycle_agrees_with_closure(adjacency: Adjacency) -> None:
+    cycle = graph.find_cycle(adjacency)
+    assert (cycle is not None) == has_cycle(adjacency)
+    if cycle is not None:
+        assert_is_cycle(cycle, edges_of(adjacency))
+
+
+def test_find_cycle_sees_nodes_only_named_as_targets() -> None:
+    assert graph.find_cycle({1: [2]}) is None
+    assert graph.find_cycle({1: [1]}) == [1, 1]
+
+
+# --- topological_order -----------------------------------------------------------------------
+
+
+def oracle_topological(nodes: list[int], depends_on: Mapping[int, Iterable[int]]) -> list[int]:
+    """The order that keeps input order among ready nodes, by brute force (or CycleError)."""
+    order = list(dict.fromkeys(nodes))
+    result: list[int] = []
+    while len(result) < len(order):
+        ready = [
+            n
+            for n in order
+            if n not in result and all(d in result or d not in order for d in depends_on.get(n, ()))
+        ]
+        if not ready:
+            raise CycleError([])
+        result.append(ready[0])
+    return result
+
+
+@given(adjacencies(), st.permutations(range(MAX_NODES)), st.integers(0, MAX_NODES))
+def test_topological_order_against_oracle(
+    depends_on: Adjacency, permutation: list[int], drop: int
+) -> None:
+    # Some dependencies name nodes outside the list; they are ignored.
+    nodes = [p for p in permutation if p in depends_on][: max(1, len(depends_on) - drop % 3)]
+    induced = {n: [d for d in depends_on[n] if d in nodes] for n in nodes}
+    try:
+        expected: list[int] | None = oracle_topological(nodes, depends_on)
+    except CycleError:
+        expected = None
+    assert (expected is None) == has_cycle(induced)
+    if expected is None:
+        with pytest.raises(CycleError) as info:
+            graph.topological_order(nodes, depends_on)
+        assert_is_cycle(info.value.cycle, edges_of(induced))
+        return
+    result = graph.topological_order(nodes, depends_on)
+    assert result == expected
+    position = {n: i for i, n in enumerate(result)}
+    assert sorted(result) == sorted(nodes)
+    for n in nodes:
+        for d in induced[n]:
+            assert position[d] < position[n]
+
+
+def test_topological_order_keeps_input_order_and_dedupes() -> None:
+    assert graph.topological_order([3, 1, 2, 1], {}) == [3, 1, 2]
+    assert graph.topological_order(["b", "a", "c"], {"b": ["c"]}) == ["a", "c", "b"]
+    with pytest.raises(CycleError) as info:
+        graph.topological_order([1, 2, 3], {1: [2], 2: [1], 3: [1]})
+    assert info.value.cycle[0] == info.value.cycle[-1]
+    assert set(info.value.cycle) == {1, 2}
+
+
+# --- ancestors / descendants -----------------------------------------------------------------
+
+
+@given(forests(), st.integers(0, MAX_NODES - 1))
+def test_ancestors_against_oracle(parent_of: dict[int, int | None], node: int) -> None:
+    node %= len(parent_of)
+    result = graph.ancestors(parent_of, node)
+    assert set(result) == oracle_ancestors(parent_of, node)
+    assert len(result) == len(set(result))
+    # nearest first: each is the parent of the one before
+    chain = [node, *result]
+    for child, parent in itertools.pairwise(chain):
+        assert parent_of[child] == parent
+
+
+@given(forests(), st.integers(0, MAX_NODES - 1))
+def test_descendants_against_oracle(parent_of: dict[int, int | None], node: int) -> None:
+    node %= len(parent_of)
+    result = graph.descendants(children_of(parent_of), node)
+    expected = {n for n in parent_of if node in oracle_ancestors(parent_of, n)}
+    assert set(result) == expected
+    assert len(result) == len(set(result))
+    depth = {n: len(oracle_ancestors(parent_of, n)) for n in result}
+    assert [depth[n] for n in result] == sorted(depth[n] for n in result)  # breadth first
+
+
+def test_ancestors_survive_a_corrupt_parent_loop() -> None:
+    assert graph.ancestors({1: 2, 2: 1}, 1) == [2]
+    assert graph.descendants({1: [2], 2: [1]}, 1) == [2]
+
+
+# --- dependency_cycle: dependencies and hierarchy together ----------------------------------
+
+
+@st.composite
+def task_states(
+    draw: st.DrawFn,
+) -> tuple[dict[int, int | None], dict[int, list[int]], int, int]:
+    """A deadlock-free forest with dependencies (edges kept only while the oracle says so), and
+    one more edge to try."""
+    parent_of = draw(forests())
+    n = len(parent_of)
+    pairs = st.tuples(st.integers(0, n - 1), st.integers(0, n - 1))
+    depends_on: dict[int, list[int]] = {}
+    for a, b in draw(st.lists(pairs, max_size=2 * n)):
+        candidate = {**depends_on, a: [*depends_on.get(a, []), b]}
+        if not deadlocked(parent_of, candidate):
+            depends_on = candidate
+    task, dep = draw(pairs)
+    return parent_of, depends_on, task, dep
+
+
+@given(task_states())
+def test_dependency_cycle_agrees_with_the_oracle(
+    state: tuple[dict[int, int | None], dict[int, list[int]], int, int],
+) -> None:
+    parent_of, depends_on, task, dep = state
+    after = {**depends_on, task: [*depends_on.get(task, []), dep]}
+    cycle = graph.dependency_cycle(parent_of, depends_on, task, dep)
+    assert (cycle is not None) == deadlocked(parent_of, after)
+    if cycle is None:
+        return
+    assert cycle[0] == cycle[-1] == task
+    assert cycle[1] == dep
+    # every step is the new edge, an existing dependency, or a parent/child link
+    for a, b in itertools.pairwise(cycle):
+        assert (
+            (a, b) == (task, dep)
+            or b in depends_on.get(a, [])
+            or parent_of.get(a) == b
+            or parent_of.get(b) == a
+        ), f"{a} -> {b} in {cycle}"
+
+
+@given(forests(), st.integers(0, MAX_NODES - 1), st.integers(0, MAX_NODES - 1))
+def test_depending_on_own_ancestor_or_descendant_is_a_cycle(
+    parent_of: dict[int, int | None], a: int, b: int
+) -> None:
+    a, b = a % len(parent_of), b % len(parent_of)
+    related = a == b or a in oracle_ancestors(parent_of, b) or b in oracle_ancestors(parent_of, a)
+    cycle = graph.dependency_cycle(parent_of, {}, a, b)
+    assert (cycle is not None) == related
+
+
+def test_hierarchy_examples() -> None:
+    #        root
+    #       /    \
+    #      p      q
+    #     / \      \
+    #    c1  c2     r
+    parent_of: dict[str, str | None] = {
+        "root": None,
+        "p": "root",
+        "q": "root",
+        "c1": "p",
+        "c2": "p",
+        "r": "q",
+    }
+    assert graph.dependency_cycle(parent_of, {}, "c1", "p") == ["c1", "p", "c1"]
+    assert graph.dependency_cycle(parent_of, {}, "c1", "root") is not None
+    assert graph.dependency_cycle(parent_of, {}, "p", "c2") is not None
+    assert graph.dependency_cycle(parent_of, {}, "root", "r") is not None
+    assert graph.dependency_cycle(parent_of, {}, "c1", "c1") == ["c1", "c1"]
+    assert graph.dependency_cycle(parent_of, {}, "c1", "c2") is None  # siblings
+    assert graph.dependency_cycle(parent_of, {}, "p", "q") is None  # siblings
+    assert graph.dependency_cycle(parent_of, {}, "c1", "r") is None  # cousins
+    # q waits for p's subtree; c1 waiting for q (or its child r) would deadlock
+    assert graph.dependency_cycle(parent_of, {"q": ["p"]}, "c1", "q") is not None
+    assert graph.dependency_cycle(parent_of, {"q": ["p"]}, "c1", "r") is not None
+    assert graph.dependency_cycle(parent_of, {"q": ["p"]}, "r", "c1") is None
+    # a plain loop of dependencies
+    assert graph.dependency_cycle(parent_of, {"c1": ["c2"]}, "c2", "c1") == ["c2", "c1", "c2"]
