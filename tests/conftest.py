@@ -2,7 +2,8 @@
 
 The database is `orch_test_<run tag>_<worker id or "main">`: the run tag (xdist's test-run uid,
 else the pid) keeps two test runs on one server from dropping each other's databases. Redis
-databases are `1 + worker index`; two concurrent runs on one Redis server do share those.
+databases are `ORCH_TEST_REDIS_DB (default 1) + worker index`; two runs side by side on one Redis
+server must set different ORCH_TEST_REDIS_DB values, or they flush each other's streams.
 
 The environment (DATABASE_URL, REDIS_URL) is set in `pytest_configure`, before any test runs, so
 every subprocess a test starts (celery workers, the API) inherits it. The database itself is
@@ -59,9 +60,11 @@ def worker_database_url() -> str:
 
 
 def worker_redis_url() -> str:
-    """The same Redis server, database 1 + the worker index (0 stays the developer's)."""
+    """The same Redis server, database ORCH_TEST_REDIS_DB (1) + the worker index (0 stays the
+    developer's)."""
     base = urlsplit(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL)
-    return urlunsplit(base._replace(path=f"/{1 + worker_index()}"))
+    first = int(os.environ.get("ORCH_TEST_REDIS_DB", "1"))  # runs side by side pick apart
+    return urlunsplit(base._replace(path=f"/{first + worker_index()}"))
 
 
 def _reset_process_state() -> None:
