@@ -119,7 +119,7 @@ class TeamMember(Base):
     agent_id: Mapped[str] = mapped_column(Text, nullable=False)
     role: Mapped[MemberRole] = mapped_column(_enum(MemberRole, "member_role"), nullable=False)
     specialization: Mapped[str | None] = mapped_column(Text)
-    skills: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    skills: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     status: Mapped[MemberStatus] = mapped_column(
         _enum(MemberStatus, "member_status"),
         nullable=False,
@@ -176,7 +176,7 @@ class Task(Base):
     )
     title: Mapped[str] = mapped_column(Text, nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
-    acceptance_criteria: Mapped[list[str] | None] = mapped_column(JSONB)
+    acceptance_criteria: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True))
     assigned_to: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("team_members.id", ondelete="SET NULL")
     )
@@ -191,10 +191,10 @@ class Task(Base):
     completion_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revision_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     max_revisions: Mapped[int] = mapped_column(Integer, nullable=False, server_default="3")
-    input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
+    output_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     error_message: Mapped[str | None] = mapped_column(Text)
-    required_skills: Mapped[list[str] | None] = mapped_column(JSONB)
+    required_skills: Mapped[list[str] | None] = mapped_column(JSONB(none_as_null=True))
     estimated_tokens: Mapped[int | None] = mapped_column(Integer)
     actual_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
@@ -253,7 +253,7 @@ class Message(Base):
     )
     message_type: Mapped[str] = mapped_column(Text, nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
-    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _now()
 
 
@@ -283,5 +283,5 @@ class TaskEvent(Base):
     )
     task_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _now()

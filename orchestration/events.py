@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +15,7 @@ import redis
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from db.engine import session_scope
 from db.models import TaskEvent
 from orchestration import keys
 from orchestration.config import get_settings
@@ -95,3 +98,12 @@ def read(
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A unit of work; the events it recorded are published once it has committed."""
+    with session_scope() as session:
+        yield session
+        batch = take_pending(session)
+    publish(batch)

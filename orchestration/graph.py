@@ -120,7 +120,8 @@ def topological_order(nodes: Iterable[N], depends_on: Mapping[N, Iterable[N]]) -
                 heapq.heappush(heap, (position[nxt], nxt))
     if len(result) != len(order):
         stuck = {n: [d for d in depends_on.get(n, ()) if d in position] for n in order}
-        raise CycleError(list(find_cycle(stuck) or [n for n in order if remaining[n]]))
+        cycle: list[N] = find_cycle(stuck) or [n for n in order if remaining[n]]
+        raise CycleError(list(cycle))
     return result
 
 

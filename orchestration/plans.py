@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from orchestration import graph
 
 MAX_PLAN_NODES = 500
+MAX_PLAN_NESTING = 32
 MAX_DEPTH_LIMIT = 10
 DEFAULT_MAX_DEPTH = 3
 SKILL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-. ]{0,63}$"
@@ -43,7 +44,23 @@ class TaskNodeSchema(Schema):
 
 
 class PlanSchema(TaskNodeSchema):
-    """A whole plan: the root node, checked as a tree (size, keys, order, cycles)."""
+    """A whole plan: the root node, checked as a tree (size, nesting, keys)."""
+
+    @pre_load
+    def _check_nesting(self, data: Any, **_: Any) -> Any:
+        # Refused before the recursive load, which would otherwise exhaust the stack.
+        stack = [(data, 0)]
+        seen = 0
+        while stack:
+            node, depth = stack.pop()
+            seen += 1
+            if depth > MAX_PLAN_NESTING:
+                raise ValidationError(f"a plan nests at most {MAX_PLAN_NESTING} levels", "subtasks")
+            if seen > MAX_PLAN_NODES:
+                raise ValidationError(f"a plan has at most {MAX_PLAN_NODES} nodes", "subtasks")
+            if isinstance(node, dict) and isinstance(node.get("subtasks"), list):
+                stack.extend((child, depth + 1) for child in node["subtasks"])
+        return data
 
     @validates_schema(skip_on_field_errors=True)
     def _check_tree(self, data: dict[str, Any], **_: Any) -> None:
@@ -124,10 +141,14 @@ def flatten(root: dict[str, Any], max_depth: int) -> list[PlannedTask]:
             assert parent is not None
             stand_in[id(node)] = stand_in[id(parent)]
     by_key = {node["key"]: node for node, _, _ in iter_nodes(root) if node.get("key") is not None}
+    # A cut node's own dependencies hold back the task that stands in for it.
+    wanted: dict[int, list[str]] = {}
+    for node, _, _ in iter_nodes(root):
+        wanted.setdefault(stand_in[id(node)], []).extend(node.get("depends_on") or [])
     result: list[PlannedTask] = []
     for index, (node, depth, parent) in enumerate(kept):
         deps: list[int] = []
-        for key in node.get("depends_on") or []:
+        for key in wanted.get(index, []):
             target = stand_in[id(by_key[key])]
             if target != index and target not in deps:
                 deps.append(target)

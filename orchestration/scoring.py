@@ -29,17 +29,25 @@ class NoWorkersAvailable(Exception):
 
 
 class WorkerLike(Protocol):
-    agent_id: Any
-    specialization: str | None
-    skills: Mapping[str, float] | None
-    current_workload: int
-    max_concurrent_tasks: int
-    tasks_completed: int
-    tasks_failed: int
+    @property
+    def agent_id(self) -> Any: ...
+    @property
+    def specialization(self) -> str | None: ...
+    @property
+    def skills(self) -> Mapping[str, Any] | None: ...
+    @property
+    def current_workload(self) -> int: ...
+    @property
+    def max_concurrent_tasks(self) -> int: ...
+    @property
+    def tasks_completed(self) -> int: ...
+    @property
+    def tasks_failed(self) -> int: ...
 
 
 class TaskLike(Protocol):
-    required_skills: Sequence[str] | None
+    @property
+    def required_skills(self) -> Sequence[str] | None: ...
 
 
 W = TypeVar("W", bound=WorkerLike)

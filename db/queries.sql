@@ -1,0 +1,259 @@
+-- The engine's hot-path statements, each under a named header with its purpose.
+-- Every state change is one conditional statement: it moves a row only from the state it
+-- expects, so a redelivered or stale message changes nothing.
+
+-- ready_tasks --
+-- The team's assignable tasks, best first, no more than the free capacity (reads ix_tasks_ready in order).
+SELECT id, title, priority, required_skills, created_at
+FROM tasks
+WHERE team_id = :team_id
+  AND status = 'pending'
+  AND NOT is_summary
+  AND (not_before IS NULL OR not_before <= now())
+ORDER BY priority DESC, created_at, id
+LIMIT :limit;
+
+-- available_workers --
+-- Workers that can take work now, row-locked so the pass sees their exact load.
+SELECT *
+FROM team_members
+WHERE team_id = :team_id
+  AND role = 'worker'
+  AND status <> 'offline'
+  AND current_workload < max_concurrent_tasks
+ORDER BY current_workload, joined_at, id
+FOR UPDATE;
+
+-- assign --
+-- Assign the chosen tasks that are still pending, count them on their workers and log each assignment, in one statement.
+WITH chosen AS (
+    SELECT *
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:worker_ids AS uuid[]), CAST(:agent_ids AS text[]),
+        CAST(:scores AS float8[]), CAST(:breakdowns AS jsonb[]), CAST(:explanations AS text[])
+    ) AS c(task_id, worker_id, agent_id, score, breakdown, explanation)
+), moved AS (
+    UPDATE tasks t
+    SET status = 'assigned', assigned_to = c.worker_id, assigned_by = CAST(:manager_id AS uuid),
+        claim = NULL, updated_at = now()
+    FROM chosen c
+    WHERE t.id = c.task_id AND t.status = 'pending' AND NOT t.is_summary
+    RETURNING t.id, t.assigned_to, t.priority
+), loaded AS (
+    UPDATE team_members m
+    SET current_workload = m.current_workload + n.added,
+        status = CASE WHEN m.status = 'offline' THEN m.status ELSE 'active' END,
+        last_active_at = now()
+    FROM (SELECT assigned_to, count(*) AS added FROM moved GROUP BY assigned_to) n
+    WHERE m.id = n.assigned_to
+    RETURNING m.id
+), logged AS (
+    INSERT INTO messages (team_id, from_agent_id, to_agent_id, task_id, worker_id,
+                          message_type, content, metadata)
+    SELECT CAST(:team_id AS uuid), :manager_agent_id, c.agent_id, c.task_id, c.worker_id,
+           'task_assignment', c.explanation,
+           jsonb_build_object('score', c.score, 'breakdown', c.breakdown)
+    FROM chosen c JOIN moved m ON m.id = c.task_id
+    RETURNING id
+)
+SELECT id, assigned_to, priority FROM moved;
+
+-- claim --
+-- Take an assigned task for execution by its worker; a new claim fences out any earlier holder.
+UPDATE tasks t
+SET status = CASE WHEN old.status = 'review' THEN 'review'::task_status ELSE 'in_progress' END,
+    attempts = CASE WHEN old.status = 'review' THEN t.attempts ELSE t.attempts + 1 END,
+    start_time = coalesce(t.start_time, now()),
+    claim = :claim,
+    updated_at = now()
+FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old
+WHERE t.id = old.id
+  AND t.assigned_to = :worker_id
+  AND t.status IN ('assigned', 'in_progress', 'review')
+RETURNING old.status AS previous_status, t.*;
+
+-- start_ancestors --
+-- Show a summary task as in progress once any task below it starts.
+WITH RECURSIVE up(id) AS (
+    SELECT parent_task_id FROM tasks WHERE id = :task_id AND parent_task_id IS NOT NULL
+    UNION
+    SELECT t.parent_task_id FROM tasks t JOIN up ON t.id = up.id WHERE t.parent_task_id IS NOT NULL
+)
+UPDATE tasks SET status = 'in_progress', start_time = coalesce(start_time, now()), updated_at = now()
+WHERE id IN (SELECT id FROM up) AND status = 'pending'
+RETURNING id;
+
+-- submit_for_review --
+-- Record the output of a task with acceptance criteria and hand it to the reviewer.
+WITH moved AS (
+    UPDATE tasks
+    SET status = 'review', output_data = CAST(:output AS jsonb),
+        actual_tokens = coalesce(actual_tokens, 0) + :tokens, cost = cost + :cost,
+        updated_at = now()
+    WHERE id = :task_id AND claim = :claim AND status = 'in_progress'
+    RETURNING id, assigned_to
+)
+UPDATE team_members m
+SET total_tokens_used = total_tokens_used + :tokens, total_cost = total_cost + :cost,
+    last_active_at = now()
+FROM moved WHERE m.id = moved.assigned_to
+RETURNING moved.id;
+
+-- send_back --
+-- The reviewer rejected the output: count a revision and execute again with the feedback.
+UPDATE tasks
+SET status = 'in_progress', revision_count = revision_count + 1, review_feedback = :feedback,
+    updated_at = now()
+WHERE id = :task_id AND claim = :claim AND status = 'review'
+RETURNING revision_count;
+
+-- complete --
+-- Finish a task: completed, outcome counted once on its worker, its load released.
+WITH done AS (
+    UPDATE tasks
+    SET status = 'completed', completion_time = now(),
+        output_data = coalesce(CAST(:output AS jsonb), output_data),
+        actual_tokens = coalesce(actual_tokens, 0) + :tokens, cost = cost + :cost,
+        error_message = NULL, claim = NULL, not_before = NULL, updated_at = now()
+    WHERE id = :task_id AND claim = :claim AND status = CAST(:from_status AS task_status)
+    RETURNING id, team_id, parent_task_id, assigned_to
+), counted AS (
+    UPDATE team_members m
+    SET current_workload = m.current_workload - 1,
+        tasks_completed = m.tasks_completed + 1,
+        total_tokens_used = m.total_tokens_used + :tokens,
+        total_cost = m.total_cost + :cost,
+        status = CASE WHEN m.status = 'active' AND m.current_workload = 1 THEN 'idle'
+                      ELSE m.status END,
+        last_active_at = now()
+    FROM done WHERE m.id = done.assigned_to
+    RETURNING m.id
+)
+SELECT id, team_id, parent_task_id, assigned_to FROM done;
+
+-- fail --
+-- Fail a task for good (:claim NULL: whoever holds it): counted once on its worker, its load released.
+WITH gone AS (
+    UPDATE tasks
+    SET status = 'failed', completion_time = now(), error_message = :error,
+        actual_tokens = coalesce(actual_tokens, 0) + :tokens, cost = cost + :cost,
+        claim = NULL, updated_at = now()
+    WHERE id = :task_id AND (CAST(:claim AS text) IS NULL OR claim = :claim)
+      AND status IN ('assigned', 'in_progress', 'review')
+    RETURNING id, team_id, parent_task_id, assigned_to
+), counted AS (
+    UPDATE team_members m
+    SET current_workload = m.current_workload - 1,
+        tasks_failed = m.tasks_failed + 1,
+        total_tokens_used = m.total_tokens_used + :tokens,
+        total_cost = m.total_cost + :cost,
+        status = CASE WHEN m.status = 'active' AND m.current_workload = 1 THEN 'idle'
+                      ELSE m.status END,
+        last_active_at = now()
+    FROM gone WHERE m.id = gone.assigned_to
+    RETURNING m.id
+)
+SELECT id, team_id, parent_task_id, assigned_to FROM gone;
+
+-- retry_later --
+-- An attempt failed but attempts remain: back to pending after a backoff, its load released.
+WITH back AS (
+    UPDATE tasks t
+    SET status = 'pending', assigned_to = NULL, claim = NULL, error_message = :error,
+        not_before = now() + make_interval(secs => :backoff),
+        actual_tokens = coalesce(t.actual_tokens, 0) + :tokens, cost = t.cost + :cost,
+        updated_at = now()
+    FROM (SELECT id, assigned_to FROM tasks WHERE id = :task_id FOR UPDATE) old
+    WHERE t.id = old.id AND t.claim = :claim AND t.status = 'in_progress'
+    RETURNING t.id, t.team_id, old.assigned_to AS worker_id
+), released AS (
+    UPDATE team_members m
+    SET current_workload = m.current_workload - 1,
+        total_tokens_used = m.total_tokens_used + :tokens,
+        total_cost = m.total_cost + :cost,
+        status = CASE WHEN m.status = 'active' AND m.current_workload = 1 THEN 'idle'
+                      ELSE m.status END
+    FROM back WHERE m.id = back.worker_id
+    RETURNING m.id
+)
+SELECT id, team_id, worker_id FROM back;
+
+-- dependents_met --
+-- A task completed: each task depending on it has one unmet dependency fewer.
+UPDATE tasks t
+SET unmet_dependencies = t.unmet_dependencies - 1, updated_at = now()
+FROM task_dependencies d
+WHERE d.depends_on_task_id = :task_id AND t.id = d.task_id AND t.unmet_dependencies > 0
+RETURNING t.id;
+
+-- free_tasks --
+-- Blocked tasks with nothing left to wait for become pending, with the waiting tasks below them.
+WITH RECURSIVE freed(id) AS (
+    SELECT t.id
+    FROM tasks t LEFT JOIN tasks p ON p.id = t.parent_task_id
+    WHERE t.id = ANY(CAST(:task_ids AS uuid[])) AND t.status = 'blocked'
+      AND t.unmet_dependencies = 0 AND (p.id IS NULL OR p.status <> 'blocked')
+    UNION
+    SELECT c.id FROM tasks c JOIN freed f ON c.parent_task_id = f.id
+    WHERE c.status = 'blocked' AND c.unmet_dependencies = 0
+)
+UPDATE tasks SET status = 'pending', updated_at = now()
+WHERE id IN (SELECT id FROM freed) AND status = 'blocked'
+RETURNING id, is_summary;
+
+-- block_tasks --
+-- A task gained an unmet dependency: it and the pending tasks below it wait.
+WITH RECURSIVE held(id) AS (
+    SELECT id FROM tasks WHERE id = :task_id AND status = 'pending'
+    UNION
+    SELECT c.id FROM tasks c JOIN held h ON c.parent_task_id = h.id WHERE c.status = 'pending'
+)
+UPDATE tasks SET status = 'blocked', updated_at = now()
+WHERE id IN (SELECT id FROM held) AND status = 'pending'
+RETURNING id;
+
+-- roll_up --
+-- A subtask reached a final state: its summary task completes, fails or is cancelled when its subtasks say so.
+UPDATE tasks p
+SET status = CASE
+        WHEN s.failed > 0 THEN 'failed'::task_status
+        WHEN s.completed > 0 THEN 'completed'
+        ELSE 'cancelled' END,
+    error_message = CASE WHEN s.failed > 0 THEN :error ELSE NULL END,
+    completion_time = now(), updated_at = now()
+FROM (
+    SELECT count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'completed') AS completed,
+           count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')) AS open
+    FROM tasks WHERE parent_task_id = :task_id
+) s
+WHERE p.id = :task_id
+  AND p.status IN ('pending', 'blocked', 'in_progress')
+  AND (s.failed > 0 OR s.open = 0)
+RETURNING p.id, p.team_id, p.parent_task_id, p.status;
+
+-- reaches --
+-- Every start (S) and end (E) point the end of :depends_on waits for, through subtasks, parents and dependencies.
+WITH RECURSIVE walk(task_id, point) AS (
+    SELECT CAST(:depends_on AS uuid), 'E'::text
+    UNION
+    SELECT n.task_id, n.point
+    FROM walk w CROSS JOIN LATERAL (
+        SELECT w.task_id AS task_id, 'S'::text AS point WHERE w.point = 'E'
+        UNION ALL
+        SELECT c.id, 'E' FROM tasks c WHERE w.point = 'E' AND c.parent_task_id = w.task_id
+        UNION ALL
+        SELECT t.parent_task_id, 'S' FROM tasks t
+        WHERE w.point = 'S' AND t.id = w.task_id AND t.parent_task_id IS NOT NULL
+        UNION ALL
+        SELECT d.depends_on_task_id, 'E' FROM task_dependencies d
+        WHERE w.point = 'S' AND d.task_id = w.task_id
+    ) n
+)
+SELECT EXISTS (SELECT 1 FROM walk WHERE task_id = :task_id AND point = 'S');
+
+-- in_flight --
+-- Tasks a worker holds, for reconciling the stream with the database.
+SELECT id, assigned_to, priority, status, updated_at
+FROM tasks
+WHERE team_id = :team_id AND status IN ('assigned', 'in_progress', 'review');

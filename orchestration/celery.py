@@ -1,0 +1,49 @@
+"""The Celery application (`celery -A orchestration ...` finds it here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery.signals import worker_process_init
+
+from orchestration.config import get_settings
+
+app = Celery("orchestration")
+app.config_from_object("celeryconfig")
+
+
+class AgentConsumerStep(bootsteps.StartStopStep):
+    """Runs the stream consumer (orchestration.consumer) inside every worker process."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.consumer: Any = None
+
+    def start(self, parent: Any) -> None:
+        if get_settings().agent_concurrency <= 0:
+            return
+        from orchestration.consumer import AgentConsumer
+
+        self.consumer = AgentConsumer()
+        self.consumer.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.consumer is not None:
+            self.consumer.stop()
+            self.consumer = None
+
+
+app.steps["worker"].add(AgentConsumerStep)
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    """A forked pool process must not share the parent's database or Redis sockets."""
+    from db.engine import reset_engine
+    from orchestration.redis_client import reset_redis
+
+    reset_engine()
+    reset_redis()

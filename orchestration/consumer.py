@@ -1,0 +1,394 @@
+"""The worker side: each `celery worker` process consumes the task streams of working teams.
+
+One reader thread per process reads every working team's stream with XREADGROUP (the team's
+group, this process's consumer name), reclaims entries idle past the visibility timeout with
+XAUTOCLAIM, dead-letters entries delivered too often, and hands entries to a small pool of
+agent threads. An agent thread claims the task in PostgreSQL (fencing out any earlier
+holder), runs it through the executor and reviewer plug-ins, commits the outcome with
+conditional transitions, and only then acknowledges the entry. While it runs, a heartbeat
+keeps the entry's idle time low so that nobody reclaims a task that is still being worked on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from db.models import TaskStatus
+from orchestration import keys, lifecycle, orchestrator, streams
+from orchestration.agents.base import ExecutionFailed, Executor, Reviewer
+from orchestration.config import Settings, get_settings
+from orchestration.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+TEAMS_REFRESH = 1.0
+POLL_FALLBACK = 1.0
+
+# Refresh the idle time of an entry only while this consumer still owns it.
+_HEARTBEAT = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+    return 1
+end
+return 0
+"""
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Outcome:
+    """What became of one entry (for logs, metrics and tests)."""
+
+    entry: streams.Entry
+    result: str
+
+
+class AgentConsumer:
+    def __init__(
+        self,
+        concurrency: int | None = None,
+        name: str | None = None,
+        settings: Settings | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        executor: Executor | None = None,
+        reviewer: Reviewer | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.concurrency = max(1, concurrency or self.settings.agent_concurrency)
+        self.name = name or consumer_name()
+        self.on_outcome = on_outcome
+        self._executor = executor
+        self._reviewer = reviewer
+        self._stop = threading.Event()
+        self._inflight: dict[str, streams.Entry] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="agent")
+        self._threads: list[threading.Thread] = []
+        self._teams: list[uuid.UUID] = []
+        self._teams_at = 0.0
+        self._groups: set[uuid.UUID] = set()
+        self._last_reclaim = 0.0
+        self._notify_id = "$"
+        self._wake: set[uuid.UUID] = set()
+        self._heartbeat_script: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, label in (
+            (self._read_loop, "stream-reader"),
+            (self._heartbeat_loop, "heartbeat"),
+        ):
+            thread = threading.Thread(target=target, name=label, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("agent consumer %s started with %d agent threads", self.name, self.concurrency)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop reading; let running agents finish (their entries stay pending otherwise)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._read_once()
+            except redis.RedisError as exc:
+                log.warning("stream reader: Redis unavailable (%s); retrying", exc)
+                self._groups.clear()
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("stream reader: unexpected error; retrying")
+                self._stop.wait(1.0)
+
+    def _working_teams(self) -> list[uuid.UUID]:
+        now = time.monotonic()
+        if now - self._teams_at > TEAMS_REFRESH:
+            self._teams = orchestrator.working_team_ids()
+            self._teams_at = now
+        return self._teams
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - len(self._inflight)
+
+    def _read_once(self) -> None:
+        free = self._free_slots()
+        if free <= 0:
+            self._stop.wait(0.01)
+            return
+        teams = self._working_teams()
+        now = time.monotonic()
+        if now - self._last_reclaim > min(5.0, self.settings.visibility_timeout / 4):
+            self._last_reclaim = now
+            free -= self._reclaim(teams, free)
+            if free <= 0:
+                return
+        wake, self._wake = self._wake, set()
+        order = [t for t in teams if t in wake] + [t for t in teams if t not in wake]
+        got = self._read_streams(order, free)
+        if got == 0:
+            self._wait_for_doorbell()
+
+    def _ensure_groups(self, teams: list[uuid.UUID]) -> None:
+        missing = [t for t in teams if t not in self._groups]
+        for team_id in missing:
+            streams.ensure_group(team_id)
+            self._groups.add(team_id)
+
+    def _read_streams(self, teams: list[uuid.UUID], free: int) -> int:
+        if not teams:
+            return 0
+        self._ensure_groups(teams)
+        r = get_redis()
+        got = 0
+        for team_id in teams:
+            if free - got <= 0:
+                break
+            try:
+                reply = r.xreadgroup(
+                    keys.consumer_group(team_id),
+                    self.name,
+                    {keys.task_stream(team_id): ">"},
+                    count=free - got,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._groups.discard(team_id)
+                    continue
+                raise
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    self._dispatch(streams.Entry.parse(team_id, entry_id, fields))
+                    got += 1
+        return got
+
+    def _wait_for_doorbell(self) -> None:
+        r = get_redis()
+        if self._notify_id == "$":
+            newest = r.xrevrange(streams.NOTIFY_STREAM, count=1)
+            self._notify_id = newest[0][0] if newest else "0-0"
+        reply = r.xread(
+            {streams.NOTIFY_STREAM: self._notify_id}, block=int(POLL_FALLBACK * 1000), count=100
+        )
+        if not reply:
+            # Quiet for a while: re-read the position (Redis may have restarted empty).
+            self._notify_id = "$"
+            return
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                self._notify_id = entry_id
+                try:
+                    self._wake.add(uuid.UUID(fields["team_id"]))
+                except (KeyError, ValueError):
+                    continue
+
+    def _reclaim(self, teams: list[uuid.UUID], free: int) -> int:
+        """Take over entries idle past the visibility timeout; dead-letter the overdelivered."""
+        self._ensure_groups(teams)
+        r = get_redis()
+        idle_ms = int(self.settings.visibility_timeout * 1000)
+        taken = 0
+        for team_id in teams:
+            if free - taken <= 0:
+                break
+            stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+            try:
+                reply = r.xautoclaim(stream, group, self.name, idle_ms, "0-0", count=free - taken)
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    self._groups.discard(team_id)
+                    continue
+                raise
+            claimed = reply[1] if len(reply) > 1 else []
+            for entry_id, fields in claimed:
+                if not fields:
+                    continue  # deleted while pending: nothing to run
+                entry = streams.Entry.parse(team_id, entry_id, fields)
+                info = r.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+                deliveries = int(info[0]["times_delivered"]) if info else 1
+                if deliveries > self.settings.max_deliveries:
+                    self._dead_letter(entry, deliveries)
+                    continue
+                log.warning(
+                    "reclaimed entry %s of task %s (delivery %d)",
+                    entry_id,
+                    entry.task_id,
+                    deliveries,
+                )
+                self._dispatch(entry)
+                taken += 1
+        return taken
+
+    def _dead_letter(self, entry: streams.Entry, deliveries: int) -> None:
+        reason = (
+            f"delivered {deliveries} times without completing "
+            f"(limit ORCH_MAX_DELIVERIES={self.settings.max_deliveries}); moved to dead letter"
+        )
+        failed = lifecycle.fail(entry.task_id, None, reason)
+        streams.dead_letter(entry, deliveries, reason)
+        log.error("dead-lettered entry %s of task %s", entry.entry_id, entry.task_id)
+        self._report(entry, "dead_letter" if failed else "dead_letter_stale")
+        if failed:
+            orchestrator.run_pass(entry.team_id)
+
+    # -- executing -------------------------------------------------------------------------
+
+    def _dispatch(self, entry: streams.Entry) -> None:
+        with self._lock:
+            self._inflight[entry.entry_id] = entry
+        self._pool.submit(self._run, entry)
+
+    def _run(self, entry: streams.Entry) -> None:
+        try:
+            result = self._handle(entry)
+            streams.ack(entry.team_id, entry.entry_id)
+            self._report(entry, result)
+            if result in ("completed", "failed", "retrying", "cancelled"):
+                orchestrator.run_pass(entry.team_id)
+        except Exception:
+            # Left pending: reclaimed after the visibility timeout.
+            log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
+        finally:
+            with self._lock:
+                self._inflight.pop(entry.entry_id, None)
+
+    def _report(self, entry: streams.Entry, result: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(Outcome(entry, result))
+
+    def executor(self) -> Executor:
+        if self._executor is not None:
+            return self._executor
+        from orchestration.agents import get_executor
+
+        return get_executor()
+
+    def reviewer(self) -> Reviewer:
+        if self._reviewer is not None:
+            return self._reviewer
+        from orchestration.agents import get_reviewer
+
+        return get_reviewer()
+
+    def _handle(self, entry: streams.Entry) -> str:
+        token = f"{self.name}/{entry.entry_id}/{uuid.uuid4().hex[:8]}"
+        claimed = lifecycle.claim(entry.task_id, entry.worker_id, token)
+        if claimed is None:
+            return "stale"
+        settings = self.settings
+        if claimed.status is TaskStatus.IN_PROGRESS and claimed.attempts > settings.max_attempts:
+            lifecycle.fail(
+                entry.task_id,
+                token,
+                f"gave up after {claimed.attempts - 1} attempts "
+                f"(ORCH_MAX_ATTEMPTS={settings.max_attempts}); the last worker was lost mid-run",
+            )
+            return "failed"
+        ctx = claimed.context
+        status = claimed.status
+        output = claimed.output or {}
+        revisions = claimed.revision_count
+        while True:
+            if status is TaskStatus.IN_PROGRESS:
+                try:
+                    result = self.executor().execute(ctx)
+                except Exception as exc:
+                    return self._execution_failed(entry, token, claimed.attempts, exc)
+                if not claimed.has_criteria:
+                    done = lifecycle.complete(
+                        entry.task_id,
+                        token,
+                        TaskStatus.IN_PROGRESS,
+                        result.output,
+                        result.tokens,
+                        result.cost,
+                    )
+                    return "completed" if done else "stale"
+                if not lifecycle.submit_for_review(
+                    entry.task_id, token, result.output, result.tokens, result.cost
+                ):
+                    return "stale"
+                status, output = TaskStatus.REVIEW, result.output
+            verdict = self.reviewer().review(ctx, output)
+            lifecycle.record_reviewer_usage(entry.team_id, verdict.tokens, verdict.cost)
+            if verdict.accepted:
+                done = lifecycle.complete(entry.task_id, token, TaskStatus.REVIEW, None)
+                return "completed" if done else "stale"
+            if revisions + 1 > claimed.max_revisions:
+                failed = lifecycle.fail(
+                    entry.task_id,
+                    token,
+                    f"rejected by the reviewer after {revisions} revision(s) "
+                    f"(max_revisions={claimed.max_revisions}): {verdict.feedback}",
+                )
+                return "failed" if failed else "stale"
+            revision = lifecycle.send_back(entry.task_id, token, verdict.feedback)
+            if revision is None:
+                return "stale"
+            revisions = revision
+            ctx = replace(ctx, revision=revision, feedback=verdict.feedback)
+            status = TaskStatus.IN_PROGRESS
+
+    def _execution_failed(
+        self, entry: streams.Entry, token: str, attempts: int, exc: Exception
+    ) -> str:
+        message = str(exc) or type(exc).__name__
+        tokens = exc.tokens if isinstance(exc, ExecutionFailed) else 0
+        cost = exc.cost if isinstance(exc, ExecutionFailed) else Decimal(0)
+        if attempts < self.settings.max_attempts:
+            backoff = self.settings.retry_backoff * (2 ** (attempts - 1))
+            if lifecycle.retry_later(entry.task_id, token, message, backoff, tokens, cost):
+                orchestrator.request_pass(entry.team_id, countdown=backoff)
+                return "retrying"
+            return "stale"
+        failed = lifecycle.fail(
+            entry.task_id,
+            token,
+            f"failed after {attempts} attempt(s): {message}",
+            tokens,
+            cost,
+        )
+        return "failed" if failed else "stale"
+
+    # -- heartbeat -------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = max(0.2, self.settings.visibility_timeout / 3)
+        while not self._stop.wait(interval):
+            with self._lock:
+                running = list(self._inflight.values())
+            if not running:
+                continue
+            try:
+                r = get_redis()
+                if self._heartbeat_script is None:
+                    self._heartbeat_script = r.register_script(_HEARTBEAT)
+                for entry in running:
+                    self._heartbeat_script(
+                        keys=[keys.task_stream(entry.team_id)],
+                        args=[keys.consumer_group(entry.team_id), self.name, entry.entry_id],
+                    )
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                self._heartbeat_script = None

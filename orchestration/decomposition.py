@@ -1,0 +1,270 @@
+"""Creating tasks (seed epic 2): one at a time, as a plan tree, or from a goal through the
+planner; reading them back, alone, as a list or as a hierarchy."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from db.models import Task, TaskDependency, TaskStatus, Team, TeamMember, TeamStatus
+from orchestration import events, graph, plans
+from orchestration.dependencies import add_edge
+from orchestration.errors import (
+    AgentError,
+    DependencyCycle,
+    InvalidInput,
+    InvalidTransition,
+    NoManager,
+    NotFound,
+)
+from orchestration.lifecycle import _manager, _profile
+from orchestration.locks import lock_graph
+
+TASK_FIELDS = (
+    "title",
+    "description",
+    "acceptance_criteria",
+    "required_skills",
+    "priority",
+    "estimated_tokens",
+    "max_revisions",
+    "input_data",
+)
+# A parent can take new subtasks until it is final; a leaf only before it is assigned.
+OPEN_PARENT = (TaskStatus.PENDING, TaskStatus.BLOCKED, TaskStatus.IN_PROGRESS)
+
+
+def _team(session: Session, team_id: uuid.UUID) -> Team:
+    team = session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"team {team_id} not found")
+    return team
+
+
+def _request_pass(team_id: uuid.UUID) -> None:
+    from orchestration.orchestrator import request_pass
+
+    request_pass(team_id)
+
+
+def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
+    """Create one task, optionally under a parent and depending on other tasks."""
+    depends_on = list(dict.fromkeys(data.get("depends_on") or []))
+    parent_id = data.get("parent_task_id")
+    with events.transaction() as session:
+        team = _team(session, team_id)
+        lock_graph(session, team_id)
+        parent: Task | None = None
+        if parent_id is not None:
+            parent = session.execute(
+                select(Task).where(Task.id == parent_id).with_for_update()
+            ).scalar_one_or_none()
+            if parent is None or parent.team_id != team_id:
+                raise NotFound(f"parent task {parent_id} not found")
+            if parent.status not in OPEN_PARENT or (
+                not parent.is_summary and parent.status is TaskStatus.IN_PROGRESS
+            ):
+                raise InvalidTransition(
+                    f"parent task {parent_id} is {parent.status.value}; it cannot take new subtasks"
+                )
+        deps = []
+        for dep_id in depends_on:
+            dep = session.execute(
+                select(Task).where(Task.id == dep_id).with_for_update(read=True)
+            ).scalar_one_or_none()
+            if dep is None or dep.team_id != team_id:
+                raise InvalidInput(
+                    f"depends_on: {dep_id} is not a task of this team",
+                    {"depends_on": [f"{dep_id} is not a task of this team"]},
+                )
+            deps.append(dep)
+        values = {k: data[k] for k in TASK_FIELDS if data.get(k) is not None}
+        blocked = parent is not None and parent.status is TaskStatus.BLOCKED
+        task = Task(
+            team_id=team_id,
+            parent_task_id=parent_id,
+            status=TaskStatus.BLOCKED if blocked else TaskStatus.PENDING,
+            **values,
+        )
+        session.add(task)
+        session.flush()
+        if parent is not None and not parent.is_summary:
+            parent.is_summary = True
+        for dep in deps:
+            add_edge(session, team_id, task, dep)
+        session.flush()
+        session.refresh(task)
+        events.record(
+            session, team_id, "task.created", task.id, title=task.title, status=task.status.value
+        )
+        ready = task.status is TaskStatus.PENDING and team.status is TeamStatus.ACTIVE
+    if ready:
+        _request_pass(team_id)
+    return task
+
+
+def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> list[Task]:
+    """Create a TaskNode tree (already loaded by PlanSchema) in one transaction, parents first.
+    Nodes deeper than max_depth are not created."""
+    cycle = plans.plan_cycle(plan)
+    if cycle is not None:
+        raise DependencyCycle(cycle)
+    planned = plans.flatten(plan, max_depth)
+    merged = graph.find_cycle(
+        graph.waits_for_graph(
+            {p.index: p.parent_index for p in planned}, {p.index: p.depends_on for p in planned}
+        )
+    )
+    if merged is not None:
+        titles = [planned[i].node["title"] for i in graph.cycle_tasks(merged)]
+        raise InvalidInput(
+            f"with max_depth={max_depth} the work cut below it merges into a cycle: "
+            + " -> ".join(titles)
+            + "; raise max_depth",
+            {"max_depth": ["merges dependent work into a cycle"]},
+        )
+    ids = [uuid.uuid4() for _ in planned]
+    has_children = {p.parent_index for p in planned if p.parent_index is not None}
+    # Creation order is the order of the plan: created_at breaks priority ties that way.
+    base = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    waits: list[bool] = []
+    for p in planned:
+        blocked = bool(p.depends_on) or (p.parent_index is not None and waits[p.parent_index])
+        waits.append(blocked)
+        node = p.node
+        rows.append(
+            {
+                "id": ids[p.index],
+                "team_id": team_id,
+                "parent_task_id": ids[p.parent_index] if p.parent_index is not None else None,
+                "title": node["title"],
+                "description": node.get("description"),
+                "acceptance_criteria": node.get("acceptance_criteria") or None,
+                "required_skills": node.get("required_skills") or None,
+                "estimated_tokens": node.get("estimated_tokens"),
+                "priority": node.get("priority", 5),
+                "status": TaskStatus.BLOCKED if blocked else TaskStatus.PENDING,
+                "is_summary": p.index in has_children,
+                "unmet_dependencies": len(p.depends_on),
+                "created_at": base + timedelta(microseconds=p.index),
+                "updated_at": base,
+            }
+        )
+    edges = [
+        {"task_id": ids[p.index], "depends_on_task_id": ids[d]}
+        for p in planned
+        for d in p.depends_on
+    ]
+    with events.transaction() as session:
+        team = _team(session, team_id)
+        if _manager(session, team_id) is None:
+            raise NoManager("decomposition needs a manager: add a member with role 'manager'")
+        session.execute(insert(Task), rows)
+        if edges:
+            session.execute(insert(TaskDependency), edges)
+        events.record_many(
+            session,
+            [events.Event(team_id, "task.created", r["id"], {"title": r["title"]}) for r in rows],
+        )
+        tasks = list(
+            session.scalars(select(Task).where(Task.id.in_(ids)).order_by(Task.created_at))
+        )
+        active = team.status is TeamStatus.ACTIVE
+    if active:
+        _request_pass(team_id)
+    return tasks
+
+
+def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
+    """The planner turns the goal into a plan, which is then created as create_plan does."""
+    from orchestration.agents import get_planner
+
+    with events.transaction() as session:
+        _team(session, team_id)
+        if _manager(session, team_id) is None:
+            raise NoManager("decomposition needs a manager: add a member with role 'manager'")
+        roster = [
+            _profile(m)
+            for m in session.scalars(
+                select(TeamMember)
+                .where(TeamMember.team_id == team_id)
+                .order_by(TeamMember.joined_at, TeamMember.id)
+            )
+        ]
+    raw = get_planner().plan(goal, roster, max_depth)
+    try:
+        plan = plans.PlanSchema().load(raw)
+    except ValidationError as exc:
+        raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
+    return create_plan(team_id, plan, max_depth)
+
+
+def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    with events.transaction() as session:
+        task = session.execute(
+            select(Task).where(Task.id == task_id, Task.team_id == team_id)
+        ).scalar_one_or_none()
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+
+def list_tasks(team_id: uuid.UUID, status: str | None = None) -> list[Task]:
+    """The team's tasks, priority first, then oldest first."""
+    with events.transaction() as session:
+        _team(session, team_id)
+        query = select(Task).where(Task.team_id == team_id)
+        if status is not None:
+            try:
+                query = query.where(Task.status == TaskStatus(status))
+            except ValueError as exc:
+                raise InvalidInput(
+                    f"unknown status {status!r}", {"status": ["unknown status"]}
+                ) from exc
+        return list(session.scalars(query.order_by(Task.priority.desc(), Task.created_at, Task.id)))
+
+
+def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
+    """{task, subtasks: [{task, subtasks}]}, read in one query."""
+    with events.transaction() as session:
+        ids = [
+            r.id
+            for r in session.execute(
+                text(
+                    """
+                    WITH RECURSIVE sub(id) AS (
+                        SELECT id FROM tasks WHERE id = :task_id AND team_id = :team_id
+                        UNION ALL
+                        SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id
+                    )
+                    SELECT id FROM sub
+                    """
+                ),
+                {"task_id": task_id, "team_id": team_id},
+            )
+        ]
+        if not ids:
+            raise NotFound(f"task {task_id} not found")
+        tasks = list(
+            session.scalars(
+                select(Task)
+                .where(Task.id.in_(ids))
+                .order_by(Task.priority.desc(), Task.created_at, Task.id)
+            )
+        )
+    children: dict[uuid.UUID | None, list[Task]] = defaultdict(list)
+    by_id = {t.id: t for t in tasks}
+    for t in tasks:
+        children[t.parent_task_id].append(t)
+
+    def tree(task: Task) -> dict[str, Any]:
+        return {"task": task, "subtasks": [tree(c) for c in children[task.id]]}
+
+    return tree(by_id[task_id])

@@ -1,0 +1,202 @@
+"""Dependency edges (seed epic 5): added and removed under the team's graph lock, cycles
+(hierarchy included) refused in the transaction that would close them."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
+
+from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
+from db.queries import Q
+from orchestration import events, graph
+from orchestration.errors import (
+    DependencyCycle,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    SelfDependency,
+)
+from orchestration.locks import lock_graph
+
+NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
+
+
+def _locked_task(session: Session, task_id: uuid.UUID, *, share: bool = False) -> Task | None:
+    query = select(Task).where(Task.id == task_id)
+    query = query.with_for_update(read=share)
+    return session.execute(query).scalar_one_or_none()
+
+
+def check_cycle(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> None:
+    """Raise DependencyCycle when `task_id depends on depends_on` would close a cycle."""
+    reaches = session.execute(Q["reaches"], {"task_id": task_id, "depends_on": depends_on}).scalar()
+    if reaches:
+        raise DependencyCycle(cycle_path(session, task_id, depends_on))
+
+
+def cycle_path(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> list[Any]:
+    """The cycle the edge would close, read from the part of the graph it runs through."""
+    team_id = session.execute(select(Task.team_id).where(Task.id == task_id)).scalar_one()
+    parent_of: dict[uuid.UUID, uuid.UUID | None] = dict(
+        session.execute(
+            select(Task.id, Task.parent_task_id).where(Task.team_id == team_id)
+        ).all()
+    )
+    edges: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for task, dep in session.execute(
+        select(TaskDependency.task_id, TaskDependency.depends_on_task_id)
+        .join(Task, Task.id == TaskDependency.task_id)
+        .where(Task.team_id == team_id)
+    ).all():
+        edges[task].append(dep)
+    cycle = graph.dependency_cycle(parent_of, edges, task_id, depends_on)
+    return list(cycle or [task_id, depends_on, task_id])
+
+
+def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> None:
+    """Insert `task depends on dep` (caller holds the graph lock, both rows locked) and keep
+    readiness: an unmet dependency blocks the task and the pending tasks below it."""
+    if task.id == dep.id:
+        raise SelfDependency(task.id)
+    check_cycle(session, task.id, dep.id)
+    session.add(TaskDependency(task_id=task.id, depends_on_task_id=dep.id))
+    session.flush()
+    if dep.status is not TaskStatus.COMPLETED:
+        session.execute(
+            text(
+                "UPDATE tasks SET unmet_dependencies = unmet_dependencies + 1, updated_at = now() "
+                "WHERE id = :id"
+            ),
+            {"id": task.id},
+        )
+        held = session.execute(Q["block_tasks"], {"task_id": task.id}).all()
+        events.record_many(
+            session,
+            [events.Event(team_id, "task.blocked", r.id, {"by": str(dep.id)}) for r in held],
+        )
+
+
+def add_dependency(
+    team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
+) -> tuple[TaskDependency, bool]:
+    """Make task_id wait for depends_on_task_id; (edge, True) when created, (edge, False)
+    when it already existed."""
+    with events.transaction() as session:
+        if session.get(Team, team_id) is None:
+            raise NotFound(f"team {team_id} not found")
+        lock_graph(session, team_id)
+        task = _locked_task(session, task_id)
+        if task is None or task.team_id != team_id:
+            raise NotFound(f"task {task_id} not found")
+        if task_id == depends_on_task_id:
+            raise SelfDependency(task_id)
+        # Share-locked: a completion of it in flight commits before we read its status.
+        dep = _locked_task(session, depends_on_task_id, share=True)
+        if dep is None or dep.team_id != team_id:
+            raise InvalidInput(
+                f"depends_on_task_id {depends_on_task_id} is not a task of this team",
+                {"depends_on_task_id": ["not a task of this team"]},
+            )
+        existing = session.execute(
+            select(TaskDependency).where(
+                TaskDependency.task_id == task_id,
+                TaskDependency.depends_on_task_id == depends_on_task_id,
+            )
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing, False
+        if task.status not in NOT_STARTED:
+            raise InvalidTransition(
+                f"task {task_id} is {task.status.value}; dependencies can only be added "
+                "before it starts"
+            )
+        add_edge(session, team_id, task, dep)
+        edge = session.execute(
+            select(TaskDependency).where(
+                TaskDependency.task_id == task_id,
+                TaskDependency.depends_on_task_id == depends_on_task_id,
+            )
+        ).scalar_one()
+        events.record(
+            session, team_id, "dependency.added", task_id, depends_on=str(depends_on_task_id)
+        )
+        return edge, True
+
+
+def remove_dependency(
+    team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
+) -> None:
+    """Drop the edge; a task left with nothing to wait for becomes ready."""
+    with events.transaction() as session:
+        lock_graph(session, team_id)
+        task = _locked_task(session, task_id)
+        if task is None or task.team_id != team_id:
+            raise NotFound(f"task {task_id} not found")
+        removed = session.execute(
+            delete(TaskDependency)
+            .where(
+                TaskDependency.task_id == task_id,
+                TaskDependency.depends_on_task_id == depends_on_task_id,
+            )
+            .returning(TaskDependency.id)
+        ).first()
+        if removed is None:
+            raise NotFound(f"task {task_id} does not depend on {depends_on_task_id}")
+        dep_status = session.execute(
+            select(Task.status).where(Task.id == depends_on_task_id)
+        ).scalar()
+        if dep_status is not TaskStatus.COMPLETED and task.status not in FINAL:
+            session.execute(
+                text(
+                    "UPDATE tasks SET unmet_dependencies = unmet_dependencies - 1, "
+                    "updated_at = now() WHERE id = :id AND unmet_dependencies > 0"
+                ),
+                {"id": task_id},
+            )
+            freed = session.execute(Q["free_tasks"], {"task_ids": [task_id]}).all()
+            events.record_many(
+                session,
+                [events.Event(team_id, "task.unblocked", r.id, {}) for r in freed],
+            )
+        events.record(
+            session, team_id, "dependency.removed", task_id, depends_on=str(depends_on_task_id)
+        )
+    from orchestration.orchestrator import request_pass
+
+    request_pass(team_id)
+
+
+def dependency_graph(team_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+    """Every task of the team as a node and every dependency as an edge."""
+    with events.transaction() as session:
+        if session.get(Team, team_id) is None:
+            raise NotFound(f"team {team_id} not found")
+        nodes = session.execute(
+            select(Task.id, Task.title, Task.status, Task.parent_task_id)
+            .where(Task.team_id == team_id)
+            .order_by(Task.created_at, Task.id)
+        ).all()
+        edges = session.execute(
+            select(TaskDependency.task_id, TaskDependency.depends_on_task_id)
+            .join(Task, Task.id == TaskDependency.task_id)
+            .where(Task.team_id == team_id)
+            .order_by(TaskDependency.created_at, TaskDependency.id)
+        ).all()
+    return {
+        "nodes": [
+            {
+                "id": n.id,
+                "title": n.title,
+                "status": n.status.value,
+                "parent_task_id": n.parent_task_id,
+            }
+            for n in nodes
+        ],
+        "edges": [
+            {"task_id": e.task_id, "depends_on_task_id": e.depends_on_task_id} for e in edges
+        ],
+    }

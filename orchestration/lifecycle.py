@@ -1,0 +1,535 @@
+"""State changes of teams and tasks.
+
+Every change is one conditional statement (db/queries.sql or a conditional update here) that
+moves a row only from the state it expects, inside a transaction that also records its events.
+Readiness is kept incrementally: a completed task lowers its dependents' unmet counts and frees
+the ones with nothing left to wait for; a final subtask rolls its summary task up.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from db.models import (
+    FINAL,
+    IN_FLIGHT,
+    MemberRole,
+    Task,
+    TaskStatus,
+    Team,
+    TeamMember,
+    TeamStatus,
+)
+from db.queries import Q
+from orchestration import events
+from orchestration.agents.base import AgentProfile, DependencyOutput, TaskContext
+from orchestration.errors import InvalidTransition, NotFound
+from orchestration.locks import lock_graph
+
+# ---------------------------------------------------------------------------------------------
+# Teams
+
+
+_TEAM_MOVES: dict[str, tuple[TeamStatus, TeamStatus, str]] = {
+    "start": (TeamStatus.INACTIVE, TeamStatus.ACTIVE, "team.started"),
+    "pause": (TeamStatus.ACTIVE, TeamStatus.PAUSED, "team.paused"),
+    "resume": (TeamStatus.PAUSED, TeamStatus.ACTIVE, "team.resumed"),
+}
+
+
+def _move_team(team_id: uuid.UUID, action: str) -> Team:
+    source, target, kind = _TEAM_MOVES[action]
+    values: dict[str, Any] = {"status": target, "updated_at": func.now(), "status_reason": None}
+    if action == "start":
+        values["started_at"] = func.now()
+    if action == "pause":
+        values["paused_at"] = func.now()
+    with events.transaction() as session:
+        team = session.execute(
+            update(Team)
+            .where(Team.id == team_id, Team.status == source)
+            .values(**values)
+            .returning(Team)
+        ).scalar_one_or_none()
+        if team is None:
+            current = session.get(Team, team_id)
+            if current is None:
+                raise NotFound(f"team {team_id} not found")
+            raise InvalidTransition(f"cannot {action} a team that is {current.status.value}")
+        events.record(session, team_id, kind, status=target.value)
+    if target is TeamStatus.ACTIVE:
+        _request_pass(team_id)
+    return team
+
+
+def start_team(team_id: uuid.UUID) -> Team:
+    """inactive -> active: passes begin."""
+    return _move_team(team_id, "start")
+
+
+def pause_team(team_id: uuid.UUID) -> Team:
+    """active -> paused: no new assignments; work in flight finishes."""
+    return _move_team(team_id, "pause")
+
+
+def resume_team(team_id: uuid.UUID) -> Team:
+    """paused -> active."""
+    return _move_team(team_id, "resume")
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution: claim, review, complete, retry, fail
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A task taken for execution by one consumer, with what its agent needs."""
+
+    task_id: uuid.UUID
+    team_id: uuid.UUID
+    status: TaskStatus
+    previous_status: TaskStatus
+    attempts: int
+    revision_count: int
+    max_revisions: int
+    has_criteria: bool
+    output: dict[str, Any] | None
+    context: TaskContext
+
+
+def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | None:
+    """Take the task for its assigned worker; None when it is no longer that worker's to run."""
+    with events.transaction() as session:
+        row = (
+            session.execute(
+                Q["claim"], {"task_id": task_id, "worker_id": worker_id, "claim": token}
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        previous = TaskStatus(row["previous_status"])
+        if previous is TaskStatus.ASSIGNED:
+            events.record(
+                session, row["team_id"], "task.started", task_id, worker_id=str(worker_id)
+            )
+            if row["parent_task_id"] is not None:
+                session.execute(Q["start_ancestors"], {"task_id": task_id})
+        member = session.get(TeamMember, worker_id)
+        deps = session.execute(
+            text(
+                "SELECT t.id, t.title, t.output_data FROM task_dependencies d "
+                "JOIN tasks t ON t.id = d.depends_on_task_id WHERE d.task_id = :task_id "
+                "ORDER BY t.completion_time NULLS LAST, t.created_at"
+            ),
+            {"task_id": task_id},
+        ).all()
+        context = TaskContext(
+            task_id=task_id,
+            team_id=row["team_id"],
+            title=row["title"],
+            description=row["description"],
+            acceptance_criteria=list(row["acceptance_criteria"] or []),
+            required_skills=list(row["required_skills"] or []),
+            input_data=dict(row["input_data"] or {}),
+            agent=_profile(member),
+            attempt=row["attempts"],
+            revision=row["revision_count"],
+            feedback=row["review_feedback"],
+            dependency_outputs=[DependencyOutput(d.id, d.title, d.output_data) for d in deps],
+        )
+        return Claimed(
+            task_id=task_id,
+            team_id=row["team_id"],
+            status=TaskStatus(row["status"]),
+            previous_status=previous,
+            attempts=row["attempts"],
+            revision_count=row["revision_count"],
+            max_revisions=row["max_revisions"],
+            has_criteria=bool(row["acceptance_criteria"]),
+            output=row["output_data"],
+            context=context,
+        )
+
+
+def _profile(member: TeamMember | None) -> AgentProfile:
+    if member is None:
+        return AgentProfile(None, "unknown", MemberRole.WORKER.value, None, {})
+    return AgentProfile(
+        member_id=member.id,
+        agent_id=member.agent_id,
+        role=member.role.value,
+        specialization=member.specialization,
+        skills=dict(member.skills or {}),
+    )
+
+
+def manager_of(team_id: uuid.UUID) -> AgentProfile | None:
+    with events.transaction() as session:
+        member = _manager(session, team_id)
+        return _profile(member) if member is not None else None
+
+
+def _manager(session: Session, team_id: uuid.UUID) -> TeamMember | None:
+    return session.execute(
+        select(TeamMember)
+        .where(TeamMember.team_id == team_id, TeamMember.role == MemberRole.MANAGER)
+        .order_by(TeamMember.joined_at, TeamMember.id)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _usage(tokens: int, cost: Decimal) -> dict[str, Any]:
+    return {"tokens": int(tokens), "cost": Decimal(cost)}
+
+
+def submit_for_review(
+    task_id: uuid.UUID, token: str, output: dict[str, Any], tokens: int, cost: Decimal
+) -> bool:
+    with events.transaction() as session:
+        row = session.execute(
+            Q["submit_for_review"],
+            {
+                "task_id": task_id,
+                "claim": token,
+                "output": json.dumps(output),
+                **_usage(tokens, cost),
+            },
+        ).first()
+        if row is None:
+            return False
+        team_id = session.execute(select(Task.team_id).where(Task.id == task_id)).scalar_one()
+        events.record(session, team_id, "task.review", task_id)
+        return True
+
+
+def send_back(task_id: uuid.UUID, token: str, feedback: str) -> int | None:
+    """The reviewer rejected the output: the revision number, or None if the claim is stale."""
+    with events.transaction() as session:
+        revision = session.execute(
+            Q["send_back"], {"task_id": task_id, "claim": token, "feedback": feedback}
+        ).scalar_one_or_none()
+        if revision is None:
+            return None
+        team_id = session.execute(select(Task.team_id).where(Task.id == task_id)).scalar_one()
+        events.record(
+            session, team_id, "task.revision", task_id, revision=revision, feedback=feedback
+        )
+        return int(revision)
+
+
+def record_reviewer_usage(team_id: uuid.UUID, tokens: int, cost: Decimal) -> None:
+    """The reviewer works as the team's manager: its usage counts on the manager."""
+    if tokens <= 0 and cost <= 0:
+        return
+    with events.transaction() as session:
+        manager = _manager(session, team_id)
+        if manager is None:
+            return
+        session.execute(
+            update(TeamMember)
+            .where(TeamMember.id == manager.id)
+            .values(
+                total_tokens_used=TeamMember.total_tokens_used + int(tokens),
+                total_cost=TeamMember.total_cost + Decimal(cost),
+                last_active_at=func.now(),
+            )
+        )
+
+
+def complete(
+    task_id: uuid.UUID,
+    token: str,
+    from_status: TaskStatus,
+    output: dict[str, Any] | None,
+    tokens: int = 0,
+    cost: Decimal = Decimal(0),
+) -> bool:
+    """Finish the task and unblock what waited for it; False when the claim is stale."""
+    with events.transaction() as session:
+        done = session.execute(
+            Q["complete"],
+            {
+                "task_id": task_id,
+                "claim": token,
+                "from_status": from_status.value,
+                "output": json.dumps(output) if output is not None else None,
+                **_usage(tokens, cost),
+            },
+        ).first()
+        if done is None:
+            return False
+        events.record(
+            session,
+            done.team_id,
+            "task.completed",
+            task_id,
+            worker_id=str(done.assigned_to) if done.assigned_to else None,
+        )
+        settle(session, done.team_id, [(done.id, done.parent_task_id, TaskStatus.COMPLETED)])
+        return True
+
+
+def retry_later(
+    task_id: uuid.UUID,
+    token: str,
+    error: str,
+    backoff: float,
+    tokens: int = 0,
+    cost: Decimal = Decimal(0),
+) -> bool:
+    """An attempt failed with attempts left: pending again after `backoff` seconds."""
+    with events.transaction() as session:
+        row = session.execute(
+            Q["retry_later"],
+            {
+                "task_id": task_id,
+                "claim": token,
+                "error": error,
+                "backoff": float(backoff),
+                **_usage(tokens, cost),
+            },
+        ).first()
+        if row is None:
+            return False
+        events.record(
+            session, row.team_id, "task.retrying", task_id, error=error, backoff=float(backoff)
+        )
+        return True
+
+
+def fail(
+    task_id: uuid.UUID,
+    token: str | None,
+    error: str,
+    tokens: int = 0,
+    cost: Decimal = Decimal(0),
+) -> bool:
+    """Fail the task for good (token None: whoever holds it); False when already settled."""
+    with events.transaction() as session:
+        gone = session.execute(
+            Q["fail"], {"task_id": task_id, "claim": token, "error": error, **_usage(tokens, cost)}
+        ).first()
+        if gone is None:
+            return False
+        events.record(session, gone.team_id, "task.failed", task_id, error=error)
+        settle(session, gone.team_id, [(gone.id, gone.parent_task_id, TaskStatus.FAILED)])
+        return True
+
+
+_HAS_DEPENDENTS = text(
+    "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE depends_on_task_id = :id)"
+)
+
+
+def settle(
+    session: Session,
+    team_id: uuid.UUID,
+    finished: list[tuple[uuid.UUID, uuid.UUID | None, TaskStatus]],
+) -> None:
+    """After tasks reached a final state: unblock dependents of completed ones and roll up
+    their summary tasks, repeating for every summary task that becomes final."""
+    queue = list(finished)
+    locked = False
+    while queue:
+        task_id, parent_id, status = queue.pop(0)
+        unblock = status is TaskStatus.COMPLETED and bool(
+            session.execute(_HAS_DEPENDENTS, {"id": task_id}).scalar()
+        )
+        if not unblock and parent_id is None:
+            continue
+        if not locked:
+            # Serialises with dependency edits and sibling roll-ups; the next statement reads
+            # what they committed.
+            lock_graph(session, team_id)
+            locked = True
+        if unblock:
+            met = [r.id for r in session.execute(Q["dependents_met"], {"task_id": task_id})]
+            if met:
+                freed = session.execute(Q["free_tasks"], {"task_ids": met}).all()
+                events.record_many(
+                    session,
+                    [
+                        events.Event(team_id, "task.unblocked", r.id, {"after": str(task_id)})
+                        for r in freed
+                    ],
+                )
+        if parent_id is not None:
+            rolled = session.execute(
+                Q["roll_up"],
+                {"task_id": parent_id, "error": f"subtask {task_id} failed"},
+            ).first()
+            if rolled is not None:
+                rolled_status = TaskStatus(rolled.status)
+                events.record(
+                    session, team_id, f"task.{rolled_status.value}", rolled.id, summary=True
+                )
+                queue.append((rolled.id, rolled.parent_task_id, rolled_status))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancel and retry (API)
+
+
+_SUBTREE = text(
+    """
+    WITH RECURSIVE sub(id) AS (
+        SELECT CAST(:task_id AS uuid)
+        UNION
+        SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id
+    )
+    SELECT id FROM sub
+    """
+)
+
+_CANCEL = text(
+    """
+    UPDATE tasks t
+    SET status = 'cancelled', claim = NULL, completion_time = now(), updated_at = now()
+    FROM (SELECT id, status FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) FOR UPDATE) old
+    WHERE t.id = old.id AND t.status NOT IN ('completed', 'failed', 'cancelled')
+    RETURNING t.id, t.assigned_to, old.status AS previous_status
+    """
+)
+
+_RELEASE = text(
+    """
+    UPDATE team_members m
+    SET current_workload = m.current_workload - n.released,
+        status = CASE WHEN m.status = 'active' AND m.current_workload = n.released THEN 'idle'
+                      ELSE m.status END
+    FROM (SELECT w AS id, count(*) AS released FROM unnest(CAST(:workers AS uuid[])) AS w
+          GROUP BY w) n
+    WHERE m.id = n.id
+    """
+)
+
+
+def _task_of_team(session: Session, team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    task = session.execute(
+        select(Task).where(Task.id == task_id, Task.team_id == team_id).with_for_update()
+    ).scalar_one_or_none()
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return task
+
+
+def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    """Cancel a task that has not finished, and everything unfinished below it."""
+    with events.transaction() as session:
+        lock_graph(session, team_id)
+        task = _task_of_team(session, team_id, task_id)
+        if task.status in FINAL:
+            raise InvalidTransition(f"cannot cancel a task that is {task.status.value}")
+        ids = [r.id for r in session.execute(_SUBTREE, {"task_id": task_id})]
+        cancelled = session.execute(_CANCEL, {"ids": ids}).all()
+        released = [
+            r.assigned_to
+            for r in cancelled
+            if r.assigned_to is not None and TaskStatus(r.previous_status) in IN_FLIGHT
+        ]
+        if released:
+            session.execute(_RELEASE, {"workers": released})
+        events.record_many(
+            session, [events.Event(team_id, "task.cancelled", r.id, {}) for r in cancelled]
+        )
+        settle(session, team_id, [(task.id, task.parent_task_id, TaskStatus.CANCELLED)])
+        session.flush()
+        session.refresh(task)
+    _request_pass(team_id)
+    return task
+
+
+def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    """Run a failed or cancelled task again (for a summary task: its failed or cancelled
+    subtasks); its summary tasks reopen."""
+    with events.transaction() as session:
+        lock_graph(session, team_id)
+        task = _task_of_team(session, team_id, task_id)
+        if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise InvalidTransition(f"cannot retry a task that is {task.status.value}")
+        subtree = session.execute(
+            text(
+                """
+                WITH RECURSIVE sub(id, depth) AS (
+                    SELECT CAST(:task_id AS uuid), 0
+                    UNION ALL
+                    SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id
+                )
+                SELECT t.id FROM sub JOIN tasks t ON t.id = sub.id
+                WHERE t.status IN ('failed', 'cancelled') ORDER BY sub.depth
+                """
+            ),
+            {"task_id": task_id},
+        ).all()
+        ancestors = session.execute(
+            text(
+                """
+                WITH RECURSIVE up(id, depth) AS (
+                    SELECT parent_task_id, 1 FROM tasks
+                    WHERE id = :task_id AND parent_task_id IS NOT NULL
+                    UNION ALL
+                    SELECT t.parent_task_id, up.depth + 1 FROM tasks t JOIN up ON t.id = up.id
+                    WHERE t.parent_task_id IS NOT NULL
+                )
+                SELECT id FROM up ORDER BY depth DESC
+                """
+            ),
+            {"task_id": task_id},
+        ).all()
+        for (ancestor_id,) in ancestors:
+            session.execute(_REOPEN_SUMMARY, {"id": ancestor_id})
+        for (target_id,) in subtree:
+            session.execute(_RESET, {"id": target_id})
+        events.record(session, team_id, "task.retried", task_id)
+        session.flush()
+        session.refresh(task)
+    _request_pass(team_id)
+    return task
+
+
+# A retried task waits again if a dependency of it or of a task above it is unmet.
+_RESET = text(
+    """
+    UPDATE tasks t
+    SET status = CASE
+            WHEN t.unmet_dependencies > 0 OR p.status = 'blocked' THEN 'blocked'::task_status
+            ELSE 'pending' END,
+        assigned_to = NULL, claim = NULL, attempts = 0, revision_count = 0,
+        error_message = NULL, review_feedback = NULL, output_data = NULL,
+        not_before = NULL, start_time = NULL, completion_time = NULL, updated_at = now()
+    FROM tasks self LEFT JOIN tasks p ON p.id = self.parent_task_id
+    WHERE t.id = :id AND self.id = t.id AND t.status IN ('failed', 'cancelled')
+    """
+)
+
+# A summary task above a retried one reopens (top-down); should another of its subtasks still
+# be failed, the next roll-up fails it again.
+_REOPEN_SUMMARY = text(
+    """
+    UPDATE tasks t
+    SET status = CASE
+            WHEN EXISTS (SELECT 1 FROM tasks c WHERE c.parent_task_id = t.id
+                         AND c.status IN ('completed', 'assigned', 'in_progress', 'review'))
+                THEN 'in_progress'::task_status
+            WHEN t.unmet_dependencies > 0 OR p.status = 'blocked' THEN 'blocked'
+            ELSE 'pending' END,
+        error_message = NULL, completion_time = NULL, updated_at = now()
+    FROM tasks self LEFT JOIN tasks p ON p.id = self.parent_task_id
+    WHERE t.id = :id AND self.id = t.id AND t.status IN ('failed', 'cancelled')
+    """
+)
+
+
+def _request_pass(team_id: uuid.UUID) -> None:
+    from orchestration.orchestrator import request_pass
+
+    request_pass(team_id)

@@ -1,0 +1,277 @@
+"""The orchestration pass (seed epic 1) and the reconciliation of streams with the database.
+
+A pass for one team, under the team's pass lock: the ready tasks (no more than the free
+capacity), the available workers (row-locked), the scorer's choice for each task with the
+worker's load raised before the next task is scored, then one statement that assigns, counts
+and logs; after the commit, one pipeline that emits the entries. Its cost is
+O(ready tasks + workers), whatever the backlog of blocked or finished tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import select, text
+
+from db.models import Team, TeamMember, TeamStatus
+from db.queries import Q
+from orchestration import events, keys, streams
+from orchestration.config import get_settings
+from orchestration.lifecycle import _manager
+from orchestration.locks import try_lock_pass
+from orchestration.redis_client import get_redis
+from orchestration.scoring import AssignmentScorer
+
+log = logging.getLogger(__name__)
+
+SCORER = AssignmentScorer()
+MAX_LOOPS = 10
+
+
+@dataclass
+class PassResult:
+    team_id: uuid.UUID
+    assigned: list[streams.Assignment] = field(default_factory=list)
+    ready: int = 0
+    workers: int = 0
+    skipped: bool = False
+    duration: float = 0.0
+
+
+@dataclass
+class _Candidate:
+    """A worker as the pass scores it; its load is raised after each assignment."""
+
+    member: TeamMember
+    agent_id: str
+    specialization: str | None
+    skills: dict[str, Any] | None
+    current_workload: int
+    max_concurrent_tasks: int
+    tasks_completed: int
+    tasks_failed: int
+
+    @classmethod
+    def of(cls, m: TeamMember) -> _Candidate:
+        return cls(
+            m,
+            m.agent_id,
+            m.specialization,
+            m.skills,
+            m.current_workload,
+            m.max_concurrent_tasks,
+            m.tasks_completed,
+            m.tasks_failed,
+        )
+
+
+def run_pass(team_id: uuid.UUID) -> PassResult:
+    """Assign what is ready; when another pass holds the lock, ask it to go round again."""
+    total = PassResult(team_id)
+    started = time.perf_counter()
+    for _ in range(MAX_LOOPS):
+        result = _one_pass(team_id)
+        if result is None:
+            # Another process holds the pass: flag it, then try once more, so that either
+            # we run or the holder sees the flag after its commit.
+            _flag_again(team_id)
+            result = _one_pass(team_id)
+            if result is None:
+                total.skipped = True
+                break
+        total.assigned.extend(result.assigned)
+        total.ready, total.workers = result.ready, result.workers
+        if not _take_again(team_id):
+            break
+    total.duration = time.perf_counter() - started
+    return total
+
+
+def _one_pass(team_id: uuid.UUID) -> PassResult | None:
+    result = PassResult(team_id)
+    with events.transaction() as session:
+        if not try_lock_pass(session, team_id):
+            return None
+        status = session.execute(select(Team.status).where(Team.id == team_id)).scalar()
+        if status is not TeamStatus.ACTIVE:
+            return result
+        workers = list(
+            session.scalars(
+                select(TeamMember).from_statement(Q["available_workers"]),
+                {"team_id": team_id},
+            )
+        )
+        result.workers = len(workers)
+        capacity = sum(max(0, w.max_concurrent_tasks - w.current_workload) for w in workers)
+        if capacity == 0:
+            return result
+        ready = session.execute(Q["ready_tasks"], {"team_id": team_id, "limit": capacity}).all()
+        result.ready = len(ready)
+        if not ready:
+            return result
+        manager = _manager(session, team_id)
+        loads = [_Candidate.of(w) for w in workers]
+        chosen: list[dict[str, object]] = []
+        for task in ready:
+            free = [w for w in loads if w.current_workload < w.max_concurrent_tasks]
+            if not free:
+                break
+            best = SCORER.find_best_worker(task, free)
+            parts = SCORER.breakdown(task, best)
+            chosen.append(
+                {
+                    "task_id": task.id,
+                    "worker_id": best.member.id,
+                    "agent_id": best.member.agent_id,
+                    "score": parts.total,
+                    "breakdown": json.dumps(parts.as_dict()),
+                    "explanation": SCORER.explain(task, best),
+                }
+            )
+            best.current_workload += 1
+        moved = session.execute(
+            Q["assign"],
+            {
+                "team_id": team_id,
+                "manager_id": manager.id if manager else None,
+                "manager_agent_id": manager.agent_id if manager else None,
+                **{
+                    column: [c[key] for c in chosen]
+                    for column, key in (
+                        ("task_ids", "task_id"),
+                        ("worker_ids", "worker_id"),
+                        ("agent_ids", "agent_id"),
+                        ("scores", "score"),
+                        ("breakdowns", "breakdown"),
+                        ("explanations", "explanation"),
+                    )
+                },
+            },
+        ).all()
+        scores = {c["task_id"]: c["score"] for c in chosen}
+        events.record_many(
+            session,
+            [
+                events.Event(
+                    team_id,
+                    "task.assigned",
+                    row.id,
+                    {"worker_id": str(row.assigned_to), "score": scores[row.id]},
+                )
+                for row in moved
+            ],
+        )
+        result.assigned = [
+            streams.Assignment(row.id, row.assigned_to, row.priority) for row in moved
+        ]
+    if result.assigned:
+        try:
+            streams.emit(team_id, result.assigned)
+        except redis.RedisError as exc:
+            # Committed but not delivered: reconciliation re-emits them.
+            log.warning("assignments of team %s not emitted: %s", team_id, exc)
+    return result
+
+
+def _flag_again(team_id: uuid.UUID) -> None:
+    with contextlib.suppress(redis.RedisError):
+        get_redis().set(keys.pass_again(team_id), "1", ex=60)
+
+
+def _take_again(team_id: uuid.UUID) -> bool:
+    try:
+        return get_redis().getdel(keys.pass_again(team_id)) is not None
+    except redis.RedisError:
+        return False
+
+
+def request_pass(team_id: uuid.UUID, countdown: float = 0.0) -> None:
+    """Ask for a pass of this team soon; requests close together make one pass."""
+    try:
+        first = get_redis().set(keys.pass_requested(team_id), "1", nx=True, px=1000)
+    except redis.RedisError as exc:
+        log.warning("pass for team %s not requested (beat will run it): %s", team_id, exc)
+        return
+    if not first and countdown <= 0:
+        return
+    from orchestration.tasks import orchestrate_team
+
+    try:
+        orchestrate_team.apply_async(
+            args=[str(team_id)],
+            countdown=countdown or None,
+            expires=max(30.0, countdown + 30.0),
+        )
+    except Exception as exc:  # the broker is Redis: any failure here leaves it to beat
+        log.warning("pass for team %s not queued (beat will run it): %s", team_id, exc)
+
+
+def clear_request(team_id: uuid.UUID) -> None:
+    with contextlib.suppress(redis.RedisError):
+        get_redis().delete(keys.pass_requested(team_id))
+
+
+def active_team_ids() -> list[uuid.UUID]:
+    with events.transaction() as session:
+        return list(
+            session.scalars(
+                select(Team.id).where(Team.status == TeamStatus.ACTIVE).order_by(Team.id)
+            )
+        )
+
+
+def working_team_ids() -> list[uuid.UUID]:
+    """Teams whose streams may hold work: active ones and paused ones finishing theirs."""
+    with events.transaction() as session:
+        return list(
+            session.scalars(
+                select(Team.id)
+                .where(Team.status.in_([TeamStatus.ACTIVE, TeamStatus.PAUSED]))
+                .order_by(Team.id)
+            )
+        )
+
+
+@dataclass
+class ReconcileResult:
+    team_id: uuid.UUID
+    reemitted: int = 0
+    trimmed: int = 0
+
+
+def reconcile(team_id: uuid.UUID, grace: float | None = None) -> ReconcileResult:
+    """Re-emit assigned tasks whose stream entry is gone (Redis lost it), then trim what has
+    been acknowledged. Tasks changed within `grace` seconds are left alone: their entry may be
+    on its way."""
+    grace = get_settings().reconcile_interval if grace is None else grace
+    result = ReconcileResult(team_id)
+    live = streams.live_entries(team_id)
+    with events.transaction() as session:
+        rows = session.execute(
+            text(
+                "SELECT id, assigned_to, priority FROM tasks "
+                "WHERE team_id = :team_id AND status IN ('assigned', 'in_progress', 'review') "
+                "AND assigned_to IS NOT NULL "
+                "AND updated_at < now() - make_interval(secs => :grace)"
+            ),
+            {"team_id": team_id, "grace": float(grace)},
+        ).all()
+    missing = [
+        streams.Assignment(r.id, r.assigned_to, r.priority) for r in rows if r.id not in live
+    ]
+    if missing:
+        log.warning(
+            "team %s: re-emitting %d assignments with no stream entry", team_id, len(missing)
+        )
+        ids = streams.emit(team_id, missing)
+        live.update({a.task_id: i for a, i in zip(missing, ids, strict=True)})
+        result.reemitted = len(missing)
+    result.trimmed = streams.trim(team_id, live)
+    return result

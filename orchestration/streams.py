@@ -1,0 +1,187 @@
+"""Redis Streams delivery: one stream and one consumer group per team (seed layout).
+
+An assignment is committed to PostgreSQL first, then emitted here. An entry is acknowledged
+only after its outcome is committed; entries of silent consumers are reclaimed after the
+visibility timeout; trimming never drops an entry that is pending or not yet delivered.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from orchestration import keys
+from orchestration.redis_client import get_redis
+
+# Broadcast doorbell: "team X has new entries", so idle consumers wake at once.
+NOTIFY_STREAM = "orchestration:notify"
+NOTIFY_MAXLEN = 1000
+DEAD_LETTER_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class Entry:
+    team_id: uuid.UUID
+    entry_id: str
+    task_id: uuid.UUID
+    worker_id: uuid.UUID
+    priority: int
+    timestamp: float
+
+    @classmethod
+    def parse(cls, team_id: uuid.UUID, entry_id: str, fields: dict[str, str]) -> Entry:
+        return cls(
+            team_id=team_id,
+            entry_id=entry_id,
+            task_id=uuid.UUID(fields["task_id"]),
+            worker_id=uuid.UUID(fields["worker_id"]),
+            priority=int(fields.get("priority", 5)),
+            timestamp=float(fields.get("timestamp", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    task_id: uuid.UUID
+    worker_id: uuid.UUID
+    priority: int
+
+
+def ensure_group(team_id: uuid.UUID, client: redis.Redis | None = None) -> None:
+    """Create the team's stream and group if missing; the group starts at 0 so entries added
+    before it existed are still delivered."""
+    r = client or get_redis()
+    try:
+        r.xgroup_create(
+            keys.task_stream(team_id), keys.consumer_group(team_id), id="0", mkstream=True
+        )
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def emit(team_id: uuid.UUID, assignments: Iterable[Assignment]) -> list[str]:
+    """Add committed assignments to the team's stream (one round trip) and ring the doorbell."""
+    batch = list(assignments)
+    if not batch:
+        return []
+    r = get_redis()
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    now = f"{time.time():.6f}"
+    pipe = r.pipeline(transaction=False)
+    pipe.xgroup_create(stream, group, id="0", mkstream=True)
+    for a in batch:
+        pipe.xadd(
+            stream,
+            {
+                "task_id": str(a.task_id),
+                "team_id": str(team_id),
+                "worker_id": str(a.worker_id),
+                "priority": str(a.priority),
+                "timestamp": now,
+            },
+        )
+    pipe.xadd(NOTIFY_STREAM, {"team_id": str(team_id)}, maxlen=NOTIFY_MAXLEN, approximate=True)
+    results = pipe.execute(raise_on_error=False)
+    group_result = results[0]
+    if isinstance(group_result, Exception) and "BUSYGROUP" not in str(group_result):
+        raise group_result
+    for result in results[1:]:
+        if isinstance(result, Exception):
+            raise result
+    return [str(x) for x in results[1:-1]]
+
+
+def ack(team_id: uuid.UUID, entry_id: str) -> None:
+    get_redis().xack(keys.task_stream(team_id), keys.consumer_group(team_id), entry_id)
+
+
+def dead_letter(entry: Entry, deliveries: int, reason: str) -> None:
+    """Move an entry delivered too often to the team's dead-letter stream."""
+    r = get_redis()
+    pipe = r.pipeline(transaction=False)
+    pipe.xadd(
+        keys.dead_letter(entry.team_id),
+        {
+            "task_id": str(entry.task_id),
+            "team_id": str(entry.team_id),
+            "worker_id": str(entry.worker_id),
+            "entry_id": entry.entry_id,
+            "deliveries": str(deliveries),
+            "reason": reason,
+            "timestamp": f"{time.time():.6f}",
+        },
+        maxlen=DEAD_LETTER_MAXLEN,
+        approximate=True,
+    )
+    pipe.xack(keys.task_stream(entry.team_id), keys.consumer_group(entry.team_id), entry.entry_id)
+    pipe.execute()
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def live_entries(team_id: uuid.UUID) -> dict[uuid.UUID, str]:
+    """task_id -> entry id of every entry still to be handled: pending (delivered, not
+    acknowledged) or not yet delivered to the group."""
+    r = get_redis()
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    if not r.exists(stream):
+        return {}
+    last_delivered = "0-0"
+    for info in r.xinfo_groups(stream):
+        if info["name"] == group:
+            last_delivered = info["last-delivered-id"]
+            break
+    else:
+        ensure_group(team_id, r)
+    pending: set[str] = set()
+    start = "-"
+    while True:
+        page = r.xpending_range(stream, group, min=start, max="+", count=1000)
+        pending.update(p["message_id"] for p in page)
+        if len(page) < 1000:
+            break
+        start = "(" + page[-1]["message_id"]
+    live: dict[uuid.UUID, str] = {}
+    threshold = _id_key(last_delivered)
+    for entry_id, fields in r.xrange(stream, min="-", max="+"):
+        if entry_id in pending or _id_key(entry_id) > threshold:
+            live[uuid.UUID(fields["task_id"])] = entry_id
+    return live
+
+
+def trim(team_id: uuid.UUID, live: dict[uuid.UUID, str]) -> int:
+    """Drop acknowledged entries older than the oldest live one; never a live entry."""
+    r = get_redis()
+    stream = keys.task_stream(team_id)
+    if live:
+        oldest = min(live.values(), key=_id_key)
+        return int(r.xtrim(stream, minid=oldest, approximate=False))
+    newest = r.xrevrange(stream, count=1)
+    if not newest:
+        return 0
+    ms, seq = _id_key(newest[0][0])
+    return int(r.xtrim(stream, minid=f"{ms}-{seq + 1}", approximate=False))
+
+
+def stream_stats(team_id: uuid.UUID) -> dict[str, Any]:
+    """Length, pending and undelivered counts of a team's stream, and its dead letters."""
+    r = get_redis()
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    stats: dict[str, Any] = {"length": 0, "pending": 0, "lag": 0, "dead_letters": 0}
+    if r.exists(stream):
+        stats["length"] = int(r.xlen(stream))
+        for info in r.xinfo_groups(stream):
+            if info["name"] == group:
+                stats["pending"] = int(info.get("pending") or 0)
+                stats["lag"] = int(info.get("lag") or 0)
+    stats["dead_letters"] = int(r.xlen(keys.dead_letter(team_id)))
+    return stats

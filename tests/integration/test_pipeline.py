@@ -1,0 +1,483 @@
+"""The pipeline's services against real PostgreSQL and Redis, with the stream consumer running
+in this process (tests/e2e runs it in real `celery worker` processes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select, text
+
+from db.engine import get_engine, session_scope
+from db.models import Message, Task, TaskStatus, TeamMember
+from orchestration import keys, lifecycle, orchestrator, streams
+from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
+from orchestration.config import reload_settings
+from orchestration.consumer import AgentConsumer
+from orchestration.decomposition import create_plan, create_task, list_tasks
+from orchestration.dependencies import add_dependency, remove_dependency
+from orchestration.errors import DependencyCycle, InvalidTransition, SelfDependency
+from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
+from tests.support.invariants import check_invariants
+
+
+class RecordingExecutor:
+    """Runs tasks by their input_data: {"sleep": s, "fail": n first attempts}."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: list[tuple[uuid.UUID, str, float, float]] = []
+        self.running: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def execute(self, ctx: TaskContext) -> ExecutionResult:
+        agent = ctx.agent.agent_id
+        with self.lock:
+            self.running[agent] = self.running.get(agent, 0) + 1
+            self.peak[agent] = max(self.peak.get(agent, 0), self.running[agent])
+        start = time.time()
+        try:
+            time.sleep(float(ctx.input_data.get("sleep", 0.0)))
+            if ctx.attempt <= int(ctx.input_data.get("fail", 0)):
+                raise ExecutionFailed(f"planned failure {ctx.attempt}", tokens=5)
+            return ExecutionResult(
+                {"result": f"{ctx.title} by {agent}", "revision": ctx.revision},
+                tokens=10,
+                cost=Decimal("0.001"),
+            )
+        finally:
+            with self.lock:
+                self.running[agent] -= 1
+                self.runs.append((ctx.task_id, agent, start, time.time()))
+
+
+class PickyReviewer:
+    """Rejects until the output's revision reaches input_data["reject"]."""
+
+    def review(self, ctx: TaskContext, output: dict[str, Any]) -> ReviewVerdict:
+        wanted = int(ctx.input_data.get("reject", 0))
+        if int(output.get("revision", 0)) >= wanted:
+            return ReviewVerdict(True, "meets every criterion", tokens=3)
+        return ReviewVerdict(False, f"revision {output.get('revision')} is not enough", tokens=3)
+
+
+@pytest.fixture
+def fast_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT", "2")
+    monkeypatch.setenv("ORCH_RETRY_BACKOFF", "0.05")
+    monkeypatch.setenv("ORCH_RECONCILE_INTERVAL", "0.5")
+    reload_settings()
+    yield
+    monkeypatch.undo()
+    reload_settings()
+
+
+@pytest.fixture
+def executor() -> RecordingExecutor:
+    return RecordingExecutor()
+
+
+@pytest.fixture
+def consumer(fast_settings: None, executor: RecordingExecutor) -> Iterator[AgentConsumer]:
+    c = AgentConsumer(concurrency=4, executor=executor, reviewer=PickyReviewer())
+    c.start()
+    yield c
+    c.stop()
+
+
+def active_team(workers: int = 2, capacity: int = 2) -> uuid.UUID:
+    team = TeamFactory(active=True)
+    ManagerFactory(team=team)
+    for _ in range(workers):
+        WorkerFactory(team=team, max_concurrent_tasks=capacity)
+    return uuid.UUID(str(team.id))
+
+
+def statuses(team_id: uuid.UUID) -> dict[str, int]:
+    with get_engine().connect() as conn:
+        return dict(
+            conn.execute(
+                text("SELECT status, count(*) FROM tasks WHERE team_id = :t GROUP BY status"),
+                {"t": team_id},
+            ).all()
+        )
+
+
+def run_until(
+    team_id: uuid.UUID, done: Callable[[], bool], timeout: float = 20.0, beat: float = 0.5
+) -> None:
+    """Drive the team like beat does (a pass every `beat` seconds) until done()."""
+    deadline = time.monotonic() + timeout
+    next_beat = 0.0
+    while time.monotonic() < deadline:
+        if done():
+            return
+        if time.monotonic() >= next_beat:
+            orchestrator.run_pass(team_id)
+            orchestrator.reconcile(team_id)
+            next_beat = time.monotonic() + beat
+        time.sleep(0.02)
+    with get_engine().connect() as conn:
+        errors = conn.execute(
+            text("SELECT title, error_message FROM tasks WHERE team_id = :t AND status = 'failed'"),
+            {"t": team_id},
+        ).all()
+    raise AssertionError(f"not done in {timeout}s: {statuses(team_id)}; failures: {errors}")
+
+
+def all_final(team_id: uuid.UUID) -> Callable[[], bool]:
+    def check() -> bool:
+        return set(statuses(team_id)) <= {"completed", "failed", "cancelled"}
+
+    return check
+
+
+def new_task(team_id: uuid.UUID, title: str, **data: Any) -> uuid.UUID:
+    return create_task(team_id, {"title": title, **data}).id
+
+
+# -- the pass ----------------------------------------------------------------------------------
+
+
+def test_pass_assigns_best_first_within_capacity_and_logs_why(redis_client: redis.Redis) -> None:
+    team = TeamFactory(active=True)
+    ManagerFactory(team=team)
+    coder = WorkerFactory(team=team, specialization="Technical Executor", max_concurrent_tasks=1)
+    writer = WorkerFactory(team=team, specialization="Content Creator", max_concurrent_tasks=1)
+    low = new_task(team.id, "low", priority=1, required_skills=["writing"])
+    code = new_task(team.id, "code", priority=9, required_skills=["coding"])
+    docs = new_task(team.id, "docs", priority=8, required_skills=["writing"])
+
+    result = orchestrator.run_pass(team.id)
+
+    assert {a.task_id for a in result.assigned} == {code, docs}
+    with session_scope() as s:
+        tasks = {t.id: t for t in s.scalars(select(Task).where(Task.team_id == team.id))}
+        assert tasks[code].assigned_to == coder.id and tasks[code].status is TaskStatus.ASSIGNED
+        assert tasks[docs].assigned_to == writer.id
+        assert tasks[low].status is TaskStatus.PENDING
+        loads = {m.id: m.current_workload for m in s.scalars(select(TeamMember))}
+        assert loads[coder.id] == 1 and loads[writer.id] == 1
+        log = {m.task_id: m for m in s.scalars(select(Message))}
+        assert log[code].message_type == "task_assignment"
+        assert log[code].content.startswith(f"Assigned to {coder.agent_id} (Technical Executor)")
+        meta = log[code].meta or {}
+        assert set(meta["breakdown"]) == {"skill", "workload", "success_rate"}
+        assert meta["breakdown"]["skill"] == pytest.approx(0.9)
+    entries = redis_client.xrange(keys.task_stream(team.id))
+    assert [e[1]["task_id"] for e in entries] == [str(code), str(docs)]
+    assert set(entries[0][1]) == {"task_id", "team_id", "worker_id", "priority", "timestamp"}
+    check_invariants(team.id, all_done=False)
+
+
+def test_each_assignment_counts_before_the_next_task_is_scored() -> None:
+    team_id = active_team(workers=2, capacity=2)
+    for i in range(10):
+        new_task(team_id, f"t{i}")
+    result = orchestrator.run_pass(team_id)
+    assert len(result.assigned) == 4
+    with session_scope() as s:
+        loads = sorted(
+            m.current_workload for m in s.scalars(select(TeamMember)) if m.role == "worker"
+        )
+    assert loads == [2, 2]
+    check_invariants(team_id, all_done=False)
+
+
+def test_inactive_or_paused_team_gets_no_assignments() -> None:
+    team = TeamFactory()
+    WorkerFactory(team=team)
+    new_task(team.id, "waiting")
+    assert orchestrator.run_pass(team.id).assigned == []
+    lifecycle.start_team(team.id)
+    lifecycle.pause_team(team.id)
+    assert orchestrator.run_pass(team.id).assigned == []
+    lifecycle.resume_team(team.id)
+    assert len(orchestrator.run_pass(team.id).assigned) == 1
+    with pytest.raises(InvalidTransition):
+        lifecycle.start_team(team.id)
+
+
+def test_concurrent_passes_never_double_assign_or_overfill() -> None:
+    team_id = active_team(workers=3, capacity=2)
+    for i in range(40):
+        new_task(team_id, f"t{i}")
+    barrier = threading.Barrier(6)
+    results: list[orchestrator.PassResult] = []
+
+    def go() -> None:
+        barrier.wait()
+        results.append(orchestrator.run_pass(team_id))
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assigned = [a.task_id for r in results for a in r.assigned]
+    assert len(assigned) == len(set(assigned)) == 6
+    check_invariants(team_id, all_done=False)
+
+
+# -- dependencies and cycles -------------------------------------------------------------------
+
+
+def test_cycles_are_refused_including_through_the_hierarchy() -> None:
+    team_id = active_team()
+    a, b, c = (new_task(team_id, x) for x in "abc")
+    add_dependency(team_id, b, a)
+    add_dependency(team_id, c, b)
+    with pytest.raises(DependencyCycle) as cycle:
+        add_dependency(team_id, a, c)
+    assert cycle.value.cycle == [str(a), str(c), str(b), str(a)]
+    with pytest.raises(SelfDependency):
+        add_dependency(team_id, a, a)
+    parent = new_task(team_id, "parent")
+    child = new_task(team_id, "child", parent_task_id=parent)
+    with pytest.raises(DependencyCycle):
+        add_dependency(team_id, child, parent)
+    with pytest.raises(DependencyCycle):
+        add_dependency(team_id, parent, child)
+    edge, created = add_dependency(team_id, b, a)
+    assert not created and edge.task_id == b
+
+
+def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
+    team_id = active_team()
+    ids = [new_task(team_id, f"n{i}") for i in range(8)]
+    pairs = [(ids[i], ids[(i + 1) % 8]) for i in range(8)] + [
+        (ids[i + 1], ids[i]) for i in range(7)
+    ]
+    barrier = threading.Barrier(len(pairs))
+    outcomes: list[str] = []
+
+    def attempt(task: uuid.UUID, dep: uuid.UUID) -> None:
+        barrier.wait()
+        try:
+            add_dependency(team_id, task, dep)
+            outcomes.append("added")
+        except DependencyCycle:
+            outcomes.append("cycle")
+
+    threads = [threading.Thread(target=attempt, args=p) for p in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "cycle" in outcomes
+    with get_engine().connect() as conn:
+        edges = conn.execute(
+            text("SELECT task_id, depends_on_task_id FROM task_dependencies")
+        ).all()
+    adjacency: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for task, dep in edges:
+        adjacency.setdefault(task, []).append(dep)
+    from orchestration.graph import find_cycle
+
+    assert find_cycle(adjacency) is None
+    check_invariants(team_id, all_done=False)
+
+
+def test_readiness_is_kept_incrementally() -> None:
+    team_id = active_team()
+    a = new_task(team_id, "a")
+    b = new_task(team_id, "b", depends_on=[a])
+    parent = new_task(team_id, "parent", depends_on=[b])
+    child = new_task(team_id, "child", parent_task_id=parent)
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert by_id[b].status is TaskStatus.BLOCKED
+    assert by_id[parent].status is TaskStatus.BLOCKED
+    assert by_id[child].status is TaskStatus.BLOCKED
+    remove_dependency(team_id, b, a)
+    remove_dependency(team_id, parent, b)
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert by_id[b].status is TaskStatus.PENDING
+    assert by_id[child].status is TaskStatus.PENDING
+    check_invariants(team_id, all_done=False)
+
+
+# -- execution through the stream consumer -----------------------------------------------------
+
+
+def test_diamond_and_three_level_hierarchy_complete_in_dependency_order(
+    consumer: AgentConsumer, executor: RecordingExecutor
+) -> None:
+    team_id = active_team(workers=3, capacity=2)
+    plan = {
+        "key": "root",
+        "title": "ship it",
+        "subtasks": [
+            {"key": "a", "title": "A", "subtasks": [{"key": "a1", "title": "A1"}]},
+            {"key": "b", "title": "B", "depends_on": ["a"]},
+            {"key": "c", "title": "C", "depends_on": ["a"]},
+            {
+                "key": "d",
+                "title": "D",
+                "depends_on": ["b", "c"],
+                "subtasks": [
+                    {"key": "d1", "title": "D1", "subtasks": [{"key": "d11", "title": "D11"}]},
+                    {"key": "d2", "title": "D2", "depends_on": ["d1"]},
+                ],
+            },
+        ],
+    }
+    tasks = create_plan(team_id, plan, max_depth=3)
+    ids = {t.title: t.id for t in tasks}
+    run_until(team_id, all_final(team_id))
+    counts = check_invariants(team_id)
+    assert counts == {"completed": len(tasks)}
+    ends = {task: end for task, _, _, end in executor.runs}
+    starts = {task: start for task, _, start, _ in executor.runs}
+    assert starts[ids["B"]] >= ends[ids["A1"]] and starts[ids["C"]] >= ends[ids["A1"]]
+    assert starts[ids["D11"]] >= max(ends[ids["B"]], ends[ids["C"]])
+    assert starts[ids["D2"]] >= ends[ids["D11"]]
+    assert len(executor.runs) == 5  # the leaves A1, B, C, D11, D2, each once
+    assert all(peak <= 2 for peak in executor.peak.values())
+
+
+def test_failures_retry_with_backoff_then_fail_and_fail_the_summary(
+    consumer: AgentConsumer, executor: RecordingExecutor
+) -> None:
+    team_id = active_team(workers=1, capacity=2)
+    parent = new_task(team_id, "parent")
+    flaky = new_task(team_id, "flaky", parent_task_id=parent, input_data={"fail": 2})
+    doomed = new_task(team_id, "doomed", parent_task_id=parent, input_data={"fail": 9})
+    run_until(team_id, all_final(team_id))
+    check_invariants(team_id)
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert by_id[flaky].status is TaskStatus.COMPLETED and by_id[flaky].attempts == 3
+    assert by_id[doomed].status is TaskStatus.FAILED
+    assert "failed after 3 attempt(s): planned failure 3" in (by_id[doomed].error_message or "")
+    assert by_id[parent].status is TaskStatus.FAILED
+    assert str(doomed) in (by_id[parent].error_message or "")
+    # Retrying the summary task reopens it and runs the failed subtask again.
+    lifecycle.retry_task(team_id, parent)
+    assert {t.id: t.status for t in list_tasks(team_id)}[doomed] is TaskStatus.PENDING
+
+
+def test_review_loop_counts_revisions_then_accepts_or_fails(consumer: AgentConsumer) -> None:
+    team_id = active_team(workers=1, capacity=2)
+    criteria = ["is done"]
+    ok = new_task(team_id, "ok", acceptance_criteria=criteria, input_data={"reject": 2})
+    bad = new_task(
+        team_id, "bad", acceptance_criteria=criteria, max_revisions=1, input_data={"reject": 5}
+    )
+    run_until(team_id, all_final(team_id))
+    check_invariants(team_id)
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert by_id[ok].status is TaskStatus.COMPLETED and by_id[ok].revision_count == 2
+    assert by_id[ok].actual_tokens == 30
+    assert by_id[bad].status is TaskStatus.FAILED and by_id[bad].revision_count == 1
+    assert "rejected by the reviewer" in (by_id[bad].error_message or "")
+    with session_scope() as s:
+        manager = s.scalars(select(TeamMember).where(TeamMember.role == "manager")).one()
+        assert manager.total_tokens_used == 3 * (3 + 2)  # five reviews
+
+
+def test_pause_holds_new_assignments_while_work_in_flight_finishes(
+    consumer: AgentConsumer,
+) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    first = new_task(team_id, "first", input_data={"sleep": 0.5}, priority=9)
+    second = new_task(team_id, "second")
+    orchestrator.run_pass(team_id)
+    lifecycle.pause_team(team_id)
+    deadline = time.monotonic() + 10
+    while {t.id: t.status for t in list_tasks(team_id)}[first] is not TaskStatus.COMPLETED:
+        assert time.monotonic() < deadline
+        orchestrator.run_pass(team_id)
+        time.sleep(0.05)
+    time.sleep(0.3)
+    orchestrator.run_pass(team_id)
+    assert {t.id: t.status for t in list_tasks(team_id)}[second] is TaskStatus.PENDING
+    lifecycle.resume_team(team_id)
+    run_until(team_id, all_final(team_id))
+    check_invariants(team_id)
+
+
+def test_cancel_releases_the_worker_and_the_running_result_is_discarded(
+    consumer: AgentConsumer,
+) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    slow = new_task(team_id, "slow", input_data={"sleep": 1.0})
+    orchestrator.run_pass(team_id)
+    time.sleep(0.3)
+    lifecycle.cancel_task(team_id, slow)
+    time.sleep(1.2)
+    check_invariants(team_id)
+    assert statuses(team_id) == {"cancelled": 1}
+
+
+def test_assignments_lost_by_redis_are_re_emitted_and_run_once(
+    consumer: AgentConsumer, executor: RecordingExecutor, redis_client: redis.Redis
+) -> None:
+    team_id = active_team(workers=2, capacity=2)
+    for i in range(4):
+        new_task(team_id, f"t{i}")
+    consumer.stop()
+    orchestrator.run_pass(team_id)
+    redis_client.flushdb()
+    restarted = AgentConsumer(concurrency=4, executor=executor, reviewer=PickyReviewer())
+    restarted.start()
+    try:
+        run_until(team_id, all_final(team_id))
+    finally:
+        restarted.stop()
+    check_invariants(team_id)
+    assert len(executor.runs) == 4
+
+
+def test_entries_delivered_too_often_go_to_dead_letter(
+    fast_settings: None, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_MAX_DELIVERIES", "2")
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT", "0.2")
+    reload_settings()
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "poison")
+    orchestrator.run_pass(team_id)
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    # A consumer that takes the entry and dies, twice.
+    redis_client.xreadgroup(group, "ghost", {stream: ">"})
+    time.sleep(0.25)
+    redis_client.xautoclaim(stream, group, "ghost-2", 200, "0-0")
+    time.sleep(0.25)
+    c = AgentConsumer(concurrency=1, executor=RecordingExecutor(), reviewer=PickyReviewer())
+    c.start()
+    try:
+        deadline = time.monotonic() + 10
+        while redis_client.xlen(keys.dead_letter(team_id)) == 0:
+            assert time.monotonic() < deadline, "entry never dead-lettered"
+            time.sleep(0.05)
+    finally:
+        c.stop()
+    letter = redis_client.xrange(keys.dead_letter(team_id))[0][1]
+    assert letter["task_id"] == str(task) and int(letter["deliveries"]) == 3
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert by_id[task].status is TaskStatus.FAILED
+    assert "dead letter" in (by_id[task].error_message or "")
+    assert redis_client.xpending(stream, group)["pending"] == 0
+    check_invariants(team_id)
+
+
+def test_trimming_keeps_every_unacknowledged_entry(redis_client: redis.Redis) -> None:
+    team_id = active_team(workers=2, capacity=3)
+    for i in range(6):
+        new_task(team_id, f"t{i}")
+    orchestrator.run_pass(team_id)
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    delivered = redis_client.xreadgroup(group, "c1", {stream: ">"}, count=4)[0][1]
+    # Ack the 1st and 3rd: the 2nd and 4th stay pending, the 5th and 6th undelivered.
+    redis_client.xack(stream, group, delivered[0][0], delivered[2][0])
+    live = streams.live_entries(team_id)
+    assert len(live) == 4
+    assert streams.trim(team_id, live) == 1
+    remaining = [e[0] for e in redis_client.xrange(stream)]
+    assert set(live.values()) <= set(remaining)
+    assert remaining[0] == delivered[1][0]
