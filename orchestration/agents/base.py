@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from orchestration.errors import AgentError
+
 
 @dataclass(frozen=True)
 class AgentProfile:
@@ -84,3 +86,8 @@ class Executor(Protocol):
 
 class Reviewer(Protocol):
     def review(self, ctx: TaskContext, output: dict[str, Any]) -> ReviewVerdict: ...
+
+
+class AgentConfigError(AgentError):
+    """The agent settings name an unknown planner, executor or reviewer, or miss what the chosen
+    one needs (LLM_BASE_URL, LLM_MODEL, an importable callable, valid LLM_PRICES)."""

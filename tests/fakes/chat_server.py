@@ -1,0 +1,244 @@
+"""A real local HTTP server speaking the OpenAI chat-completions wire format, scriptable per test.
+
+    server.answer("text")                       # a valid completion with usage
+    server.answer({"title": "..."})             # content = that JSON
+    server.error(429, retry_after="1")          # an error status (with Retry-After)
+    server.answer("late", delay=2.0)            # an answer slower than the client's timeout
+    server.raw(200, b"<html>")                  # any body
+
+Replies are served in order; with none left the server answers 500 "no scripted reply". Every
+request is recorded (method, path, headers, JSON body, arrival time) in ``server.requests``.
+
+Use the ``chat_server`` fixture: ``from tests.fakes.chat_server import chat_server_fixture``
+(imported under its own name, the fixture is called ``chat_server``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    received_at: float  # time.monotonic()
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.json.get("messages", []))
+
+    @property
+    def prompt(self) -> str:
+        """Every message's content, joined: what the model was shown."""
+        return "\n".join(str(m.get("content", "")) for m in self.messages)
+
+
+def completion(
+    content: str,
+    *,
+    prompt_tokens: int = 10,
+    completion_tokens: int = 20,
+    model: str = "fake-model",
+) -> dict[str, Any]:
+    """A chat-completions response body."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class FakeChatServer:
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._replies: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> FakeChatServer:
+        handler = _handler_for(self)
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._port = int(httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, args=(0.02,), name="fake-chat", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes slow replies
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    @property
+    def port(self) -> int:
+        assert self._port is not None, "server not started"
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL to configure as LLM_BASE_URL."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    # -- scripting -------------------------------------------------------------------------------
+
+    def push(self, reply: Reply) -> None:
+        with self._lock:
+            self._replies.append(reply)
+
+    def answer(
+        self,
+        content: str | dict[str, Any] | list[Any],
+        *,
+        prompt_tokens: int = 10,
+        completion_tokens: int = 20,
+        model: str = "fake-model",
+        delay: float = 0.0,
+    ) -> None:
+        """A valid completion whose message content is content (JSON-encoded unless a str)."""
+        text = content if isinstance(content, str) else json.dumps(content)
+        body = completion(
+            text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model
+        )
+        self.push(
+            Reply(
+                200,
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json"},
+                delay,
+            )
+        )
+
+    def error(
+        self,
+        status: int,
+        message: str = "scripted error",
+        *,
+        retry_after: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        headers = {"Content-Type": "application/json"}
+        if retry_after is not None:
+            headers["Retry-After"] = retry_after
+        body = json.dumps({"error": {"message": message, "code": status}}).encode()
+        self.push(Reply(status, body, headers, delay))
+
+    def raw(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.push(Reply(status, body, dict(headers or {})))
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._replies)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _next(self) -> Reply:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        body = json.dumps({"error": {"message": "no scripted reply"}}).encode()
+        return Reply(500, body, {"Content-Type": "application/json"})
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+
+def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            server._record(
+                RecordedRequest(
+                    method="POST",
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    received_at=time.monotonic(),
+                )
+            )
+            if self.path != CHAT_PATH:
+                self._send(Reply(404, b'{"error": {"message": "not found"}}'))
+                return
+            reply = server._next()
+            if reply.delay > 0 and server._stopping.wait(reply.delay):
+                return
+            self._send(reply)
+
+        def _send(self, reply: Reply) -> None:
+            try:
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout): nothing to do
+
+    return Handler
+
+
+@pytest.fixture(name="chat_server")
+def chat_server_fixture() -> Iterator[FakeChatServer]:
+    """A running FakeChatServer, stopped after the test."""
+    server = FakeChatServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
