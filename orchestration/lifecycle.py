@@ -80,8 +80,37 @@ def pause_team(team_id: uuid.UUID) -> Team:
 
 
 def resume_team(team_id: uuid.UUID) -> Team:
-    """paused -> active."""
+    """paused -> active (refused while the token budget is spent)."""
+    with events.transaction() as session:
+        team = session.get(Team, team_id)
+        if team is not None and team.token_budget is not None:
+            used = session.execute(
+                select(func.coalesce(func.sum(TeamMember.total_tokens_used), 0)).where(
+                    TeamMember.team_id == team_id
+                )
+            ).scalar_one()
+            if used >= team.token_budget:
+                raise InvalidTransition(
+                    f"the team's token budget is spent ({used} of {team.token_budget} tokens); "
+                    "raise token_budget before resuming"
+                )
     return _move_team(team_id, "resume")
+
+
+def set_token_budget(team_id: uuid.UUID, token_budget: int | None) -> Team:
+    """Set or clear the team's token budget; a paused team is not resumed by this."""
+    with events.transaction() as session:
+        team = session.execute(
+            update(Team)
+            .where(Team.id == team_id)
+            .values(token_budget=token_budget, updated_at=func.now())
+            .returning(Team)
+        ).scalar_one_or_none()
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        events.record(session, team_id, "team.budget_changed", token_budget=token_budget)
+    _request_pass(team_id)
+    return team
 
 
 # ---------------------------------------------------------------------------------------------

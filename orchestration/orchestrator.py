@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from db.models import Team, TeamMember, TeamStatus
 from db.queries import Q
@@ -99,8 +100,12 @@ def _one_pass(team_id: uuid.UUID) -> PassResult | None:
     with events.transaction() as session:
         if not try_lock_pass(session, team_id):
             return None
-        status = session.execute(select(Team.status).where(Team.id == team_id)).scalar()
-        if status is not TeamStatus.ACTIVE:
+        team = session.execute(
+            select(Team.status, Team.token_budget).where(Team.id == team_id)
+        ).first()
+        if team is None or team.status is not TeamStatus.ACTIVE:
+            return result
+        if team.token_budget is not None and _budget_spent(session, team_id, team.token_budget):
             return result
         workers = list(
             session.scalars(
@@ -178,6 +183,33 @@ def _one_pass(team_id: uuid.UUID) -> PassResult | None:
             # Committed but not delivered: reconciliation re-emits them.
             log.warning("assignments of team %s not emitted: %s", team_id, exc)
     return result
+
+
+_TOKENS_USED = text(
+    "SELECT coalesce(sum(total_tokens_used), 0) FROM team_members WHERE team_id = :team_id"
+)
+# The team stops taking new work when its token budget is spent; work in flight finishes.
+_BUDGET_PAUSE = text(
+    """
+    UPDATE teams SET status = 'paused', paused_at = now(), updated_at = now(),
+        status_reason = :reason
+    WHERE id = :team_id AND status = 'active'
+    RETURNING id
+    """
+)
+
+
+def _budget_spent(session: Session, team_id: uuid.UUID, budget: int) -> bool:
+    used = int(session.execute(_TOKENS_USED, {"team_id": team_id}).scalar_one())
+    if used < budget:
+        return False
+    reason = f"token budget exhausted: {used} of {budget} tokens used"
+    if session.execute(_BUDGET_PAUSE, {"team_id": team_id, "reason": reason}).first():
+        events.record(
+            session, team_id, "team.budget_exhausted", status="paused", used=used, budget=budget
+        )
+        log.warning("team %s paused: %s", team_id, reason)
+    return True
 
 
 def _flag_again(team_id: uuid.UUID) -> None:

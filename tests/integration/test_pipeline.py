@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import select, text
 
 from db.engine import get_engine, session_scope
-from db.models import Message, Task, TaskStatus, TeamMember
+from db.models import Message, Task, TaskEvent, TaskStatus, Team, TeamMember, TeamStatus
 from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.config import reload_settings
@@ -481,3 +481,32 @@ def test_trimming_keeps_every_unacknowledged_entry(redis_client: redis.Redis) ->
     remaining = [e[0] for e in redis_client.xrange(stream)]
     assert set(live.values()) <= set(remaining)
     assert remaining[0] == delivered[1][0]
+
+
+def test_a_spent_token_budget_pauses_the_team_and_says_why(consumer: AgentConsumer) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    lifecycle.set_token_budget(team_id, 25)
+    for i in range(5):
+        new_task(team_id, f"t{i}")
+
+    def paused() -> bool:
+        with session_scope() as s:
+            team = s.get(Team, team_id)
+            return team is not None and team.status is TeamStatus.PAUSED
+
+    run_until(team_id, paused)
+    time.sleep(0.3)
+    assert statuses(team_id) == {"completed": 3, "pending": 2}  # 10 tokens each: 30 >= 25
+    with session_scope() as s:
+        team = s.get(Team, team_id)
+        assert team is not None
+        assert team.status_reason == "token budget exhausted: 30 of 25 tokens used"
+        kinds = s.scalars(select(TaskEvent.kind).where(TaskEvent.team_id == team_id)).all()
+        assert kinds.count("team.budget_exhausted") == 1
+    with pytest.raises(InvalidTransition, match="token budget is spent"):
+        lifecycle.resume_team(team_id)
+    lifecycle.set_token_budget(team_id, 1000)
+    lifecycle.resume_team(team_id)
+    run_until(team_id, all_final(team_id))
+    assert statuses(team_id) == {"completed": 5}
+    check_invariants(team_id)
