@@ -1,0 +1,397 @@
+"""Teams, members, API tokens and the assignment log; plus the read-only probes the API's
+operations routes need (readiness, pipeline gauges, the newest event id).
+
+Every function opens its own unit of work (db.engine.session_scope) and returns ORM rows
+detached (the sessions do not expire on commit), so callers read attributes freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.engine import session_scope
+from db.models import (
+    ApiToken,
+    MemberRole,
+    MemberStatus,
+    Message,
+    Task,
+    TaskStatus,
+    Team,
+    TeamMember,
+    TeamStatus,
+)
+from orchestration import events, keys
+from orchestration.config import get_settings
+from orchestration.errors import Conflict, InvalidInput, NotFound
+from orchestration.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+ASSIGNMENT_MESSAGE = "task_assignment"
+TOKEN_PREFIX = "orch_"
+TOKEN_PREFIX_LENGTH = 12
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+ALL_TASK_STATUSES = tuple(s.value for s in TaskStatus)
+
+
+# --- teams -------------------------------------------------------------------------------------
+
+
+def create_team(name: str, description: str | None = None) -> Team:
+    with session_scope() as session:
+        team = Team(name=name, description=description, status=TeamStatus.INACTIVE)
+        session.add(team)
+        session.flush()
+        session.refresh(team)
+        return team
+
+
+def list_teams(team_ids: list[uuid.UUID] | None) -> list[Team]:
+    """Every team (None), or the named ones that exist; oldest first."""
+    with session_scope() as session:
+        query = select(Team).order_by(Team.created_at, Team.id)
+        if team_ids is not None:
+            if not team_ids:
+                return []
+            query = query.where(Team.id.in_(team_ids))
+        return list(session.scalars(query))
+
+
+def get_team(team_id: uuid.UUID) -> Team:
+    with session_scope() as session:
+        team = session.get(Team, team_id)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        return team
+
+
+def task_counts(team_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """Tasks per status for each team (every status present, 0 when none), in one query."""
+    ids = list(dict.fromkeys(team_ids))
+    counts: dict[uuid.UUID, dict[str, int]] = {
+        team_id: dict.fromkeys(ALL_TASK_STATUSES, 0) for team_id in ids
+    }
+    if not ids:
+        return counts
+    with session_scope() as session:
+        rows = session.execute(
+            select(Task.team_id, Task.status, func.count())
+            .where(Task.team_id.in_(ids))
+            .group_by(Task.team_id, Task.status)
+        )
+        for team_id, status, count in rows:
+            counts[team_id][TaskStatus(status).value] = int(count)
+    return counts
+
+
+def _require_team(session: Session, team_id: uuid.UUID, *, lock: bool = False) -> Team:
+    query = select(Team).where(Team.id == team_id)
+    if lock:
+        query = query.with_for_update()
+    team = session.scalars(query).one_or_none()
+    if team is None:
+        raise NotFound(f"team {team_id} not found")
+    return team
+
+
+# --- members -----------------------------------------------------------------------------------
+
+
+def add_member(
+    team_id: uuid.UUID,
+    role: MemberRole | str,
+    specialization: str | None = None,
+    skills: dict[str, float] | None = None,
+    max_concurrent_tasks: int = 3,
+    agent_id: str | None = None,
+) -> TeamMember:
+    role = MemberRole(role)
+    if agent_id is None:
+        agent_id = f"{role.value}-{secrets.token_hex(4)}"
+    try:
+        with session_scope() as session:
+            _require_team(session, team_id)
+            taken = session.scalar(
+                select(TeamMember.id).where(
+                    TeamMember.team_id == team_id, TeamMember.agent_id == agent_id
+                )
+            )
+            if taken is not None:
+                raise Conflict(f"agent_id {agent_id!r} is already a member of team {team_id}")
+            member = TeamMember(
+                team_id=team_id,
+                agent_id=agent_id,
+                role=role,
+                specialization=specialization,
+                status=MemberStatus.IDLE,
+                max_concurrent_tasks=max_concurrent_tasks,
+            )
+            if skills is not None:  # an explicit None would store a JSON null, not SQL NULL
+                member.skills = dict(skills)
+            session.add(member)
+            session.flush()
+            session.refresh(member)
+            events.record(
+                session,
+                team_id,
+                "member.added",
+                member_id=str(member.id),
+                agent_id=member.agent_id,
+                role=role.value,
+            )
+            batch = events.take_pending(session)
+    except IntegrityError as exc:
+        # Two concurrent requests for the same agent_id: the unique constraint decides.
+        if "team_members_agent_unique" in str(exc.orig):
+            raise Conflict(f"agent_id {agent_id!r} is already a member of team {team_id}") from None
+        raise
+    events.publish(batch)
+    if role is MemberRole.WORKER:
+        _request_pass(team_id)
+    return member
+
+
+def list_members(team_id: uuid.UUID) -> list[TeamMember]:
+    with session_scope() as session:
+        _require_team(session, team_id)
+        return list(
+            session.scalars(
+                select(TeamMember)
+                .where(TeamMember.team_id == team_id)
+                .order_by(TeamMember.joined_at, TeamMember.id)
+            )
+        )
+
+
+def update_member(
+    team_id: uuid.UUID,
+    member_id: uuid.UUID,
+    status: MemberStatus | str | None = None,
+    max_concurrent_tasks: int | None = None,
+    skills: dict[str, float] | None = None,
+) -> TeamMember:
+    """Change a member's availability, capacity or skills.
+
+    `idle` means "online": stored as `active` while the member has work in flight, else `idle`.
+    `offline` stops new assignments; work in flight finishes. A change that may free capacity
+    asks for an orchestration pass once committed."""
+    new_status = MemberStatus(status) if status is not None else None
+    if new_status is MemberStatus.ACTIVE:
+        raise InvalidInput(
+            "status must be idle or offline", {"status": ["must be idle or offline"]}
+        )
+    with session_scope() as session:
+        member = session.scalars(
+            select(TeamMember)
+            .where(TeamMember.id == member_id, TeamMember.team_id == team_id)
+            .with_for_update()
+        ).one_or_none()
+        if member is None:
+            raise NotFound(f"member {member_id} not found in team {team_id}")
+        may_free_capacity = False
+        if new_status is MemberStatus.OFFLINE:
+            member.status = MemberStatus.OFFLINE
+        elif new_status is MemberStatus.IDLE:
+            may_free_capacity = member.status is MemberStatus.OFFLINE
+            member.status = (
+                MemberStatus.ACTIVE if member.current_workload > 0 else MemberStatus.IDLE
+            )
+        if max_concurrent_tasks is not None:
+            may_free_capacity |= max_concurrent_tasks > member.max_concurrent_tasks
+            member.max_concurrent_tasks = max_concurrent_tasks
+        if skills is not None:
+            may_free_capacity = True  # a better match may now exist for a waiting task
+            member.skills = dict(skills)
+        session.flush()
+        session.refresh(member)
+        events.record(
+            session,
+            team_id,
+            "member.updated",
+            member_id=str(member.id),
+            agent_id=member.agent_id,
+            status=member.status.value,
+            max_concurrent_tasks=member.max_concurrent_tasks,
+        )
+        batch = events.take_pending(session)
+    events.publish(batch)
+    if may_free_capacity and member.role is MemberRole.WORKER:
+        _request_pass(team_id)
+    return member
+
+
+def _request_pass(team_id: uuid.UUID) -> None:
+    """Ask for a pass now; the beat catches up if the request cannot be sent."""
+    from orchestration.orchestrator import request_pass
+
+    try:
+        request_pass(team_id)
+    except Exception:
+        log.warning("could not request an orchestration pass for team %s", team_id, exc_info=True)
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_token(team_id: uuid.UUID) -> str:
+    """A new bearer token for the team. Only its hash is stored: this is the one time it shows."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with session_scope() as session:
+        _require_team(session, team_id)
+        row = ApiToken(
+            team_id=team_id, token_hash=hash_token(token), prefix=token[:TOKEN_PREFIX_LENGTH]
+        )
+        session.add(row)
+        session.flush()
+        token_id = row.id
+    log.info("API token %s created for team %s", token_id, team_id)
+    return token
+
+
+def team_for_token(token: str) -> uuid.UUID | None:
+    """The team a token belongs to, or None. Records the use at most once a minute."""
+    if not token:
+        return None
+    digest = hash_token(token)
+    with session_scope() as session:
+        row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).one_or_none()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        now = datetime.now(UTC)
+        if row.last_used_at is None or now - row.last_used_at >= TOKEN_TOUCH_INTERVAL:
+            row.last_used_at = now
+        return row.team_id
+
+
+# --- the assignment log ------------------------------------------------------------------------
+
+
+def list_assignments(team_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    """The team's assignment decisions, newest first."""
+    with session_scope() as session:
+        _require_team(session, team_id)
+        rows = session.scalars(
+            select(Message)
+            .where(Message.team_id == team_id, Message.message_type == ASSIGNMENT_MESSAGE)
+            .order_by(Message.created_at.desc(), Message.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return [_assignment(row) for row in rows]
+
+
+def _assignment(row: Message) -> dict[str, Any]:
+    meta = row.meta or {}
+    score = meta.get("score")
+    raw = meta.get("breakdown")
+    breakdown = None
+    if isinstance(raw, dict):
+        breakdown = {k: _number(raw.get(k)) for k in ("skill", "workload", "success_rate")}
+    return {
+        "task_id": row.task_id,
+        "worker_id": row.worker_id,
+        "score": _number(score),
+        "breakdown": breakdown,
+        "explanation": row.content,
+        "created_at": row.created_at,
+    }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# --- operations probes -------------------------------------------------------------------------
+
+
+def check_database() -> None:
+    """Raise when PostgreSQL does not answer."""
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+
+
+def check_redis(timeout: float = 2.0) -> None:
+    """Raise when Redis does not answer (a short-lived client: no retries, short timeouts)."""
+    client = redis.Redis.from_url(
+        get_settings().redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=Retry(backoff=NoBackoff(), retries=0),
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    team_id: uuid.UUID
+    length: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    tasks: dict[uuid.UUID, dict[str, int]]
+    streams: list[StreamStats]
+
+
+def pipeline_stats() -> PipelineStats:
+    """Tasks per team and status (one query) and, for each active team, its task stream's
+    length and unacknowledged entries."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Task.team_id, Task.status, func.count()).group_by(Task.team_id, Task.status)
+        ).all()
+        active = list(session.scalars(select(Team.id).where(Team.status == TeamStatus.ACTIVE)))
+    tasks: dict[uuid.UUID, dict[str, int]] = {}
+    for team_id, status, count in rows:
+        tasks.setdefault(team_id, dict.fromkeys(ALL_TASK_STATUSES, 0))[TaskStatus(status).value] = (
+            int(count)
+        )
+    streams: list[StreamStats] = []
+    if active:
+        client = get_redis()
+        pipe = client.pipeline(transaction=False)
+        for team_id in active:
+            pipe.xlen(keys.task_stream(team_id))
+            pipe.xpending(keys.task_stream(team_id), keys.consumer_group(team_id))
+        replies = pipe.execute(raise_on_error=False)
+        for index, team_id in enumerate(active):
+            length, pending = replies[2 * index], replies[2 * index + 1]
+            streams.append(
+                StreamStats(
+                    team_id=team_id,
+                    length=length if isinstance(length, int) else 0,
+                    pending=int(pending.get("pending", 0)) if isinstance(pending, dict) else 0,
+                )
+            )
+    return PipelineStats(tasks=tasks, streams=streams)
+
+
+def latest_event_id(team_id: uuid.UUID) -> str:
+    """The id of the newest entry of the team's event stream ("0-0" when it is empty): a live
+    view that starts here misses nothing published after it connected."""
+    newest = get_redis().xrevrange(keys.events(team_id), count=1)
+    return str(newest[0][0]) if newest else "0-0"

@@ -1,0 +1,208 @@
+"""Teams: create, list, read, start/pause/resume, team tokens."""
+
+# The fixtures are imported from webapp.testing; tests name them as parameters.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ApiToken
+from webapp.testing import (  # noqa: F401 (fixtures)
+    V1,
+    ApiClient,
+    anonymous,
+    api,
+    app,
+    assert_error,
+    client,
+    other_team,
+    team,
+    unknown_id,
+)
+
+TEAM_KEYS = {
+    "id",
+    "name",
+    "description",
+    "status",
+    "status_reason",
+    "token_budget",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "paused_at",
+    "task_counts",
+}
+STATUSES = {
+    "pending",
+    "blocked",
+    "assigned",
+    "in_progress",
+    "review",
+    "completed",
+    "failed",
+    "cancelled",
+}
+
+
+def test_create_team(api: ApiClient) -> None:
+    response = api.post(f"{V1}/teams", {"name": "research", "description": "finds things"})
+    assert response.status_code == 201
+    body = response.get_json()
+    assert set(body) == TEAM_KEYS
+    assert body["name"] == "research"
+    assert body["description"] == "finds things"
+    assert body["status"] == "inactive"
+    assert body["task_counts"] == dict.fromkeys(STATUSES, 0)
+    assert body["started_at"] is None
+
+
+def test_create_team_without_description(api: ApiClient) -> None:
+    response = api.post(f"{V1}/teams", {"name": "x"})
+    assert response.status_code == 201
+    assert response.get_json()["description"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"name": ""},
+        {"name": "x" * 201},
+        {"name": 5},
+        {"name": None},
+        {"name": "ok", "description": "d" * 20_001},
+        {"name": "ok", "extra": 1},
+        {"name": "nul\x00"},
+    ],
+    ids=["missing", "empty", "too-long", "number", "null", "long-description", "unknown", "nul"],
+)
+def test_create_team_validation(api: ApiClient, body: dict[str, Any]) -> None:
+    assert_error(api.post(f"{V1}/teams", body), 422, errors=True)
+
+
+def test_create_team_names_the_field(api: ApiClient) -> None:
+    body = assert_error(api.post(f"{V1}/teams", {"name": "", "colour": "red"}), 422, errors=True)
+    assert set(body["errors"]) == {"name", "colour"}
+
+
+def test_list_and_get_teams(
+    api: ApiClient, team: dict[str, Any], other_team: dict[str, Any]
+) -> None:
+    response = api.get(f"{V1}/teams")
+    assert response.status_code == 200
+    assert [t["id"] for t in response.get_json()] == [team["id"], other_team["id"]]
+    got = api.get(f"{V1}/teams/{team['id']}")
+    assert got.status_code == 200
+    assert got.get_json()["id"] == team["id"]
+    assert set(got.get_json()) == TEAM_KEYS
+
+
+def test_task_counts(api: ApiClient, team: dict[str, Any]) -> None:
+    api.create_task(team["id"], "a")
+    first = api.create_task(team["id"], "b")
+    api.create_task(team["id"], "c", depends_on=[first["id"]])
+    counts = api.get(f"{V1}/teams/{team['id']}").get_json()["task_counts"]
+    assert counts == {**dict.fromkeys(STATUSES, 0), "pending": 2, "blocked": 1}
+
+
+def test_unknown_team(api: ApiClient) -> None:
+    assert_error(api.get(f"{V1}/teams/{unknown_id()}"), 404)
+
+
+def test_start_pause_resume(api: ApiClient, team: dict[str, Any]) -> None:
+    base = f"{V1}/teams/{team['id']}"
+    started = api.post(f"{base}/start")
+    assert started.status_code == 200
+    assert started.get_json()["status"] == "active"
+    assert started.get_json()["started_at"] is not None
+    assert set(started.get_json()) == TEAM_KEYS
+    paused = api.post(f"{base}/pause")
+    assert paused.status_code == 200
+    assert paused.get_json()["status"] == "paused"
+    resumed = api.post(f"{base}/resume")
+    assert resumed.status_code == 200
+    assert resumed.get_json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("before", "action"),
+    [
+        ([], "pause"),
+        ([], "resume"),
+        (["start"], "start"),
+        (["start"], "resume"),
+        (["start", "pause"], "pause"),
+        (["start", "pause"], "start"),
+    ],
+)
+def test_impossible_transitions(
+    api: ApiClient, team: dict[str, Any], before: list[str], action: str
+) -> None:
+    base = f"{V1}/teams/{team['id']}"
+    for step in before:
+        assert api.post(f"{base}/{step}").status_code == 200
+    assert_error(api.post(f"{base}/{action}"), 409)
+
+
+@pytest.mark.parametrize("action", ["start", "pause", "resume", "tokens"])
+def test_actions_on_unknown_team(api: ApiClient, action: str) -> None:
+    assert_error(api.post(f"{V1}/teams/{unknown_id()}/{action}"), 404)
+
+
+def test_create_token(api: ApiClient, team: dict[str, Any], session: Session) -> None:
+    response = api.post(f"{V1}/teams/{team['id']}/tokens")
+    assert response.status_code == 201
+    body = response.get_json()
+    assert set(body) == {"token"}
+    token = body["token"]
+    assert len(token) >= 40
+    rows = session.scalars(select(ApiToken)).all()
+    assert len(rows) == 1
+    assert rows[0].token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in (rows[0].token_hash, rows[0].prefix)
+    assert token.startswith(rows[0].prefix)
+    assert rows[0].team_id.hex == team["id"].replace("-", "")
+    # Each call makes another token; both work.
+    second = api.create_token(team["id"])
+    assert second != token
+    for t in (token, second):
+        assert api.as_token(t).get(f"{V1}/teams/{team['id']}").status_code == 200
+
+
+def test_team_token_sees_only_its_team(
+    api: ApiClient, team: dict[str, Any], other_team: dict[str, Any]
+) -> None:
+    scoped = api.as_token(api.create_token(team["id"]))
+    listed = scoped.get(f"{V1}/teams")
+    assert listed.status_code == 200
+    assert [t["id"] for t in listed.get_json()] == [team["id"]]
+    assert scoped.get(f"{V1}/teams/{team['id']}").status_code == 200
+    assert_error(scoped.get(f"{V1}/teams/{other_team['id']}"), 404)
+    assert scoped.post(f"{V1}/teams/{team['id']}/start").status_code == 200
+
+
+def test_team_token_cannot_create_teams_or_tokens(api: ApiClient, team: dict[str, Any]) -> None:
+    scoped = api.as_token(api.create_token(team["id"]))
+    assert_error(scoped.post(f"{V1}/teams", {"name": "mine"}), 403)
+    assert_error(scoped.post(f"{V1}/teams/{team['id']}/tokens"), 403)
+    assert [t["name"] for t in api.get(f"{V1}/teams").get_json()] == ["alpha"]
+
+
+def test_team_token_of_a_deleted_team_is_refused(
+    api: ApiClient, team: dict[str, Any], session: Session
+) -> None:
+    from sqlalchemy import delete
+
+    from db.models import Team
+
+    token = api.create_token(team["id"])
+    session.execute(delete(Team).where(Team.id == team["id"]))
+    session.commit()
+    assert_error(api.as_token(token).get(f"{V1}/teams"), 401)

@@ -1,0 +1,125 @@
+"""Prometheus metrics: API requests by route template, method and status (counter and latency
+histogram), and pipeline gauges computed at scrape time from PostgreSQL and Redis.
+
+Each app has its own registry (an app factory may run many times in one process). Under a
+multi-process server set PROMETHEUS_MULTIPROC_DIR and the request metrics of every worker
+process are aggregated at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+
+from flask import Flask, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from orchestration import teams
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "orch_metrics"
+UNMATCHED = "<unmatched>"
+
+
+class PipelineCollector(Collector):
+    """Tasks by team and status; task stream length and unacknowledged entries per active team."""
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "orch_pipeline_scrape_ok", "1 when the pipeline gauges could be computed"
+        )
+        try:
+            stats = teams.pipeline_stats()
+        except Exception as exc:
+            log.warning("pipeline metrics unavailable: %s: %s", type(exc).__name__, exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        tasks = GaugeMetricFamily(
+            "orch_tasks", "tasks by team and status", labels=["team_id", "status"]
+        )
+        for team_id, counts in sorted(stats.tasks.items(), key=lambda item: str(item[0])):
+            for status, count in counts.items():
+                tasks.add_metric([str(team_id), status], count)
+        yield tasks
+        length = GaugeMetricFamily(
+            "orch_stream_length", "entries in an active team's task stream", labels=["team_id"]
+        )
+        pending = GaugeMetricFamily(
+            "orch_stream_pending",
+            "delivered but unacknowledged entries of an active team's task stream",
+            labels=["team_id"],
+        )
+        for stream in stats.streams:
+            length.add_metric([str(stream.team_id)], stream.length)
+            pending.add_metric([str(stream.team_id)], stream.pending)
+        yield length
+        yield pending
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "orch_api_requests",
+            "API requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "orch_api_request_duration_seconds",
+            "API request latency by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.pipeline = PipelineCollector()
+        self.registry.register(self.pipeline)
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            registry.register(self.pipeline)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def _start() -> None:
+    g.orch_request_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.pop("orch_request_started", None)
+    if started is None:
+        return response
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    rule = request.url_rule
+    labels = {
+        "route": rule.rule if rule is not None else UNMATCHED,
+        "method": request.method if rule is not None else "other",
+        "status": str(response.status_code),
+    }
+    metrics.requests.labels(**labels).inc()
+    metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+    return response
+
+
+def scrape() -> Response:
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    return Response(metrics.exposition(), status=200, content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[EXTENSION] = Metrics()
+    app.before_request(_start)
+    app.after_request(_observe)

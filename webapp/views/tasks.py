@@ -1,0 +1,117 @@
+"""Tasks: create, list, read, hierarchy, cancel, retry; decompose a goal or a plan."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response, jsonify
+
+from db.models import Task
+from orchestration import decomposition, lifecycle
+from webapp.parsing import Blueprint
+from webapp.schemas import (
+    DecomposeGoalSchema,
+    DecomposePlanSchema,
+    DecomposeSchema,
+    TaskCreateSchema,
+    TaskListQuerySchema,
+    TaskSchema,
+    TaskTreeSchema,
+)
+
+# Documented as the two forms it accepts; validated by DecomposeSchema.
+DECOMPOSE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"oneOf": [DecomposeGoalSchema, DecomposePlanSchema]}}
+    },
+}
+
+blp = Blueprint(
+    "tasks",
+    __name__,
+    url_prefix="/api/v1/teams/<uuid:team_id>",
+    description="Tasks: a tree of work with dependencies, assigned to the best available worker.",
+)
+
+
+@blp.route("/tasks", methods=["POST"])
+@blp.arguments(TaskCreateSchema)
+@blp.response(201, TaskSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def create_task(body: dict[str, Any], team_id: uuid.UUID) -> Task:
+    """A task waits (`blocked`) until every task in `depends_on` has completed."""
+    return decomposition.create_task(team_id, body)
+
+
+@blp.route("/tasks", methods=["GET"])
+@blp.arguments(TaskListQuerySchema, location="query")
+@blp.response(200, TaskSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+def list_tasks(query: dict[str, Any], team_id: uuid.UUID) -> list[Task]:
+    """Highest priority first, then oldest."""
+    return decomposition.list_tasks(team_id, query.get("status"))
+
+
+@blp.route("/tasks/<uuid:task_id>", methods=["GET"])
+@blp.response(200, TaskSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    return decomposition.get_task(team_id, task_id)
+
+
+@blp.route("/tasks/<uuid:task_id>/hierarchy", methods=["GET"])
+@blp.response(200, TaskTreeSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> Response:
+    """The task and its subtasks, recursively."""
+    return jsonify(dump_tree(decomposition.task_hierarchy(team_id, task_id)))
+
+
+def dump_tree(tree: dict[str, Any]) -> dict[str, Any]:
+    """TaskTreeSchema's output, built without recursion (a deep hierarchy must not exhaust the
+    stack)."""
+    task_schema = TaskSchema()
+    root: dict[str, Any] = {"task": task_schema.dump(tree["task"]), "subtasks": []}
+    stack = [(tree, root)]
+    while stack:
+        node, out = stack.pop()
+        for child in node["subtasks"]:
+            child_out = {"task": task_schema.dump(child["task"]), "subtasks": []}
+            out["subtasks"].append(child_out)
+            stack.append((child, child_out))
+    return root
+
+
+@blp.route("/tasks/<uuid:task_id>/cancel", methods=["POST"])
+@blp.response(200, TaskSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    return lifecycle.cancel_task(team_id, task_id)
+
+
+@blp.route("/tasks/<uuid:task_id>/retry", methods=["POST"])
+@blp.response(200, TaskSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+    """Give a failed or cancelled task another go."""
+    return lifecycle.retry_task(team_id, task_id)
+
+
+@blp.route("/decompose", methods=["POST"])
+@blp.arguments(DecomposeSchema)
+@blp.doc(requestBody=DECOMPOSE_BODY)
+@blp.response(201, TaskSchema(many=True))
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+@blp.alt_response(502, response="BAD_GATEWAY")
+def decompose(body: dict[str, Any], team_id: uuid.UUID) -> list[Task]:
+    """Turn a goal (through the planner) or a ready-made plan into tasks, parents before
+    children; nodes deeper than `max_depth` are not created. Needs a manager member."""
+    if "plan" in body:
+        return decomposition.create_plan(team_id, body["plan"], body["max_depth"])
+    return decomposition.decompose_goal(team_id, body["goal"], body["max_depth"])
