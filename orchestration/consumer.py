@@ -77,6 +77,7 @@ class AgentConsumer:
         self._reviewer = reviewer
         self._stop = threading.Event()
         self._inflight: dict[str, streams.Entry] = {}
+        self._claims: dict[str, str] = {}  # entry id -> claim token of the running task
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="agent")
         self._threads: list[threading.Thread] = []
@@ -272,6 +273,7 @@ class AgentConsumer:
         finally:
             with self._lock:
                 self._inflight.pop(entry.entry_id, None)
+                self._claims.pop(entry.entry_id, None)
 
     def _report(self, entry: streams.Entry, result: str) -> None:
         if self.on_outcome is not None:
@@ -293,6 +295,8 @@ class AgentConsumer:
 
     def _handle(self, entry: streams.Entry) -> str:
         token = f"{self.name}/{entry.entry_id}/{uuid.uuid4().hex[:8]}"
+        with self._lock:
+            self._claims[entry.entry_id] = token
         claimed = lifecycle.claim(entry.task_id, entry.worker_id, token)
         if claimed is None:
             return "stale"
@@ -378,8 +382,17 @@ class AgentConsumer:
         while not self._stop.wait(interval):
             with self._lock:
                 running = list(self._inflight.values())
+                claims = [
+                    (entry.task_id, self._claims[entry.entry_id])
+                    for entry in running
+                    if entry.entry_id in self._claims
+                ]
             if not running:
                 continue
+            try:
+                lifecycle.touch(claims)
+            except Exception as exc:
+                log.warning("heartbeat not recorded in the database: %s", exc)
             try:
                 r = get_redis()
                 if self._heartbeat_script is None:

@@ -201,6 +201,23 @@ def _profile(member: TeamMember | None) -> AgentProfile:
     )
 
 
+def touch(running: list[tuple[uuid.UUID, str]]) -> None:
+    """A consumer's heartbeat over (task id, claim) pairs: these runs are alive, so
+    reconciliation leaves them be."""
+    if not running:
+        return
+    with events.transaction() as session:
+        session.execute(
+            text(
+                "UPDATE tasks t SET updated_at = now() "
+                "FROM unnest(CAST(:ids AS uuid[]), CAST(:claims AS text[])) AS r(id, claim) "
+                "WHERE t.id = r.id AND t.claim = r.claim "
+                "AND t.status IN ('in_progress', 'review')"
+            ),
+            {"ids": [i for i, _ in running], "claims": [c for _, c in running]},
+        )
+
+
 def manager_of(team_id: uuid.UUID) -> AgentProfile | None:
     with events.transaction() as session:
         member = _manager(session, team_id)

@@ -100,8 +100,11 @@ def _one_pass(team_id: uuid.UUID) -> PassResult | None:
     with events.transaction() as session:
         if not try_lock_pass(session, team_id):
             return None
+        # Share-locked: a pause waits for this pass, and later passes see it.
         team = session.execute(
-            select(Team.status, Team.token_budget).where(Team.id == team_id)
+            select(Team.status, Team.token_budget)
+            .where(Team.id == team_id)
+            .with_for_update(read=True)
         ).first()
         if team is None or team.status is not TeamStatus.ACTIVE:
             return result
@@ -280,20 +283,29 @@ class ReconcileResult:
 
 def reconcile(team_id: uuid.UUID, grace: float | None = None) -> ReconcileResult:
     """Re-emit assigned tasks whose stream entry is gone (Redis lost it), then trim what has
-    been acknowledged. Tasks changed within `grace` seconds are left alone: their entry may be
-    on its way."""
-    grace = get_settings().reconcile_interval if grace is None else grace
+    been acknowledged. An assigned task changed within `grace` seconds is left alone (its entry
+    may be on its way), and so is a running task whose consumer's heartbeat touched it within
+    the visibility timeout (it is still being worked on)."""
+    settings = get_settings()
+    grace = settings.reconcile_interval if grace is None else grace
     result = ReconcileResult(team_id)
     live = streams.live_entries(team_id)
     with events.transaction() as session:
         rows = session.execute(
             text(
-                "SELECT id, assigned_to, priority FROM tasks "
-                "WHERE team_id = :team_id AND status IN ('assigned', 'in_progress', 'review') "
-                "AND assigned_to IS NOT NULL "
-                "AND updated_at < now() - make_interval(secs => :grace)"
+                """
+                SELECT id, assigned_to, priority FROM tasks
+                WHERE team_id = :team_id AND assigned_to IS NOT NULL AND (
+                    (status = 'assigned' AND updated_at < now() - make_interval(secs => :grace))
+                    OR (status IN ('in_progress', 'review')
+                        AND updated_at < now() - make_interval(secs => :silence)))
+                """
             ),
-            {"team_id": team_id, "grace": float(grace)},
+            {
+                "team_id": team_id,
+                "grace": float(grace),
+                "silence": max(float(grace), settings.visibility_timeout),
+            },
         ).all()
     missing = [
         streams.Assignment(r.id, r.assigned_to, r.priority) for r in rows if r.id not in live
