@@ -4,7 +4,6 @@ planner; reading them back, alone, as a list or as a hierarchy."""
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +35,7 @@ TASK_FIELDS = (
     "max_revisions",
     "input_data",
 )
+MAX_HIERARCHY_DEPTH = 50
 # A parent can take new subtasks until it is final; a leaf only before it is assigned.
 OPEN_PARENT = (TaskStatus.PENDING, TaskStatus.BLOCKED, TaskStatus.IN_PROGRESS)
 
@@ -51,6 +51,19 @@ def _request_pass(team_id: uuid.UUID) -> None:
     from orchestration.orchestrator import request_pass
 
     request_pass(team_id)
+
+
+# How many levels a task sits below its root (a root is at 1).
+_DEPTH = text(
+    """
+    WITH RECURSIVE up(id, parent_task_id, depth) AS (
+        SELECT id, parent_task_id, 1 FROM tasks WHERE id = :task_id
+        UNION ALL
+        SELECT t.id, t.parent_task_id, up.depth + 1 FROM tasks t JOIN up ON t.id = up.parent_task_id
+    )
+    SELECT max(depth) FROM up
+    """
+)
 
 
 def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
@@ -73,6 +86,13 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
                 raise InvalidTransition(
                     f"parent task {parent_id} is {parent.status.value}; it cannot take new subtasks"
                 )
+            depth = session.execute(_DEPTH, {"task_id": parent_id}).scalar_one()
+            if depth >= MAX_HIERARCHY_DEPTH:
+                raise InvalidInput(
+                    f"parent task {parent_id} is {depth} levels deep; a task tree has at most "
+                    f"{MAX_HIERARCHY_DEPTH} levels",
+                    {"parent_task_id": [f"at most {MAX_HIERARCHY_DEPTH} levels deep"]},
+                )
         deps = []
         for dep_id in depends_on:
             dep = session.execute(
@@ -84,7 +104,8 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
                     {"depends_on": [f"{dep_id} is not a task of this team"]},
                 )
             deps.append(dep)
-        values = {k: data[k] for k in TASK_FIELDS if data.get(k) is not None}
+        # Absent and empty lists are both stored as null, as plans store them.
+        values = {k: data[k] for k in TASK_FIELDS if data.get(k) not in (None, [])}
         blocked = parent is not None and parent.status is TaskStatus.BLOCKED
         task = Task(
             team_id=team_id,
@@ -259,12 +280,9 @@ def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
                 .order_by(Task.priority.desc(), Task.created_at, Task.id)
             )
         )
-    children: dict[uuid.UUID | None, list[Task]] = defaultdict(list)
-    by_id = {t.id: t for t in tasks}
+    nodes: dict[uuid.UUID, dict[str, Any]] = {t.id: {"task": t, "subtasks": []} for t in tasks}
+    # Built without recursion; children stay in priority, then creation order.
     for t in tasks:
-        children[t.parent_task_id].append(t)
-
-    def tree(task: Task) -> dict[str, Any]:
-        return {"task": task, "subtasks": [tree(c) for c in children[task.id]]}
-
-    return tree(by_id[task_id])
+        if t.id != task_id and t.parent_task_id in nodes:
+            nodes[t.parent_task_id]["subtasks"].append(nodes[t.id])
+    return nodes[task_id]

@@ -97,22 +97,6 @@ def resume_team(team_id: uuid.UUID) -> Team:
     return _move_team(team_id, "resume")
 
 
-def set_token_budget(team_id: uuid.UUID, token_budget: int | None) -> Team:
-    """Set or clear the team's token budget; a paused team is not resumed by this."""
-    with events.transaction() as session:
-        team = session.execute(
-            update(Team)
-            .where(Team.id == team_id)
-            .values(token_budget=token_budget, updated_at=func.now())
-            .returning(Team)
-        ).scalar_one_or_none()
-        if team is None:
-            raise NotFound(f"team {team_id} not found")
-        events.record(session, team_id, "team.budget_changed", token_budget=token_budget)
-    _request_pass(team_id)
-    return team
-
-
 # ---------------------------------------------------------------------------------------------
 # Execution: claim, review, complete, retry, fail
 

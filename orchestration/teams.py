@@ -53,13 +53,43 @@ ALL_TASK_STATUSES = tuple(s.value for s in TaskStatus)
 # --- teams -------------------------------------------------------------------------------------
 
 
-def create_team(name: str, description: str | None = None) -> Team:
+def create_team(name: str, description: str | None = None, token_budget: int | None = None) -> Team:
     with session_scope() as session:
-        team = Team(name=name, description=description, status=TeamStatus.INACTIVE)
+        team = Team(
+            name=name,
+            description=description,
+            status=TeamStatus.INACTIVE,
+            token_budget=token_budget,
+        )
         session.add(team)
         session.flush()
         session.refresh(team)
         return team
+
+
+TEAM_EDITABLE = ("name", "description", "token_budget")
+
+
+def update_team(team_id: uuid.UUID, changes: dict[str, Any]) -> Team:
+    """Rename, describe, or set or clear (None) the token budget. A team paused by a spent
+    budget stays paused until it is resumed."""
+    values = {k: v for k, v in changes.items() if k in TEAM_EDITABLE}
+    with events.transaction() as session:
+        team = session.get(Team, team_id, with_for_update=True)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        for name, value in values.items():
+            setattr(team, name, value)
+        team.updated_at = func.now()
+        session.flush()
+        session.refresh(team)
+        if values:
+            events.record(session, team_id, "team.updated", **values)
+    if "token_budget" in values:
+        from orchestration.orchestrator import request_pass
+
+        request_pass(team_id)
+    return team
 
 
 def list_teams(team_ids: list[uuid.UUID] | None) -> list[Team]:

@@ -77,10 +77,28 @@ class RequestSchema(ma.Schema):
 # --- teams -------------------------------------------------------------------------------------
 
 
+MAX_TOKEN_BUDGET = 10**15
+
+
 class TeamCreateSchema(RequestSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
     description = fields.String(
         allow_none=True, load_default=None, validate=validate.Length(max=MAX_DESCRIPTION)
+    )
+    token_budget = fields.Integer(
+        allow_none=True,
+        load_default=None,
+        strict=True,
+        validate=validate.Range(min=0, max=MAX_TOKEN_BUDGET),
+        metadata={"description": "tokens the team may use; when spent, the team pauses"},
+    )
+
+
+class TeamUpdateSchema(RequestSchema):
+    name = fields.String(validate=validate.Length(min=1, max=MAX_NAME))
+    description = fields.String(allow_none=True, validate=validate.Length(max=MAX_DESCRIPTION))
+    token_budget = fields.Integer(
+        allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_TOKEN_BUDGET)
     )
 
 

@@ -40,6 +40,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/teams/{team}/pause", None),
     ("POST", "/teams/{team}/resume", None),
     ("POST", "/teams/{team}/tokens", None),
+    ("PATCH", "/teams/{team}", {"token_budget": 1000}),
     ("POST", "/teams/{team}/members", {"role": "worker"}),
     ("GET", "/teams/{team}/members", None),
     ("PATCH", "/teams/{team}/members/{member}", {"status": "offline"}),
@@ -132,7 +133,9 @@ def test_another_teams_resources_answer_404(
 def test_own_team_token_is_not_refused(api: ApiClient, world: dict[str, str], route: Any) -> None:
     insider = api.as_token(api.create_token(world["team"]))
     response = call(insider, route, world)
-    expected_forbidden = route[1] == "/teams/{team}/tokens"
+    expected_forbidden = route[1] == "/teams/{team}/tokens" or (
+        route[0] == "PATCH" and route[1] == "/teams/{team}"
+    )
     if expected_forbidden:
         assert_error(response, 403)
     else:

@@ -206,3 +206,25 @@ def test_team_token_of_a_deleted_team_is_refused(
     session.execute(delete(Team).where(Team.id == team["id"]))
     session.commit()
     assert_error(api.as_token(token).get(f"{V1}/teams"), 401)
+
+
+def test_create_team_with_a_token_budget_and_change_it(api: ApiClient) -> None:
+    created = api.post(f"{V1}/teams", {"name": "budgeted", "token_budget": 5000}).get_json()
+    assert created["token_budget"] == 5000
+    response = api.patch(f"{V1}/teams/{created['id']}", {"token_budget": None, "name": "free"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_budget"] is None and body["name"] == "free"
+    assert set(body) == TEAM_KEYS
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"token_budget": -1}, {"token_budget": "many"}, {"token_budget": 1.5}, {"name": ""}, {"x": 1}],
+)
+def test_update_team_validation(api: ApiClient, team: dict[str, Any], body: Any) -> None:
+    assert_error(api.patch(f"{V1}/teams/{team['id']}", body), 422)
+
+
+def test_update_unknown_team(api: ApiClient) -> None:
+    assert_error(api.patch(f"{V1}/teams/{unknown_id()}", {"name": "x"}), 404)

@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 
 from db.engine import get_engine, session_scope
 from db.models import Message, Task, TaskEvent, TaskStatus, Team, TeamMember, TeamStatus
-from orchestration import keys, lifecycle, orchestrator, streams
+from orchestration import keys, lifecycle, orchestrator, streams, teams
 from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
@@ -485,7 +485,7 @@ def test_trimming_keeps_every_unacknowledged_entry(redis_client: redis.Redis) ->
 
 def test_a_spent_token_budget_pauses_the_team_and_says_why(consumer: AgentConsumer) -> None:
     team_id = active_team(workers=1, capacity=1)
-    lifecycle.set_token_budget(team_id, 25)
+    teams.update_team(team_id, {"token_budget": 25})
     for i in range(5):
         new_task(team_id, f"t{i}")
 
@@ -505,7 +505,7 @@ def test_a_spent_token_budget_pauses_the_team_and_says_why(consumer: AgentConsum
         assert kinds.count("team.budget_exhausted") == 1
     with pytest.raises(InvalidTransition, match="token budget is spent"):
         lifecycle.resume_team(team_id)
-    lifecycle.set_token_budget(team_id, 1000)
+    teams.update_team(team_id, {"token_budget": 1000})
     lifecycle.resume_team(team_id)
     run_until(team_id, all_final(team_id))
     assert statuses(team_id) == {"completed": 5}

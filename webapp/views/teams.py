@@ -9,7 +9,7 @@ from db.models import Team
 from orchestration import lifecycle, teams
 from webapp.auth import admin_only, current_principal
 from webapp.parsing import Blueprint
-from webapp.schemas import TeamCreateSchema, TeamSchema, TokenSchema
+from webapp.schemas import TeamCreateSchema, TeamSchema, TeamUpdateSchema, TokenSchema
 
 blp = Blueprint(
     "teams",
@@ -37,7 +37,9 @@ def with_counts(rows: list[Team]) -> list[dict[str, Any]]:
 @blp.alt_response(403, response="FORBIDDEN")
 def create_team(body: dict[str, Any]) -> dict[str, Any]:
     """Create a team (admin token only); it starts `inactive`."""
-    return with_counts([teams.create_team(body["name"], body["description"])])[0]
+    return with_counts(
+        [teams.create_team(body["name"], body["description"], body["token_budget"])]
+    )[0]
 
 
 @blp.route("", methods=["GET"])
@@ -52,6 +54,17 @@ def list_teams() -> list[dict[str, Any]]:
 @blp.alt_response(404, response="NOT_FOUND")
 def get_team(team_id: uuid.UUID) -> dict[str, Any]:
     return with_counts([teams.get_team(team_id)])[0]
+
+
+@blp.route("/<uuid:team_id>", methods=["PATCH"])
+@admin_only
+@blp.arguments(TeamUpdateSchema)
+@blp.response(200, TeamSchema)
+@blp.alt_response(403, response="FORBIDDEN")
+@blp.alt_response(404, response="NOT_FOUND")
+def update_team(body: dict[str, Any], team_id: uuid.UUID) -> dict[str, Any]:
+    """Rename the team, or set or clear (null) its token budget (admin token only)."""
+    return with_counts([teams.update_team(team_id, body)])[0]
 
 
 @blp.route("/<uuid:team_id>/start", methods=["POST"])
