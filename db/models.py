@@ -130,7 +130,7 @@ class TeamMember(Base):
     tasks_completed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     tasks_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     total_tokens_used: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
-    total_cost: Mapped[Decimal] = mapped_column(Numeric(18, 6), nullable=False, server_default="0")
+    total_cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
     joined_at: Mapped[datetime] = _now()
     last_active_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -206,7 +206,7 @@ class Task(Base):
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claim: Mapped[str | None] = mapped_column(Text)
     review_feedback: Mapped[str | None] = mapped_column(Text)
-    cost: Mapped[Decimal] = mapped_column(Numeric(18, 6), nullable=False, server_default="0")
+    cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
 
 
 class TaskDependency(Base):

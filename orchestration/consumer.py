@@ -335,7 +335,7 @@ class AgentConsumer:
                     return "stale"
                 status, output = TaskStatus.REVIEW, result.output
             verdict = self.reviewer().review(ctx, output)
-            lifecycle.record_reviewer_usage(entry.team_id, verdict.tokens, verdict.cost)
+            lifecycle.record_manager_usage(entry.team_id, verdict.tokens, verdict.cost)
             if verdict.accepted:
                 done = lifecycle.complete(entry.task_id, token, TaskStatus.REVIEW, None)
                 return "completed" if done else "stale"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError
@@ -22,7 +23,7 @@ from orchestration.errors import (
     NoManager,
     NotFound,
 )
-from orchestration.lifecycle import _manager, _profile
+from orchestration.lifecycle import _manager, _profile, record_manager_usage
 from orchestration.locks import lock_graph
 
 TASK_FIELDS = (
@@ -219,12 +220,20 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
                 .order_by(TeamMember.joined_at, TeamMember.id)
             )
         ]
-    raw = get_planner().plan(goal, roster, max_depth)
+    planner = get_planner()
+    with_usage = getattr(planner, "plan_with_usage", None)
+    if with_usage is not None:
+        raw, usage, cost = with_usage(goal, roster, max_depth)
+        tokens = int(usage.total_tokens)
+    else:
+        raw, tokens, cost = planner.plan(goal, roster, max_depth), 0, Decimal(0)
     try:
         plan = plans.PlanSchema().load(raw)
     except ValidationError as exc:
         raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
-    return create_plan(team_id, plan, max_depth)
+    tasks = create_plan(team_id, plan, max_depth)
+    record_manager_usage(team_id, tokens, Decimal(cost))
+    return tasks
 
 
 def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:

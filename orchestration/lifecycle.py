@@ -256,8 +256,8 @@ def send_back(task_id: uuid.UUID, token: str, feedback: str) -> int | None:
         return int(revision)
 
 
-def record_reviewer_usage(team_id: uuid.UUID, tokens: int, cost: Decimal) -> None:
-    """The reviewer works as the team's manager: its usage counts on the manager."""
+def record_manager_usage(team_id: uuid.UUID, tokens: int, cost: Decimal) -> None:
+    """The planner and the reviewer work as the team's manager: their usage counts on it."""
     if tokens <= 0 and cost <= 0:
         return
     with events.transaction() as session:

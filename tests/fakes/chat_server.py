@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -96,6 +96,7 @@ class FakeChatServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
+        self._responder: Callable[[RecordedRequest], Reply | None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -176,6 +177,10 @@ class FakeChatServer:
     def raw(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.push(Reply(status, body, dict(headers or {})))
 
+    def respond(self, responder: Callable[[RecordedRequest], Reply | None]) -> None:
+        """Answer requests left unscripted by calling responder(request) (None: a 500)."""
+        self._responder = responder
+
     @property
     def pending(self) -> int:
         with self._lock:
@@ -183,10 +188,14 @@ class FakeChatServer:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    def _next(self) -> Reply:
+    def _next(self, request: RecordedRequest) -> Reply:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
+        if self._responder is not None:
+            reply = self._responder(request)
+            if reply is not None:
+                return reply
         body = json.dumps({"error": {"message": "no scripted reply"}}).encode()
         return Reply(500, body, {"Content-Type": "application/json"})
 
@@ -203,19 +212,18 @@ def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            server._record(
-                RecordedRequest(
-                    method="POST",
-                    path=self.path,
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                    received_at=time.monotonic(),
-                )
+            request = RecordedRequest(
+                method="POST",
+                path=self.path,
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+                received_at=time.monotonic(),
             )
+            server._record(request)
             if self.path != CHAT_PATH:
                 self._send(Reply(404, b'{"error": {"message": "not found"}}'))
                 return
-            reply = server._next()
+            reply = server._next(request)
             if reply.delay > 0 and server._stopping.wait(reply.delay):
                 return
             self._send(reply)

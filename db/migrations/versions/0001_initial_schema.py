@@ -155,7 +155,7 @@ def upgrade() -> None:
         sa.Column("tasks_failed", sa.Integer(), server_default="0", nullable=False),
         sa.Column("total_tokens_used", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column(
-            "total_cost", sa.Numeric(precision=18, scale=6), server_default="0", nullable=False
+            "total_cost", sa.Numeric(precision=20, scale=10), server_default="0", nullable=False
         ),
         sa.Column(
             "joined_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
@@ -231,7 +231,7 @@ def upgrade() -> None:
         sa.Column("not_before", sa.DateTime(timezone=True), nullable=True),
         sa.Column("claim", sa.Text(), nullable=True),
         sa.Column("review_feedback", sa.Text(), nullable=True),
-        sa.Column("cost", sa.Numeric(precision=18, scale=6), server_default="0", nullable=False),
+        sa.Column("cost", sa.Numeric(precision=20, scale=10), server_default="0", nullable=False),
         sa.CheckConstraint(
             "actual_tokens IS NULL OR actual_tokens >= 0", name="actual_tokens_bound"
         ),
