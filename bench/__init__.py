@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`: bench.run) and the fault campaign (`make chaos`: bench.chaos)."""

@@ -1,0 +1,408 @@
+"""`make chaos` (`python -m bench.chaos [--tasks N]`): the fault campaign of issue 7.
+
+A private PostgreSQL (initdb + pg_ctl in a temp folder, run as the postgres user, on a free
+port) and a private redis-server. N tasks in small diamonds (a; b and c after a; d after b and
+c) run through two `celery -A orchestration worker -c 1` (ORCH_AGENT_CONCURRENCY=4,
+ORCH_VISIBILITY_TIMEOUT=5) and TWO `celery -A orchestration beat` processes, while:
+
+- a worker process group is SIGKILLed every few seconds (and a new worker started at once);
+- Redis is restarted empty once (SHUTDOWN NOSAVE, then a new server on the same port);
+- PostgreSQL is restarted once (`pg_ctl restart -m immediate`: a crash and WAL recovery).
+
+While the run lasts, the members' load is sampled against their capacity. At the end it counts
+tasks lost (not final), completed twice (two completion events, or a completion counted twice),
+workers over capacity (ever sampled, and at the end) and counter drift (load vs work in flight,
+outcome counters vs outcomes, unmet dependency counts, order), writes
+bench/results/chaos.json and exits 1 unless every count is 0 and the run finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from bench import harness
+from bench.harness import BulkTask, log
+
+FINAL = ("completed", "failed", "cancelled")
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster owned by the postgres user, on a free port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.data = directory / "pgdata"
+        self.port = harness.free_port()
+        self.logfile = directory / "postgres.log"
+
+    def _as_postgres(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        return subprocess.run(prefix + argv, capture_output=True, text=True, check=check)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/orchestration"
+
+    def init(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._as_postgres(
+            ["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+        )
+        self.start()
+
+    def _options(self) -> str:
+        return f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
+
+    def start(self) -> None:
+        self._as_postgres(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-o",
+                self._options(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
+
+    def restart(self) -> None:
+        self._as_postgres(
+            [
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.logfile),
+                "-o",
+                self._options(),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ]
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(
+            ["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"], check=False
+        )
+
+
+def _diamonds(tasks: int) -> list[BulkTask]:
+    out: list[BulkTask] = []
+    while len(out) < tasks:
+        a, b, c, d = (uuid.uuid4() for _ in range(4))
+        group = [BulkTask(a), BulkTask(b, [a]), BulkTask(c, [a]), BulkTask(d, [b, c])]
+        out.extend(group[: tasks - len(out)])
+    return out
+
+
+def _retrying(fn: Any, attempts: int = 60) -> Any:
+    """Run a read against PostgreSQL, riding out its restart."""
+    from db.engine import reset_engine
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if i == attempts - 1:
+                raise
+            log(f"  (database read failed, retrying: {type(exc).__name__})")
+            reset_engine()
+            time.sleep(1.0)
+    return None
+
+
+def _over_capacity_now(team: uuid.UUID) -> int:
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    """
+                    SELECT count(*) FROM team_members m
+                    WHERE m.team_id = :t AND (
+                        m.current_workload > m.max_concurrent_tasks
+                        OR (SELECT count(*) FROM tasks x WHERE x.assigned_to = m.id
+                            AND x.status IN ('assigned', 'in_progress', 'review'))
+                           > m.max_concurrent_tasks)
+                    """
+                ),
+                {"t": team},
+            ).scalar()
+            or 0
+        )
+
+
+def _final_checks(team: uuid.UUID) -> dict[str, Any]:
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+
+        def scalar(sql: str) -> int:
+            return int(conn.execute(text(sql), {"t": team}).scalar() or 0)
+
+        counts = {
+            str(s): int(n)
+            for s, n in conn.execute(
+                text("SELECT status::text, count(*) FROM tasks WHERE team_id = :t GROUP BY 1"),
+                {"t": team},
+            )
+        }
+        lost = sum(n for s, n in counts.items() if s not in FINAL)
+        completed_twice_events = scalar(
+            "SELECT count(*) FROM (SELECT task_id FROM task_events WHERE team_id = :t "
+            "AND kind = 'task.completed' GROUP BY task_id HAVING count(*) > 1) x"
+        )
+        drift_rows = conn.execute(
+            text(
+                """
+                SELECT m.agent_id, m.current_workload, m.max_concurrent_tasks,
+                       m.tasks_completed, m.tasks_failed,
+                       count(t.id) FILTER (WHERE t.status IN ('assigned', 'in_progress', 'review'))
+                           AS in_flight,
+                       count(t.id) FILTER (WHERE t.status = 'completed') AS completed,
+                       count(t.id) FILTER (WHERE t.status = 'failed') AS failed
+                FROM team_members m LEFT JOIN tasks t ON t.assigned_to = m.id AND NOT t.is_summary
+                WHERE m.team_id = :t AND m.role = 'worker'
+                GROUP BY m.id
+                """
+            ),
+            {"t": team},
+        ).all()
+        workload_drift = sum(abs(r.current_workload - r.in_flight) for r in drift_rows)
+        completed_drift = sum(abs(r.tasks_completed - r.completed) for r in drift_rows)
+        failed_drift = sum(abs(r.tasks_failed - r.failed) for r in drift_rows)
+        counted_twice = sum(max(0, r.tasks_completed - r.completed) for r in drift_rows)
+        over_capacity_end = sum(
+            1 for r in drift_rows if r.current_workload > r.max_concurrent_tasks
+        )
+        unmet_drift = scalar(
+            """
+            SELECT count(*) FROM (
+                SELECT t.id FROM tasks t
+                LEFT JOIN task_dependencies d ON d.task_id = t.id
+                LEFT JOIN tasks dep ON dep.id = d.depends_on_task_id
+                WHERE t.team_id = :t AND t.status IN ('pending', 'blocked')
+                GROUP BY t.id
+                HAVING t.unmet_dependencies <> count(d.id) FILTER (WHERE dep.status <> 'completed')
+            ) x
+            """
+        )
+        early = scalar(
+            """
+            SELECT count(*) FROM tasks t
+            JOIN task_dependencies d ON d.task_id = t.id
+            JOIN tasks dep ON dep.id = d.depends_on_task_id
+            WHERE t.team_id = :t AND t.start_time IS NOT NULL AND NOT t.is_summary
+              AND (dep.completion_time IS NULL OR t.start_time < dep.completion_time)
+            """
+        )
+        reexecuted = scalar("SELECT count(*) FROM tasks WHERE team_id = :t AND attempts > 1")
+        errors = [
+            str(r[0])
+            for r in conn.execute(
+                text(
+                    "SELECT DISTINCT error_message FROM tasks WHERE team_id = :t "
+                    "AND status = 'failed' LIMIT 5"
+                ),
+                {"t": team},
+            )
+        ]
+    return {
+        "status_counts": counts,
+        "tasks_lost": lost,
+        "completed_twice": completed_twice_events + counted_twice,
+        "completed_twice_detail": {
+            "tasks_with_two_completion_events": completed_twice_events,
+            "completions_counted_twice_on_workers": counted_twice,
+        },
+        "over_capacity_at_end": over_capacity_end,
+        "counter_drift": workload_drift + completed_drift + failed_drift + unmet_drift,
+        "counter_drift_detail": {
+            "workload_vs_in_flight": workload_drift,
+            "tasks_completed_vs_completed": completed_drift,
+            "tasks_failed_vs_failed": failed_drift,
+            "unmet_dependencies": unmet_drift,
+        },
+        "started_before_dependency_completed": early,
+        "tasks_executed_more_than_once": reexecuted,
+        "failed_task_errors": errors,
+    }
+
+
+def campaign(args: argparse.Namespace) -> dict[str, Any]:
+    from orchestration import lifecycle
+
+    directory = Path(tempfile.mkdtemp(prefix="orch-chaos-"))
+    pg = PrivatePostgres(directory / "pg")
+    log(f"chaos: private PostgreSQL on port {pg.port} in {pg.data}")
+    pg.init()
+    redis_dir = directory / "redis"
+    redis_dir.mkdir()
+    server = harness.RedisServer(harness.free_port(), redis_dir)
+    server.start()
+    rng = random.Random(args.seed)
+    events: list[dict[str, Any]] = []
+    samples_over = 0
+    max_over = 0
+    finished = False
+    started = time.monotonic()
+
+    def note(kind: str, **data: Any) -> None:
+        events.append({"t": round(time.monotonic() - started, 2), "event": kind, **data})
+        log(f"  {kind} {data if data else ''}")
+
+    try:
+        from db.migrate import upgrade
+
+        upgrade(pg.url)
+        env = {
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": server.url,
+            "ORCH_SIM_DURATION": str(args.duration),
+            "ORCH_AGENT_CONCURRENCY": "4",
+            "ORCH_VISIBILITY_TIMEOUT": "5",
+            "ORCH_RECONCILE_INTERVAL": "3",
+            "ORCH_PASS_INTERVAL": "2",
+            "ORCH_RETRY_BACKOFF": "0.5",
+        }
+        harness.use_env(pg.url, server.url, env)
+        team = harness.make_team(workers=6, capacity=3)
+        tasks = _diamonds(args.tasks)
+        harness.bulk_insert(team, tasks)
+        log(f"chaos: {len(tasks)} tasks in diamonds; 2 workers, 2 beats")
+        with harness.processes(directory, env) as procs:
+            workers = [procs.worker() for _ in range(2)]
+            for w in workers:
+                procs.wait_worker(w)
+            beats = [procs.beat(), procs.beat()]
+            for b in beats:
+                procs.wait_for_log(b, "beat: Starting")
+            lifecycle.start_team(team)
+            started = time.monotonic()
+            redis_done = pg_done = False
+            next_kill = time.monotonic() + rng.uniform(args.kill_every / 2, args.kill_every)
+            deadline = started + args.timeout
+            kills = 0
+            while time.monotonic() < deadline:
+                counts = _retrying(lambda: harness.status_counts(team))
+                done = sum(n for s, n in counts.items() if s in FINAL)
+                over = _retrying(lambda: _over_capacity_now(team))
+                if over:
+                    samples_over += 1
+                    max_over = max(max_over, over)
+                    note("over_capacity_sample", members=over)
+                if done >= len(tasks):
+                    finished = True
+                    break
+                progress = done / len(tasks)
+                now = time.monotonic()
+                if now >= next_kill:
+                    victim = rng.choice([w for w in workers if w.alive()])
+                    procs.kill(victim)
+                    kills += 1
+                    workers.remove(victim)
+                    note("sigkill_worker", pid=victim.pid, done=done)
+                    fresh = procs.worker()
+                    workers.append(fresh)
+                    next_kill = now + rng.uniform(args.kill_every / 2, args.kill_every)
+                if not redis_done and progress >= 0.3:
+                    redis_done = True
+                    server.restart_empty()
+                    note("redis_restarted_empty", done=done)
+                if not pg_done and progress >= 0.6:
+                    pg_done = True
+                    pg.restart()
+                    note("postgres_restarted", done=done)
+                if int(now - started) % 10 == 0:
+                    log(f"  {done}/{len(tasks)} final: {counts}")
+                time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            if not finished:
+                note("timeout", after_s=round(elapsed, 1))
+            alive = [w for w in workers if w.alive()]
+            note("workers_alive_at_end", count=len(alive))
+        checks = _retrying(lambda: _final_checks(team))
+        result: dict[str, Any] = {
+            "command": "python -m bench.chaos " + " ".join(sys.argv[1:]),
+            "commit": harness.git_commit(),
+            "machine": harness.machine(),
+            "tasks": len(tasks),
+            "finished": finished,
+            "seconds": round(elapsed, 1),
+            "sigkills": kills,
+            "redis_restarted_empty": redis_done,
+            "postgres_restarted": pg_done,
+            "beats": 2,
+            "tasks_lost": checks["tasks_lost"],
+            "completed_twice": checks["completed_twice"],
+            "workers_over_capacity": max(max_over, checks["over_capacity_at_end"]),
+            "over_capacity_samples": samples_over,
+            "counter_drift": checks["counter_drift"],
+            "details": checks,
+            "events": events,
+        }
+        return result
+    finally:
+        server.stop()
+        pg.stop()
+        with contextlib.suppress(Exception):
+            from db.engine import reset_engine
+
+            reset_engine()
+        if args.keep:
+            log(f"logs kept in {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    p.add_argument("--tasks", type=int, default=10_000)
+    p.add_argument("--duration", type=float, default=0.01, help="simulated seconds per task")
+    p.add_argument("--kill-every", type=float, default=6.0, help="SIGKILL a worker every ~s")
+    p.add_argument("--timeout", type=float, default=1800.0)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--keep", action="store_true", help="keep the logs and data folder")
+    args = p.parse_args(argv)
+    result = campaign(args)
+    name = "chaos" if args.tasks >= 10_000 else f"chaos-{args.tasks}"
+    path = harness.write_json(name, result)
+    verdict = {
+        k: result[k] for k in ("finished", "tasks_lost", "completed_twice", "workers_over_capacity")
+    }
+    verdict["counter_drift"] = result["counter_drift"]
+    log(f"chaos: {verdict} -> {path}")
+    ok = result["finished"] and not any(
+        result[k]
+        for k in ("tasks_lost", "completed_twice", "workers_over_capacity", "counter_drift")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,88 @@
+"""Benchmark 4: dependency inserts with cycle checks, against the size of the team's graph.
+
+A team holding T tasks (pending, in chains of 10 so that cycle checks have a graph to walk).
+Two insert paths are timed:
+
+- api: dependencies.add_dependency, one edge per transaction as `POST .../dependencies` does
+  (graph lock, row locks, the recursive `reaches` cycle check, unmet count and blocking).
+  Edges go from a random later task to a random earlier one (never a cycle).
+- plan: decomposition.create_plan with a plan of P nodes, each depending on the previous one or
+  two (cycle check in Python over the plan, then bulk inserts): edges per second of the call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+from bench import harness
+from bench.harness import BulkTask, log
+
+CHAIN = 10
+
+
+def _background(total: int) -> list[BulkTask]:
+    ids = [uuid.uuid4() for _ in range(total)]
+    return [BulkTask(ids[i], [ids[i - 1]] if i % CHAIN else []) for i in range(total)]
+
+
+def measure(tasks: int, api_edges: int, plan_nodes: int, seed: int = 7) -> dict[str, Any]:
+    from orchestration.decomposition import create_plan
+    from orchestration.dependencies import add_dependency
+
+    rng = random.Random(seed)
+    with harness.stack("edges") as st:
+        del st
+        team = harness.make_team(workers=1, capacity=1)
+        background = _background(tasks)
+        harness.bulk_insert(team, background)
+        ids = [t.id for t in background]
+        pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
+        while len(pairs) < api_edges:
+            a, b = rng.randrange(tasks), rng.randrange(tasks)
+            if a // CHAIN != b // CHAIN and a != b:
+                pairs.append((ids[max(a, b)], ids[min(a, b)]))
+        started = time.perf_counter()
+        for task_id, dep_id in pairs:
+            add_dependency(team, task_id, dep_id)
+        api_s = time.perf_counter() - started
+        nodes = [
+            {
+                "key": f"n{i}",
+                "title": f"plan node {i}",
+                "depends_on": [f"n{j}" for j in (i - 1, i - 2) if j >= 0],
+            }
+            for i in range(plan_nodes)
+        ]
+        plan = {"key": "root", "title": "plan root", "subtasks": nodes}
+        plan_edges = sum(len(n["depends_on"]) for n in nodes)
+        started = time.perf_counter()
+        create_plan(team, plan, max_depth=3)
+        plan_s = time.perf_counter() - started
+    return {
+        "tasks": tasks,
+        "api_edges": api_edges,
+        "api_edges_per_s": round(api_edges / api_s, 1),
+        "api_ms_per_edge": round(api_s * 1000 / api_edges, 2),
+        "plan_edges": plan_edges,
+        "plan_edges_per_s": round(plan_edges / plan_s, 1),
+    }
+
+
+def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
+    rows = []
+    for size in sizes:
+        log(f"edges: {size} tasks, {api_edges} single inserts, a plan of {plan_nodes} nodes")
+        row = measure(size, api_edges, plan_nodes)
+        log(f"  api {row['api_edges_per_s']} edges/s, plan {row['plan_edges_per_s']} edges/s")
+        rows.append(row)
+    last = rows[-1] if rows else {}
+    return {
+        "rows": rows,
+        "targets": {
+            "api_5000_per_s_at_largest": bool(last) and last["api_edges_per_s"] >= 5000,
+            "plan_5000_per_s_at_largest": bool(last) and last["plan_edges_per_s"] >= 5000,
+        },
+    }

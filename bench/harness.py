@@ -1,0 +1,576 @@
+"""Shared machinery of the benchmarks and the fault campaign.
+
+Each benchmark gets a throw-away database (``orch_bench_<name>``, migrated with db.migrate and
+dropped afterwards) and a private redis-server on a free port; this process and every
+subprocess (celery worker, celery beat, procrastinate worker) point at them through
+DATABASE_URL / REDIS_URL. Nothing touches the developer's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import insert, text
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+CELERY = str(BIN / "celery")
+BASE_DATABASE_URL = os.environ.get(
+    "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/orchestration"
+)
+READY_TIMEOUT = 60.0
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        content = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"<no log: {exc}>"
+    return "\n".join(content[-lines:])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# -- a private redis-server --------------------------------------------------------------------
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
+
+    def start(self) -> None:
+        with open(self.directory / "redis.log", "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client().ping():
+                    return
+            except redis.RedisError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"redis-server did not start:\n{tail(self.directory / 'redis.log')}"
+                )
+            time.sleep(0.05)
+
+    def restart_empty(self) -> None:
+        """SHUTDOWN NOSAVE, then a new empty server on the same port."""
+        with contextlib.suppress(redis.RedisError):
+            self.client().shutdown(nosave=True)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+# -- a throw-away database ---------------------------------------------------------------------
+
+
+def database_url(name: str, base: str | None = None) -> str:
+    url = make_url(base or BASE_DATABASE_URL)
+    return url.set(database=f"orch_bench_{name}").render_as_string(hide_password=False)
+
+
+def create_database(url: str) -> None:
+    from db.migrate import drop_database, upgrade
+
+    drop_database(url)
+    upgrade(url)
+
+
+def drop_database(url: str) -> None:
+    from db.engine import reset_engine
+    from db.migrate import drop_database as drop
+
+    reset_engine()
+    with contextlib.suppress(Exception):
+        drop(url)
+
+
+def point_celery_at(url: str) -> None:
+    """This process's Celery app (request_pass publishes through it) uses the private broker."""
+    from orchestration.celery import app
+
+    app.conf.broker_url = url
+    app.conf.result_backend = url
+    pool = getattr(app, "_pool", None)
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.force_close_all()
+        app._pool = None
+    amqp = app.amqp
+    if getattr(amqp, "_producer_pool", None) is not None:
+        amqp._producer_pool = None
+
+
+def use_env(database: str, redis_url: str, extra: dict[str, str] | None = None) -> None:
+    """Point this process at the benchmark's database and Redis."""
+    from db.engine import reset_engine
+    from orchestration.config import reload_settings
+    from orchestration.redis_client import reset_redis
+
+    os.environ["DATABASE_URL"] = database
+    os.environ["REDIS_URL"] = redis_url
+    for key, value in (extra or {}).items():
+        os.environ[key] = value
+    reload_settings()
+    reset_engine()
+    reset_redis()
+    point_celery_at(redis_url)
+
+
+@dataclass
+class Stack:
+    """A benchmark's private database and redis-server, and its scratch folder."""
+
+    name: str
+    directory: Path
+    database: str
+    redis: RedisServer
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+
+@contextlib.contextmanager
+def stack(name: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    directory = Path(tempfile.mkdtemp(prefix=f"orch-bench-{name}-"))
+    database = database_url(name)
+    create_database(database)
+    server = RedisServer(free_port(), directory)
+    server.start()
+    use_env(database, server.url, extra_env)
+    try:
+        yield Stack(name, directory, database, server)
+    finally:
+        server.stop()
+        drop_database(database)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- subprocesses ------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    killed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class Procs:
+    """Starts, kills and stops celery worker/beat (and other) subprocesses."""
+
+    directory: Path
+    env_vars: dict[str, str]
+    procs: list[Proc] = field(default_factory=list)
+    counter: int = 0
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env_vars)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def spawn(self, name: str, argv: list[str]) -> Proc:
+        self.counter += 1
+        log_path = self.directory / f"{name}-{self.counter}.log"
+        with open(log_path, "wb") as out:
+            popen = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, app: str = "orchestration", concurrency: int = 1) -> Proc:
+        tag = uuid.uuid4().hex[:6]
+        return self.spawn(
+            "worker",
+            [
+                CELERY,
+                "-A",
+                app,
+                "worker",
+                "--loglevel=INFO",
+                "-c",
+                str(concurrency),
+                "-n",
+                f"w-{tag}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--without-heartbeat",
+            ],
+        )
+
+    def beat(self) -> Proc:
+        n = self.counter + 1
+        return self.spawn(
+            "beat",
+            [
+                CELERY,
+                "-A",
+                "orchestration",
+                "beat",
+                "--loglevel=INFO",
+                "--schedule",
+                str(self.directory / f"beat-schedule-{n}"),
+                "--pidfile=",
+            ],
+        )
+
+    def wait_for_log(self, proc: Proc, needle: str, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited early:\n{tail(proc.log)}")
+            with contextlib.suppress(OSError):
+                if needle in proc.log.read_text(errors="replace"):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{proc.name} not ready in {timeout}s:\n{tail(proc.log)}")
+
+    def wait_worker(self, proc: Proc, consumer: bool = True) -> None:
+        self.wait_for_log(proc, "ready.")
+        if consumer:
+            self.wait_for_log(proc, "agent consumer")
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL the process group (main process and its pool children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(10)
+        proc.killed = True
+
+    def stop(self, proc: Proc, timeout: float = 15.0) -> None:
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(5)
+
+    def stop_all(self) -> None:
+        live = [p for p in self.procs if p.alive()]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in live:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+        for proc in self.procs:
+            if not proc.killed:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(5)
+
+
+@contextlib.contextmanager
+def processes(directory: Path, env_vars: dict[str, str]) -> Iterator[Procs]:
+    procs = Procs(directory, env_vars)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def worker_env(st: Stack, **overrides: str) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": st.database,
+        "REDIS_URL": st.redis_url,
+        "ORCH_SIM_DURATION": "0",
+        "ORCH_AGENT_CONCURRENCY": "4",
+        "ORCH_PASS_INTERVAL": "2.0",
+        "ORCH_RECONCILE_INTERVAL": "5",
+    }
+    env.update(overrides)
+    return env
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of one process in KiB (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def tree_rss_kib(pid: int) -> int:
+    return rss_kib(pid) + sum(tree_rss_kib(c) for c in children(pid))
+
+
+# -- teams and bulk tasks ----------------------------------------------------------------------
+
+
+def make_team(workers: int, capacity: int, *, start: bool = False) -> uuid.UUID:
+    from orchestration import lifecycle
+    from orchestration.teams import add_member, create_team
+
+    team = create_team(f"bench-{uuid.uuid4().hex[:6]}")
+    team_id = uuid.UUID(str(team.id))
+    add_member(team_id, "manager", agent_id="manager")
+    for i in range(workers):
+        add_member(team_id, "worker", max_concurrent_tasks=capacity, agent_id=f"worker-{i}")
+    if start:
+        lifecycle.start_team(team_id)
+    return team_id
+
+
+@dataclass
+class BulkTask:
+    id: uuid.UUID
+    depends_on: list[uuid.UUID] = field(default_factory=list)
+    status: str | None = None  # None: derived (blocked when it has dependencies)
+    not_before: datetime | None = None
+
+
+def bulk_insert(team_id: uuid.UUID, tasks: list[BulkTask], batch: int = 5000) -> None:
+    """Insert tasks and their dependency rows directly (dependencies must be unfinished tasks
+    of the same team: each counts as unmet). No parents, no summaries."""
+    from db.engine import get_engine
+    from db.models import Task, TaskDependency
+
+    base = datetime.now(UTC)
+    engine = get_engine()
+    for start in range(0, len(tasks), batch):
+        chunk = tasks[start : start + batch]
+        rows = [
+            {
+                "id": t.id,
+                "team_id": team_id,
+                "title": f"bench task {start + i}",
+                "status": t.status or ("blocked" if t.depends_on else "pending"),
+                "priority": 5,
+                "is_summary": False,
+                "unmet_dependencies": len(t.depends_on),
+                "not_before": t.not_before,
+                "input_data": {"simulate": {"duration": 0}},
+                "created_at": base + timedelta(microseconds=start + i),
+                "updated_at": base,
+            }
+            for i, t in enumerate(chunk)
+        ]
+        edges = [{"task_id": t.id, "depends_on_task_id": d} for t in chunk for d in t.depends_on]
+        with engine.begin() as conn:
+            conn.execute(insert(Task), rows)
+            if edges:
+                conn.execute(insert(TaskDependency), edges)
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(
+            text("ANALYZE tasks; ANALYZE task_dependencies")
+        )
+
+
+def status_counts(team_id: uuid.UUID | None = None) -> dict[str, int]:
+    from db.engine import get_engine
+
+    where = "WHERE team_id = :t" if team_id else ""
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT status::text, count(*) FROM tasks {where} GROUP BY status"),
+            {"t": team_id},
+        ).all()
+    return {str(s): int(n) for s, n in rows}
+
+
+def wait_for(
+    what: str,
+    condition: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.25,
+    progress: Callable[[], str] | None = None,
+) -> float:
+    started = time.monotonic()
+    last_report = started
+    while True:
+        if condition():
+            return time.monotonic() - started
+        now = time.monotonic()
+        if now - started > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        if progress is not None and now - last_report > 10:
+            last_report = now
+            log(f"  waiting for {what}: {progress()}")
+        time.sleep(interval)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    def server_version(argv: list[str]) -> str | None:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return None
+
+    pg = None
+    with contextlib.suppress(Exception):
+        from sqlalchemy import create_engine
+
+        engine = create_engine(make_url(BASE_DATABASE_URL).set(database="postgres"))
+        with engine.connect() as conn:
+            pg = conn.execute(text("SHOW server_version")).scalar()
+        engine.dispose()
+    cpu = None
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_total = None
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem_total = f.readline().split()[1] + " kB"
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem_total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "redis": server_version(["redis-server", "--version"]),
+        "packages": {
+            name: ver(name)
+            for name in ("celery", "kombu", "redis", "SQLAlchemy", "psycopg", "procrastinate")
+        },
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def git_commit() -> str | None:
+    with contextlib.suppress(OSError):
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or None
+    return None
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,168 @@
+"""Benchmark 2: dependency-unblock latency along a chain of sequential tasks.
+
+Latency of link i = start_time(task i+1) - completion_time(task i), both written by
+PostgreSQL's now() in the committing transactions (the completion and the claim).
+
+- engine: two `celery -A orchestration worker -c 1` and a beat (ORCH_PASS_INTERVAL=2); the
+  consumer's pass after each completion (and the debounced pass request) assign the successor.
+- seed-style baseline: the seed only had the polling pass every 2 s. The engine has no knob to
+  turn off the on-completion pass, so the baseline runs the same AgentConsumer in this process
+  with `_run` overridden to skip that pass (BaselineConsumer below), no Celery worker and no
+  beat, and a bench-local loop calling orchestrator.run_pass every 2 s. Everything else (claim,
+  execute, complete, unblock, streams) is the engine's code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from bench import harness
+from bench.harness import BulkTask, log
+
+
+def _chain(length: int) -> list[BulkTask]:
+    ids = [uuid.uuid4() for _ in range(length)]
+    return [BulkTask(ids[i], [ids[i - 1]] if i else []) for i in range(length)]
+
+
+def _latencies(ids: list[uuid.UUID]) -> list[float]:
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT id, extract(epoch FROM start_time) AS s, "
+                    "extract(epoch FROM completion_time) AS c FROM tasks WHERE id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+        }
+    return [float(rows[b].s) - float(rows[a].c) for a, b in itertools.pairwise(ids)]
+
+
+def _summary(lat: list[float]) -> dict[str, Any]:
+    ms = [x * 1000 for x in lat]
+    return {
+        "links": len(ms),
+        "p50_ms": round(harness.percentile(ms, 50), 2),
+        "p90_ms": round(harness.percentile(ms, 90), 2),
+        "p99_ms": round(harness.percentile(ms, 99), 2),
+        "max_ms": round(max(ms), 2) if ms else None,
+        "mean_ms": round(sum(ms) / len(ms), 2) if ms else None,
+    }
+
+
+def engine_run(length: int, timeout: float = 600) -> dict[str, Any]:
+    from orchestration import lifecycle
+
+    with harness.stack("latency") as st:
+        env = harness.worker_env(st)
+        harness.use_env(st.database, st.redis_url, env)
+        team = harness.make_team(workers=4, capacity=2)
+        chain = _chain(length)
+        harness.bulk_insert(team, chain)
+        with harness.processes(st.directory, env) as procs:
+            workers = [procs.worker() for _ in range(2)]
+            for w in workers:
+                procs.wait_worker(w)
+            beat = procs.beat()
+            procs.wait_for_log(beat, "beat: Starting")
+            lifecycle.start_team(team)
+            harness.wait_for(
+                "the chain",
+                lambda: harness.status_counts(team).get("completed", 0) >= length,
+                timeout,
+                progress=lambda: str(harness.status_counts(team)),
+            )
+        lat = _latencies([t.id for t in chain])
+        return {"chain": length, **_summary(lat), "raw_ms": [round(x * 1000, 3) for x in lat]}
+
+
+def baseline_run(length: int, interval: float = 2.0) -> dict[str, Any]:
+    from orchestration import lifecycle, orchestrator
+    from orchestration.consumer import AgentConsumer
+    from orchestration.streams import Entry
+
+    class BaselineConsumer(AgentConsumer):
+        """The engine's consumer without its pass after a completion (seed behaviour)."""
+
+        def _run(self, entry: Entry) -> None:
+            from orchestration import streams
+
+            try:
+                result = self._handle(entry)
+                streams.ack(entry.team_id, entry.entry_id)
+                self._report(entry, result)
+            except Exception:
+                harness.log(f"baseline: entry {entry.entry_id} not handled")
+            finally:
+                with self._lock:
+                    self._inflight.pop(entry.entry_id, None)
+
+    with harness.stack("latency_seed") as st:
+        env = harness.worker_env(st, ORCH_PASS_INTERVAL=str(interval))
+        harness.use_env(st.database, st.redis_url, env)
+        team = harness.make_team(workers=4, capacity=2)
+        chain = _chain(length)
+        harness.bulk_insert(team, chain)
+        # start_team would request an immediate pass through Celery (no worker here: the
+        # message is never consumed); the first pass comes from the polling loop below.
+        lifecycle.start_team(team)
+        consumer = BaselineConsumer(concurrency=4)
+        consumer.start()
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                orchestrator.run_pass(team)
+                stop.wait(interval)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            harness.wait_for(
+                "the seed-style chain",
+                lambda: harness.status_counts(team).get("completed", 0) >= length,
+                length * interval * 2 + 30,
+                progress=lambda: str(harness.status_counts(team)),
+            )
+        finally:
+            stop.set()
+            poller.join(5)
+            consumer.stop(5)
+        lat = _latencies([t.id for t in chain])
+        return {
+            "chain": length,
+            "pass_interval_s": interval,
+            **_summary(lat),
+            "raw_ms": [round(x * 1000, 3) for x in lat],
+        }
+
+
+def run(length: int, baseline_length: int) -> dict[str, Any]:
+    log(f"latency: engine, chain of {length}")
+    engine = engine_run(length)
+    log(f"  engine: p50 {engine['p50_ms']} ms, p99 {engine['p99_ms']} ms")
+    log(f"latency: seed-style 2 s polling, chain of {baseline_length}")
+    started = time.monotonic()
+    seed = baseline_run(baseline_length)
+    log(
+        f"  seed-style: p50 {seed['p50_ms']} ms, p99 {seed['p99_ms']} ms "
+        f"({time.monotonic() - started:.0f} s)"
+    )
+    return {
+        "engine": engine,
+        "seed_style": seed,
+        "targets": {
+            "p50_at_most_10ms": engine["p50_ms"] <= 10,
+            "p99_at_most_50ms": engine["p99_ms"] <= 50,
+        },
+    }

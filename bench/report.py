@@ -1,0 +1,234 @@
+"""The plot (PNG, matplotlib Agg) and the results table of a bench run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.harness import REPO_ROOT
+
+README = REPO_ROOT / "bench" / "README.md"
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+
+
+def _ok(value: Any) -> str:
+    if value is None:
+        return "-"
+    return "met" if value else "**missed**"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, figure, target, met?) rows."""
+    out: list[tuple[str, str, str, str]] = []
+    tp = results.get("throughput") or {}
+    if "engine" in tp:
+        e, c, p = tp["engine"], tp["celery_noop"], tp["procrastinate_noop"]
+        out.append(
+            (
+                f"1. end-to-end throughput ({e['tasks']} tasks, 2 worker processes)",
+                f"engine {e['tasks_per_s']}/s; raw Celery no-op {c['tasks_per_s']}/s; "
+                f"procrastinate no-op {p['tasks_per_s']}/s",
+                "-",
+                "-",
+            )
+        )
+        out.append(
+            (
+                "1a. engine / raw Celery no-op",
+                f"{tp['ratio_vs_celery']}",
+                ">= 0.5",
+                _ok(tp["targets"]["at_least_half_of_celery"]),
+            )
+        )
+        out.append(
+            (
+                "1b. engine / procrastinate no-op",
+                f"{tp['ratio_vs_procrastinate']}",
+                ">= 2",
+                _ok(tp["targets"]["at_least_twice_procrastinate"]),
+            )
+        )
+    lat = results.get("latency") or {}
+    if "engine" in lat:
+        e, s = lat["engine"], lat["seed_style"]
+        out.append(
+            (
+                f"2. unblock latency, chain of {e['chain']}: p50",
+                f"{e['p50_ms']} ms (seed-style 2 s polling: {s['p50_ms']} ms)",
+                "<= 10 ms",
+                _ok(lat["targets"]["p50_at_most_10ms"]),
+            )
+        )
+        out.append(
+            (
+                "2. unblock latency: p99",
+                f"{e['p99_ms']} ms (seed-style: {s['p99_ms']} ms)",
+                "<= 50 ms",
+                _ok(lat["targets"]["p99_at_most_50ms"]),
+            )
+        )
+    pc = results.get("passcost") or {}
+    if "rows" in pc:
+        figures = "; ".join(f"{r['blocked']:,} blocked: {r['median_ms']} ms" for r in pc["rows"])
+        out.append(
+            (
+                f"3. pass time ({pc['rows'][0]['ready']} ready), median",
+                f"{figures} (ratio {pc['ratio_largest_vs_smallest']})",
+                "<= 2x",
+                _ok(pc["targets"]["within_2x"]),
+            )
+        )
+    ed = results.get("edges") or {}
+    if "rows" in ed:
+        api = "; ".join(f"{r['tasks']:,} tasks: {r['api_edges_per_s']}/s" for r in ed["rows"])
+        plan = "; ".join(f"{r['tasks']:,} tasks: {r['plan_edges_per_s']}/s" for r in ed["rows"])
+        out.append(
+            (
+                "4. edges/s, one edge per transaction (add_dependency)",
+                api,
+                ">= 5,000/s at 100,000",
+                _ok(ed["targets"]["api_5000_per_s_at_largest"]),
+            )
+        )
+        out.append(
+            (
+                "4. edges/s, bulk through create_plan",
+                plan,
+                ">= 5,000/s at 100,000",
+                _ok(ed["targets"]["plan_5000_per_s_at_largest"]),
+            )
+        )
+    so = results.get("soak") or {}
+    if "growth_mib" in so:
+        growth = ", ".join(
+            f"{k.removesuffix('_mib')} {v:+} MiB" for k, v in so["growth_mib"].items()
+        )
+        out.append(
+            (
+                f"5. RSS growth after warm-up ({so['tasks']:,} tasks, {so['tasks_per_s']}/s)",
+                growth,
+                "< 10 MB",
+                _ok(so["targets"]["growth_under_10mb"]),
+            )
+        )
+    for key in ("throughput", "latency", "passcost", "edges", "soak"):
+        if isinstance(results.get(key), dict) and "error" in results[key]:
+            out.append((key, f"failed: {results[key]['error']}", "-", "**missed**"))
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| benchmark | measured | target | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(results)]
+    return "\n".join(lines)
+
+
+def write_readme(results: dict[str, Any]) -> None:
+    machine = results.get("machine", {})
+    block = "\n".join(
+        [
+            BEGIN,
+            f"Measured by `{results.get('command', 'python -m bench.run').strip()}` at commit "
+            f"`{results.get('commit')}` on {machine.get('when')}: {machine.get('cores')} cores "
+            f"({machine.get('cpu')}), PostgreSQL {machine.get('postgresql')}, "
+            f"{(machine.get('redis') or '').split(' sha')[0]}, Python {machine.get('python')}; "
+            f"whole run {results.get('wall_s')} s. Raw figures: `bench/results/bench.json`; "
+            "plot: `bench/results/bench.png`.",
+            "",
+            table(results),
+            END,
+        ]
+    )
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    ax = axes[0][0]
+    tp = results.get("throughput") or {}
+    if "engine" in tp:
+        names = ["engine", "raw Celery\nno-op", "procrastinate\nno-op"]
+        values = [
+            tp["engine"]["tasks_per_s"],
+            tp["celery_noop"]["tasks_per_s"],
+            tp["procrastinate_noop"]["tasks_per_s"],
+        ]
+        ax.bar(names, values, color=["tab:blue", "tab:gray", "tab:orange"])
+        for i, v in enumerate(values):
+            ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
+    ax.set_title("1. throughput (tasks/s, 2 worker processes)")
+    ax = axes[0][1]
+    lat = results.get("latency") or {}
+    if "engine" in lat:
+        raw = sorted(lat["engine"].get("raw_ms", []))
+        if raw:
+            ax.plot(raw, [i / len(raw) for i in range(1, len(raw) + 1)], label="engine")
+        ax.axvline(10, color="green", ls="--", label="p50 target 10 ms")
+        ax.axvline(50, color="red", ls="--", label="p99 target 50 ms")
+        ax.set_xscale("log")
+        ax.axvline(lat["seed_style"]["p50_ms"], color="tab:gray", label="seed-style p50 (2 s poll)")
+        ax.legend(fontsize=8)
+    ax.set_title("2. unblock latency CDF (ms)")
+    ax = axes[0][2]
+    pc = results.get("passcost") or {}
+    if "rows" in pc:
+        xs = [r["blocked"] for r in pc["rows"]]
+        ax.plot(xs, [r["median_ms"] for r in pc["rows"]], "o-", label="median")
+        ax.plot(xs, [r["p90_ms"] for r in pc["rows"]], "x--", label="p90")
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    ax.set_title("3. pass time (ms) vs blocked backlog")
+    ax = axes[1][0]
+    ed = results.get("edges") or {}
+    if "rows" in ed:
+        xs = [r["tasks"] for r in ed["rows"]]
+        ax.plot(xs, [r["api_edges_per_s"] for r in ed["rows"]], "o-", label="add_dependency")
+        ax.plot(xs, [r["plan_edges_per_s"] for r in ed["rows"]], "s-", label="create_plan")
+        ax.axhline(5000, color="red", ls="--", label="target 5,000/s")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set_title("4. dependency edges/s vs tasks in team")
+    ax = axes[1][1]
+    so = results.get("soak") or {}
+    samples = so.get("samples") or []
+    if samples:
+        xs = [s["completed"] for s in samples]
+        for key in samples[0]:
+            if key.endswith("_mib") and not key.endswith("main_mib"):
+                ax.plot(xs, [s[key] for s in samples], label=key.removesuffix("_mib"))
+        ax.legend(fontsize=8)
+    ax.set_title("5. RSS (MiB) vs tasks completed")
+    axes[1][2].axis("off")
+    axes[1][2].text(
+        0,
+        1,
+        "\n".join(f"{a}: {b}" for a, b, _, _ in rows(results))[:2500],
+        va="top",
+        fontsize=7,
+        wrap=True,
+    )
+    machine = results.get("machine", {})
+    fig.suptitle(
+        f"agent orchestration benchmarks — {machine.get('cores')} cores, "
+        f"PostgreSQL {machine.get('postgresql')}, commit {results.get('commit')}"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,219 @@
+"""Benchmark 1: end-to-end throughput, beside raw Celery no-op tasks and procrastinate no-op
+jobs, with the same broker (one private redis-server), the same machine and the same number of
+worker processes (2).
+
+Each run loads the whole backlog first and then releases it at once, timing from the release
+to the last completion:
+
+- engine: N independent pending tasks are inserted while the team is inactive; two
+  `celery -A orchestration worker -c 1` (agent consumer with ORCH_AGENT_CONCURRENCY threads in
+  each main process) and a beat run; the clock starts at start_team and stops at the last
+  completion_time written by PostgreSQL.
+- celery: N `bench.noop` messages are published to a hold queue; once two
+  `celery -A bench.celery_noop worker -c 1` are ready the hold list is RENAMEd onto the consumed
+  queue (one atomic step); the clock stops at the last task's own timestamp.
+- procrastinate: two `python -m bench.procrastinate_app` workers (concurrency 1) are started;
+  N jobs are deferred in one batch (one transaction); the clock stops at the last `succeeded`
+  event.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench import harness
+from bench.harness import BulkTask, log
+
+PROCESSES = 2
+
+
+def engine_run(tasks: int, agent_concurrency: int = 4, timeout: float = 900) -> dict[str, Any]:
+    from db.engine import get_engine
+    from orchestration import lifecycle
+
+    with harness.stack("throughput") as st:
+        env = harness.worker_env(st, ORCH_AGENT_CONCURRENCY=str(agent_concurrency))
+        harness.use_env(st.database, st.redis_url, env)
+        team = harness.make_team(workers=8, capacity=agent_concurrency)
+        harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
+        with harness.processes(st.directory, env) as procs:
+            workers = [procs.worker() for _ in range(PROCESSES)]
+            for w in workers:
+                procs.wait_worker(w)
+            beat = procs.beat()
+            procs.wait_for_log(beat, "beat: Starting")
+            released = time.time()
+            lifecycle.start_team(team)
+
+            def done() -> bool:
+                return harness.status_counts(team).get("completed", 0) >= tasks
+
+            harness.wait_for(
+                "engine tasks",
+                done,
+                timeout,
+                progress=lambda: str(harness.status_counts(team)),
+            )
+            with get_engine().connect() as conn:
+                row = conn.execute(
+                    text(
+                        "SELECT extract(epoch FROM max(completion_time)) AS last, "
+                        "extract(epoch FROM min(start_time)) AS first FROM tasks "
+                        "WHERE team_id = :t"
+                    ),
+                    {"t": team},
+                ).one()
+        elapsed = float(row.last) - released
+        return {
+            "tasks": tasks,
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(tasks / elapsed, 1),
+            "first_start_after_release_s": round(float(row.first) - released, 3),
+            "processes": PROCESSES,
+            "agent_concurrency": agent_concurrency,
+        }
+
+
+def celery_run(tasks: int, timeout: float = 600) -> dict[str, Any]:
+    with harness.stack("celery") as st:
+        env = {"REDIS_URL": st.redis_url}
+        from bench import celery_noop
+
+        celery_noop.app.conf.broker_url = st.redis_url
+        r = st.redis.client()
+        with celery_noop.app.producer_or_acquire() as producer:
+            for _ in range(tasks):
+                celery_noop.noop.apply_async(queue=celery_noop.HOLD_QUEUE, producer=producer)
+        queued = int(r.llen(celery_noop.HOLD_QUEUE))
+        if queued != tasks:
+            raise RuntimeError(f"{queued} of {tasks} noop messages on the hold queue")
+        with harness.processes(st.directory, env) as procs:
+            workers = [procs.worker("bench.celery_noop") for _ in range(PROCESSES)]
+            for w in workers:
+                procs.wait_for_log(w, "noop worker ready.")
+            time.sleep(0.5)
+            released = time.time()
+            r.rename(celery_noop.HOLD_QUEUE, celery_noop.QUEUE)
+            harness.wait_for(
+                "celery noop tasks",
+                lambda: int(r.get(celery_noop.COUNT_KEY) or 0) >= tasks,
+                timeout,
+                interval=0.05,
+                progress=lambda: str(r.get(celery_noop.COUNT_KEY)),
+            )
+            last = float(r.get(celery_noop.LAST_KEY) or 0)
+        elapsed = last - released
+        return {
+            "tasks": tasks,
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(tasks / elapsed, 1),
+            "processes": PROCESSES,
+        }
+
+
+def procrastinate_run(tasks: int, timeout: float = 900) -> dict[str, Any]:
+    url = harness.database_url("procrastinate")
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    from db.migrate import drop_database, ensure_database
+
+    drop_database(url)
+    ensure_database(url)
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(tempfile.mkdtemp(prefix="orch-bench-procrastinate-"))
+    engine = create_engine(url)
+    try:
+        env = {"PROCRASTINATE_DSN": dsn, "PROCRASTINATE_CONCURRENCY": "1"}
+        import os
+
+        os.environ["PROCRASTINATE_DSN"] = dsn
+        from bench import procrastinate_app
+
+        app = procrastinate_app.build(dsn)
+        with app.open():
+            app.schema_manager.apply_schema()
+        with harness.processes(directory, env) as procs:
+            workers = [
+                procs.spawn("procrastinate", [sys.executable, "-m", "bench.procrastinate_app"])
+                for _ in range(PROCESSES)
+            ]
+            for w in workers:
+                procs.wait_for_log(w, "procrastinate worker ready.")
+            time.sleep(2.0)  # the workers LISTEN before they fetch
+            task = app.tasks["bench.noop"]
+            with app.open():
+                released = time.time()
+                task.batch_defer(*({} for _ in range(tasks)))
+
+            def count() -> int:
+                with engine.connect() as conn:
+                    return int(
+                        conn.execute(
+                            text("SELECT count(*) FROM procrastinate_jobs WHERE status='succeeded'")
+                        ).scalar()
+                        or 0
+                    )
+
+            harness.wait_for(
+                "procrastinate jobs",
+                lambda: count() >= tasks,
+                timeout,
+                progress=lambda: str(count()),
+            )
+            with engine.connect() as conn:
+                last = float(
+                    conn.execute(
+                        text(
+                            "SELECT extract(epoch FROM max(at)) FROM procrastinate_events "
+                            "WHERE type = 'succeeded'"
+                        )
+                    ).scalar()
+                    or 0
+                )
+        elapsed = last - released
+        return {
+            "tasks": tasks,
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(tasks / elapsed, 1),
+            "processes": PROCESSES,
+            "worker_concurrency": 1,
+        }
+    finally:
+        engine.dispose()
+        drop_database(url)
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(tasks: int, peer_tasks: int | None = None) -> dict[str, Any]:
+    peer_tasks = peer_tasks or tasks
+    log(f"throughput: engine, {tasks} tasks")
+    engine = engine_run(tasks)
+    log(f"  engine: {engine['tasks_per_s']} tasks/s")
+    log(f"throughput: raw celery no-op, {peer_tasks} tasks")
+    celery = celery_run(peer_tasks)
+    log(f"  celery: {celery['tasks_per_s']} tasks/s")
+    log(f"throughput: procrastinate no-op, {peer_tasks} jobs")
+    peer = procrastinate_run(peer_tasks)
+    log(f"  procrastinate: {peer['tasks_per_s']} jobs/s")
+    vs_celery = engine["tasks_per_s"] / celery["tasks_per_s"]
+    vs_peer = engine["tasks_per_s"] / peer["tasks_per_s"]
+    return {
+        "engine": engine,
+        "celery_noop": celery,
+        "procrastinate_noop": peer,
+        "ratio_vs_celery": round(vs_celery, 3),
+        "ratio_vs_procrastinate": round(vs_peer, 3),
+        "targets": {
+            "at_least_half_of_celery": vs_celery >= 0.5,
+            "at_least_twice_procrastinate": vs_peer >= 2.0,
+        },
+    }
