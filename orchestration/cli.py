@@ -1,0 +1,643 @@
+"""`orch`: the operator's command line, a client of the HTTP API (CONTRACT.md, HTTP API).
+
+    orch teams                                   the teams, their status, tasks and members
+    orch team create NAME | start|pause|resume TEAM_ID
+    orch token create TEAM_ID                    a team token, printed once
+    orch member add TEAM_ID --role worker --specialization "Technical Executor" --max 2
+    orch tasks TEAM_ID [--status pending]
+    orch tree TEAM_ID TASK_ID                    a task's hierarchy with status and assignees
+    orch decompose TEAM_ID "goal"                the manager's planner makes a task tree
+    orch events TEAM_ID [--follow] [--timeout S] the team's live events, one line each
+    orch demo                                    `make demo`
+
+`--url` (or ORCH_URL) names the API, default http://127.0.0.1:5000; `--token` (or ORCH_TOKEN,
+else ORCH_ADMIN_TOKEN) is the bearer token. `--json` prints the API's JSON instead of tables.
+
+Exit codes: 0 success; 1 the API refused the request (its message is printed); 2 a usage error;
+3 the API could not be reached. The token is never printed, except by `orch token create`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import click
+import requests
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+TASK_STATUSES = (
+    "pending",
+    "blocked",
+    "assigned",
+    "in_progress",
+    "review",
+    "completed",
+    "failed",
+    "cancelled",
+)
+STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "grey50",
+    "in_progress": "yellow",
+    "review": "magenta",
+    "assigned": "cyan",
+    "pending": "white",
+    "blocked": "grey62",
+    "active": "green",
+    "paused": "yellow",
+    "inactive": "grey62",
+    "idle": "white",
+    "offline": "grey50",
+}
+SPECIALIZATIONS = ("Technical Executor", "Content Creator", "Researcher/Analyzer")
+
+EXIT_API_ERROR = 1
+EXIT_UNREACHABLE = 3
+
+
+class ApiError(click.ClickException):
+    """The API answered with an error; its message is what the user sees."""
+
+    exit_code = EXIT_API_ERROR
+
+
+class Unreachable(click.ClickException):
+    exit_code = EXIT_UNREACHABLE
+
+
+@dataclass
+class Client:
+    url: str
+    token: str | None
+    as_json: bool
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
+        self.http = requests.Session()
+        if self.token:
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
+        self.http.headers["Accept"] = "application/json"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        target = f"{self.url}/api/v1{path}"
+        try:
+            response = self.http.request(method, target, **kwargs)
+        except requests.ConnectionError:
+            raise Unreachable(
+                f"cannot reach the API at {self.url} (is it running? set --url or ORCH_URL)"
+            ) from None
+        except requests.Timeout:
+            raise Unreachable(f"the API at {self.url} did not answer in time") from None
+        except requests.RequestException as exc:
+            raise Unreachable(f"request to {self.url} failed: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise ApiError(error_message(response))
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"the API answered {response.status_code} with something other than JSON"
+            ) from None
+
+
+def error_message(response: requests.Response) -> str:
+    """The contract's error body as one line (or a few), e.g. `404 Not Found: no such team`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "message" not in body:
+        return f"{response.status_code} {response.reason or ''}".strip()
+    status = body.get("status") or response.reason or ""
+    text = f"{body.get('code', response.status_code)} {status}: {body['message']}"
+    errors = body.get("errors")
+    if isinstance(errors, dict):
+        for field, problems in errors.items():
+            if isinstance(problems, list):
+                problems = "; ".join(str(p) for p in problems)
+            text += f"\n  {field}: {problems}"
+    if response.status_code == 401:
+        text += "\n  (pass --token, or set ORCH_TOKEN or ORCH_ADMIN_TOKEN)"
+    return text
+
+
+def out() -> Console:
+    # Built per use (click's test runner swaps sys.stdout); one-line messages are never wrapped.
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def styled(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def fail(message: str, *, unreachable: bool = False) -> NoReturn:
+    raise (Unreachable if unreachable else ApiError)(message)
+
+
+pass_client = click.make_pass_decorator(Client)
+
+
+# --- the group ---------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--url",
+    envvar="ORCH_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    show_envvar=True,
+    help="Base URL of the API.",
+)
+@click.option(
+    "--token",
+    envvar=["ORCH_TOKEN", "ORCH_ADMIN_TOKEN"],
+    default=None,
+    show_default=False,
+    show_envvar=True,
+    help="Bearer token (default: $ORCH_TOKEN, else $ORCH_ADMIN_TOKEN). Never printed.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of tables.")
+@click.option(
+    "--http-timeout", default=30.0, show_default=True, help="Seconds to wait for each answer."
+)
+@click.version_option(package_name="agent-orchestration", prog_name="orch")
+@click.pass_context
+def cli(
+    ctx: click.Context, url: str, token: str | None, as_json: bool, http_timeout: float
+) -> None:
+    """Operate agent teams through the orchestration HTTP API.
+
+    Exit codes: 0 success, 1 the API refused the request, 2 usage error,
+    3 the API could not be reached."""
+    ctx.obj = Client(url, token, as_json, http_timeout)
+
+
+# --- teams -------------------------------------------------------------------------------------
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """`12 total` then one `status n` line per status present."""
+    lines = [f"{sum(counts.values())} total"]
+    lines += [f"{styled(s)} {counts[s]}" for s in TASK_STATUSES if counts.get(s)]
+    return "\n".join(lines)
+
+
+def members_text(members: list[dict[str, Any]]) -> str:
+    """One line per member: `boss (manager)`, `coder 1/3` (its load)."""
+    if not members:
+        return "[dim]none[/]"
+    lines = []
+    for m in sorted(members, key=lambda m: (m["role"] != "manager", m["agent_id"])):
+        if m["role"] == "manager":
+            lines.append(f"{escape(m['agent_id'])} (manager)")
+        else:
+            lines.append(
+                f"{escape(m['agent_id'])} {m['current_workload']}/{m['max_concurrent_tasks']}"
+            )
+    return "\n".join(lines)
+
+
+@cli.command("teams")
+@pass_client
+def teams_cmd(client: Client) -> None:
+    """The teams this token reaches: status, task counts by status, members and their load."""
+    teams = client.call("GET", "/teams")
+    members = {t["id"]: client.call("GET", f"/teams/{t['id']}/members") for t in teams}
+    if client.as_json:
+        print_json([{**t, "members": members[t["id"]]} for t in teams])
+        return
+    if not teams:
+        out().print("No teams yet: `orch team create NAME`.")
+        return
+    table = Table(title="Teams", title_justify="left", show_lines=True)
+    table.add_column("team (name, id)", min_width=36)
+    table.add_column("status", no_wrap=True)
+    table.add_column("tasks", no_wrap=True)
+    table.add_column("members")
+    for t in teams:
+        table.add_row(
+            f"[bold]{escape(t['name'])}[/]\n[dim]{t['id']}[/]",
+            styled(t["status"]),
+            counts_text(t.get("task_counts") or {}),
+            members_text(members[t["id"]]),
+        )
+    out().print(table, soft_wrap=False)
+
+
+@cli.group("team")
+def team_group() -> None:
+    """Create a team; start, pause or resume one."""
+
+
+def print_team(client: Client, team: dict[str, Any], verb: str) -> None:
+    if client.as_json:
+        print_json(team)
+        return
+    out().print(
+        f"{verb} team [bold]{escape(team['name'])}[/] {team['id']}: {styled(team['status'])}"
+    )
+
+
+@team_group.command("create")
+@click.argument("name")
+@click.option("--description", "-d", default=None, help="What the team is for.")
+@pass_client
+def team_create(client: Client, name: str, description: str | None) -> None:
+    """Create a team (admin token); it starts inactive."""
+    body: dict[str, Any] = {"name": name}
+    if description is not None:
+        body["description"] = description
+    print_team(client, client.call("POST", "/teams", json=body), "Created")
+
+
+def _transition(action: str, verb: str) -> click.Command:
+    @click.argument("team_id")
+    @pass_client
+    def command(client: Client, team_id: str) -> None:
+        print_team(client, client.call("POST", f"/teams/{team_id}/{action}"), verb)
+
+    command.__doc__ = {
+        "start": "inactive -> active: assignments begin.",
+        "pause": "active -> paused: no new assignments; work in flight finishes.",
+        "resume": "paused -> active.",
+    }[action]
+    return team_group.command(action)(command)
+
+
+_transition("start", "Started")
+_transition("pause", "Paused")
+_transition("resume", "Resumed")
+
+
+# --- tokens and members ------------------------------------------------------------------------
+
+
+@cli.group("token")
+def token_group() -> None:
+    """Team tokens."""
+
+
+@token_group.command("create")
+@click.argument("team_id")
+@pass_client
+def token_create(client: Client, team_id: str) -> None:
+    """Create a token reaching TEAM_ID only (admin token). Printed once, stored hashed: keep it."""
+    body = client.call("POST", f"/teams/{team_id}/tokens")
+    if client.as_json:
+        print_json(body)
+    else:
+        click.echo(body["token"])
+    err().print("[dim]Shown once; the API keeps only its hash. Use it as ORCH_TOKEN.[/]")
+
+
+@cli.group("member")
+def member_group() -> None:
+    """Team members."""
+
+
+def parse_skill(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, float] | None:
+    if not values:
+        return None
+    skills: dict[str, float] = {}
+    for value in values:
+        name, sep, level = value.partition("=")
+        try:
+            skills[name.strip()] = float(level) if sep else 1.0
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: use NAME=PROFICIENCY, e.g. coding=0.9") from None
+    return skills
+
+
+@member_group.command("add")
+@click.argument("team_id")
+@click.option(
+    "--role",
+    type=click.Choice(["worker", "manager"]),
+    default="worker",
+    show_default=True,
+)
+@click.option(
+    "--specialization",
+    "-s",
+    default=None,
+    help=f"A preset ({', '.join(SPECIALIZATIONS)}) or any text.",
+)
+@click.option("--max", "max_tasks", type=int, default=None, help="Max concurrent tasks (3).")
+@click.option("--agent-id", default=None, help="The agent's name (generated when omitted).")
+@click.option(
+    "--skill",
+    "skills",
+    multiple=True,
+    callback=parse_skill,
+    metavar="NAME=LEVEL",
+    help="A skill and its proficiency 0..1; repeatable.",
+)
+@pass_client
+def member_add(
+    client: Client,
+    team_id: str,
+    role: str,
+    specialization: str | None,
+    max_tasks: int | None,
+    agent_id: str | None,
+    skills: dict[str, float] | None,
+) -> None:
+    """Add a manager or worker to TEAM_ID."""
+    body: dict[str, Any] = {"role": role}
+    if specialization is not None:
+        body["specialization"] = specialization
+    if max_tasks is not None:
+        body["max_concurrent_tasks"] = max_tasks
+    if agent_id is not None:
+        body["agent_id"] = agent_id
+    if skills:
+        body["skills"] = skills
+    member = client.call("POST", f"/teams/{team_id}/members", json=body)
+    if client.as_json:
+        print_json(member)
+        return
+    out().print(
+        f"Added {member['role']} [bold]{escape(member['agent_id'])}[/] {member['id']} "
+        f"({escape(member.get('specialization') or 'Generalist')}, "
+        f"max {member['max_concurrent_tasks']} tasks)"
+    )
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+def member_names(client: Client, team_id: str) -> dict[str, str]:
+    return {m["id"]: m["agent_id"] for m in client.call("GET", f"/teams/{team_id}/members")}
+
+
+@cli.command("tasks")
+@click.argument("team_id")
+@click.option("--status", type=click.Choice(TASK_STATUSES), default=None, help="Only these.")
+@pass_client
+def tasks_cmd(client: Client, team_id: str, status: str | None) -> None:
+    """The tasks of TEAM_ID, highest priority first."""
+    params = {"status": status} if status else None
+    tasks = client.call("GET", f"/teams/{team_id}/tasks", params=params)
+    if client.as_json:
+        print_json(tasks)
+        return
+    if not tasks:
+        out().print("No tasks" + (f" with status {status}." if status else "."))
+        return
+    names = member_names(client, team_id)
+    table = Table(title=f"Tasks ({len(tasks)})", title_justify="left", show_lines=True)
+    table.add_column("task (title, id)", min_width=36)
+    table.add_column("status", no_wrap=True)
+    table.add_column("prio", justify="right")
+    table.add_column("assignee")
+    table.add_column("parent", no_wrap=True)
+    for t in tasks:
+        table.add_row(
+            f"[bold]{escape(t['title'])}[/]\n[dim]{t['id']}[/]",
+            styled(t["status"]),
+            str(t["priority"]),
+            escape(names.get(t.get("assigned_to") or "", "")) or "-",
+            f"[dim]{(t.get('parent_task_id') or '-')[:8]}[/]",
+        )
+    out().print(table, soft_wrap=False)
+
+
+def task_label(task: dict[str, Any], names: dict[str, str]) -> str:
+    who = names.get(task.get("assigned_to") or "")
+    skills = ", ".join(task.get("required_skills") or [])
+    label = f"{styled(task['status'])} [bold]{escape(task['title'])}[/] [dim]{task['id']}[/]"
+    if skills:
+        label += f" [dim]({escape(skills)})[/]"
+    if who:
+        label += f" [cyan]<- {escape(who)}[/]"
+    if task.get("error_message"):
+        label += f" [red]{escape(task['error_message'])}[/]"
+    return label
+
+
+@cli.command("tree")
+@click.argument("team_id")
+@click.argument("task_id")
+@pass_client
+def tree_cmd(client: Client, team_id: str, task_id: str) -> None:
+    """TASK_ID and its subtasks, with status colours and assignees."""
+    hierarchy = client.call("GET", f"/teams/{team_id}/tasks/{task_id}/hierarchy")
+    if client.as_json:
+        print_json(hierarchy)
+        return
+    names = member_names(client, team_id)
+
+    def add(node: Tree, branch: dict[str, Any]) -> None:
+        child = node.add(task_label(branch["task"], names))
+        for sub in branch["subtasks"]:
+            add(child, sub)
+
+    tree = Tree(task_label(hierarchy["task"], names))
+    for sub in hierarchy["subtasks"]:
+        add(tree, sub)
+    out().print(tree, soft_wrap=False)
+
+
+@cli.command("decompose")
+@click.argument("team_id")
+@click.argument("goal")
+@click.option("--max-depth", type=int, default=None, help="Deepest level created (3).")
+@pass_client
+def decompose_cmd(client: Client, team_id: str, goal: str, max_depth: int | None) -> None:
+    """Have the manager's planner turn GOAL into a task tree (the team needs a manager)."""
+    body: dict[str, Any] = {"goal": goal}
+    if max_depth is not None:
+        body["max_depth"] = max_depth
+    tasks = client.call("POST", f"/teams/{team_id}/decompose", json=body)
+    if client.as_json:
+        print_json(tasks)
+        return
+    out().print(f"The planner made {len(tasks)} tasks:")
+    nodes: dict[str, Tree] = {}
+    roots: list[Tree] = []
+    for task in tasks:  # parents before children
+        label = task_label(task, {})
+        parent = nodes.get(task.get("parent_task_id") or "")
+        node = parent.add(label) if parent is not None else Tree(label)
+        if parent is None:
+            roots.append(node)
+        nodes[task["id"]] = node
+    for root in roots:
+        out().print(root, soft_wrap=False)
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Server-Sent Events messages (comments dropped) from a stream of lines."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "data" in fields:
+                yield fields
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data" and "data" in fields:
+            fields["data"] += "\n" + value
+        else:
+            fields[name] = value
+    if "data" in fields:
+        yield fields
+
+
+def stream_lines(response: requests.Response) -> Iterator[str]:
+    """The body's lines as they arrive (each chunk handed over at once, not per 512 bytes)."""
+    pending = b""
+    for chunk in response.iter_content(chunk_size=None):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
+
+
+def logfmt(value: Any) -> str:
+    """A value for `key=value`: bare when unambiguous, else JSON (quoted)."""
+    if isinstance(value, str) and value and not re.search(r"[\s=\"]", value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def event_line(message: dict[str, str]) -> str:
+    """`2024-05-01T12:00:00.123Z  1714564800123-0  task.completed  task_id=... key=value`"""
+    entry_id = message.get("id", "")
+    when = ""
+    millis = entry_id.partition("-")[0]
+    if millis.isdigit():
+        moment = datetime.fromtimestamp(int(millis) / 1000, UTC)
+        when = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        data = json.loads(message.get("data", ""))
+    except ValueError:
+        data = message.get("data", "")
+    if isinstance(data, dict):
+        details = " ".join(
+            f"{key}={logfmt(value)}" for key, value in data.items() if value is not None
+        )
+    else:
+        details = str(data)
+    parts = [when, entry_id, message.get("event", "message"), details]
+    return "  ".join(p for p in parts if p)
+
+
+@cli.command("events")
+@click.argument("team_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events (Ctrl-C stops).")
+@click.option(
+    "--timeout",
+    "-t",
+    type=click.FloatRange(min=0, max=3600),
+    default=None,
+    help="Stop after this many seconds (implies --follow).",
+)
+@click.option(
+    "--since",
+    default=None,
+    metavar="EVENT_ID",
+    help="Start after this event id (0: everything still kept).",
+)
+@pass_client
+def events_cmd(
+    client: Client, team_id: str, follow: bool, timeout: float | None, since: str | None
+) -> None:
+    """The events of TEAM_ID, one line each: time, id, kind, details.
+
+    Without --follow or --timeout: the events still kept, then exit. With --follow: new events
+    (after --since when given) until Ctrl-C; with --timeout: for that many seconds."""
+    params: dict[str, Any] = {}
+    if follow or timeout is not None:
+        if timeout is not None:
+            params["timeout"] = timeout
+        if since is not None:
+            params["last_event_id"] = since
+    else:
+        params["timeout"] = 0
+        params["last_event_id"] = since or "0"
+    # The server sends a heartbeat every 15 s; a silent minute means the connection is gone.
+    response = client.request(
+        "GET",
+        f"/teams/{team_id}/events",
+        params=params,
+        stream=True,
+        headers={"Accept": "text/event-stream"},
+        timeout=(client.timeout, 60.0),
+    )
+    count = 0
+    try:
+        for message in sse_messages(stream_lines(response)):
+            if message.get("event") == "error":
+                fail(f"the event stream ended: {message.get('data', '')}")
+            if client.as_json:
+                click.echo(json.dumps(message))
+            else:
+                click.echo(event_line(message))
+            count += 1
+    except KeyboardInterrupt:
+        pass
+    except requests.RequestException as exc:
+        fail(f"the event stream broke: {type(exc).__name__}", unreachable=True)
+    finally:
+        response.close()
+    if not follow and timeout is None and count == 0 and not client.as_json:
+        err().print("[dim]No events kept for this team.[/]")
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+@cli.command("demo")
+def demo_cmd() -> None:
+    """Run `make demo`: API, worker and beat as processes, a goal worked to completion."""
+    from orchestration import demo
+
+    sys.exit(demo.main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `orch` console script."""
+    cli.main(args=argv, prog_name="orch")
+
+
+if __name__ == "__main__":
+    main()

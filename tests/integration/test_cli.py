@@ -1,0 +1,336 @@
+"""`orch` against a real API: the app served by werkzeug in a thread, on this worker's test
+database and Redis db, driven with click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+from werkzeug.serving import make_server
+
+from orchestration import events
+from orchestration.cli import cli
+from orchestration.config import reload_settings
+from webapp import create_app
+
+ADMIN_TOKEN = "cli-admin-token-7f3a9c1e5b2d4f6a8c0e"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass
+class Orch:
+    """Runs `orch` against the served API and keeps every output, to check for leaked tokens."""
+
+    url: str
+    outputs: list[str] = field(default_factory=list)
+
+    def __call__(self, *args: str, token: str | None = ADMIN_TOKEN, ok: bool = True) -> Result:
+        runner = CliRunner()
+        env = {"ORCH_TOKEN": token, "ORCH_ADMIN_TOKEN": None, "ORCH_URL": self.url}
+        env["COLUMNS"] = "80"  # a narrow terminal: full ids must still fit
+        result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+        self.outputs.append(result.output)
+        if ok:
+            assert result.exit_code == 0, (args, result.exit_code, result.output)
+        return result
+
+    def http(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = requests.request(
+            method,
+            f"{self.url}/api/v1{path}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=30,
+            **kwargs,
+        )
+        assert response.status_code < 400, response.text
+        return response.json() if response.content else None
+
+
+@pytest.fixture
+def orch(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Orch]:
+    monkeypatch.setenv("ORCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    monkeypatch.delenv("ORCH_AUTH", raising=False)
+    reload_settings()
+    server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    runner = Orch(f"http://127.0.0.1:{server.server_port}")
+    try:
+        yield runner
+        everything = "\n".join(runner.outputs)
+        assert ADMIN_TOKEN not in everything, "the admin token was printed"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+        monkeypatch.undo()
+        reload_settings()
+
+
+def created_id(result: Result) -> str:
+    match = UUID_RE.search(result.output)
+    assert match, result.output
+    return match.group(0)
+
+
+def row_of(table: str, text: str) -> str:
+    """The lines of the table row (rows are separated by rules) that mention `text`."""
+    rows = re.split(r"\n[├└┡].*\n", table)
+    return next(row for row in rows if text in row)
+
+
+def make_team(orch: Orch, name: str = "alpha") -> str:
+    return created_id(orch("team", "create", name))
+
+
+def test_team_create_start_pause_resume(orch: Orch) -> None:
+    result = orch("team", "create", "alpha", "--description", "first")
+    team_id = created_id(result)
+    assert "Created team alpha" in result.output and "inactive" in result.output
+    assert orch.http("GET", f"/teams/{team_id}")["description"] == "first"
+
+    assert "active" in orch("team", "start", team_id).output
+    assert "paused" in orch("team", "pause", team_id).output
+    result = orch("team", "resume", team_id)
+    assert "Resumed team alpha" in result.output and "active" in result.output
+    assert orch.http("GET", f"/teams/{team_id}")["status"] == "active"
+
+
+def test_impossible_transition_is_a_clear_error(orch: Orch) -> None:
+    team_id = make_team(orch)
+    result = orch("team", "pause", team_id, ok=False)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: 409 Conflict: ")
+    assert "Traceback" not in result.output
+
+
+def test_teams_table(orch: Orch) -> None:
+    assert "No teams yet" in orch("teams").output
+    alpha = make_team(orch, "alpha")
+    beta = make_team(orch, "beta")
+    orch("member", "add", alpha, "--role", "manager", "--agent-id", "boss")
+    orch("member", "add", alpha, "--specialization", "Technical Executor", "--agent-id", "coder")
+    orch("team", "start", alpha)
+    orch.http("POST", f"/teams/{alpha}/tasks", json={"title": "one"})
+    orch.http("POST", f"/teams/{alpha}/tasks", json={"title": "two"})
+
+    output = orch("teams").output
+    alpha_row = row_of(output, alpha)
+    beta_row = row_of(output, beta)
+    assert "alpha" in alpha_row and "active" in alpha_row and "beta" not in alpha_row
+    assert "boss (manager)" in alpha_row and "coder 0/3" in alpha_row
+    assert "2 total" in alpha_row  # two tasks, whatever their status by now
+    assert "beta" in beta_row and "inactive" in beta_row
+    assert "0 total" in beta_row and "none" in beta_row
+
+    listed = json.loads(orch("--json", "teams").output)
+    by_id = {t["id"]: t for t in listed}
+    assert sum(by_id[alpha]["task_counts"].values()) == 2
+    assert {m["agent_id"] for m in by_id[alpha]["members"]} == {"boss", "coder"}
+
+
+def test_token_create_prints_the_token_once_and_it_works(orch: Orch) -> None:
+    alpha = make_team(orch, "alpha")
+    make_team(orch, "beta")
+    result = orch("token", "create", alpha)
+    token = result.stdout.strip()
+    assert token and "\n" not in token and " " not in token
+    assert "Shown once" in result.stderr
+    # The team token reaches its own team only, and is never echoed back.
+    output = orch("teams", token=token).output
+    assert "alpha" in output and "beta" not in output
+    assert token not in output
+    denied = orch("token", "create", alpha, token=token, ok=False)
+    assert denied.exit_code == 1 and "403" in denied.output
+    assert token not in denied.output
+    assert all(token not in text for text in orch.outputs[3:])  # after `token create`
+
+
+def test_member_add(orch: Orch) -> None:
+    team_id = make_team(orch)
+    result = orch(
+        "member",
+        "add",
+        team_id,
+        "--role",
+        "worker",
+        "--specialization",
+        "Content Creator",
+        "--max",
+        "2",
+        "--agent-id",
+        "writer",
+        "--skill",
+        "writing=0.95",
+        "--skill",
+        "translation=0.5",
+    )
+    assert "Added worker writer" in result.output
+    assert "Content Creator" in result.output and "max 2 tasks" in result.output
+    [member] = orch.http("GET", f"/teams/{team_id}/members")
+    assert member["max_concurrent_tasks"] == 2
+    assert member["skills"] == {"writing": 0.95, "translation": 0.5}
+
+    bad = orch("member", "add", team_id, "--max", "0", ok=False)
+    assert bad.exit_code == 1
+    assert "422" in bad.output and "max_concurrent_tasks" in bad.output
+
+    usage = orch("member", "add", team_id, "--skill", "coding=high", ok=False)
+    assert usage.exit_code == 2 and "NAME=PROFICIENCY" in usage.output
+
+
+def test_tasks_with_status_filter(orch: Orch) -> None:
+    team_id = make_team(orch)  # inactive: nothing gets assigned
+    first = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "first", "priority": 9})
+    orch.http(
+        "POST",
+        f"/teams/{team_id}/tasks",
+        json={"title": "second", "depends_on": [first["id"]]},
+    )
+    output = orch("tasks", team_id).output
+    assert output.index("first") < output.index("second")  # priority desc
+    assert "pending" in row_of(output, "first") and first["id"] in row_of(output, "first")
+    assert "blocked" in row_of(output, "second")
+
+    blocked = orch("tasks", team_id, "--status", "blocked").output
+    assert "second" in blocked and "first" not in blocked
+    assert orch("tasks", team_id, "--status", "done", ok=False).exit_code == 2
+    assert (
+        "No tasks with status completed." in orch("tasks", team_id, "--status", "completed").output
+    )
+
+
+def test_decompose_and_tree(orch: Orch) -> None:
+    team_id = make_team(orch)
+    orch("member", "add", team_id, "--role", "manager", "--agent-id", "boss")
+    orch("member", "add", team_id, "--specialization", "Researcher/Analyzer", "--agent-id", "ana")
+    goal = "Research the market, then write a report summarizing the findings."
+    result = orch("decompose", team_id, goal)
+    match = re.search(r"The planner made (\d+) tasks", result.output)
+    assert match and int(match.group(1)) >= 2, result.output
+
+    tasks = orch.http("GET", f"/teams/{team_id}/tasks")
+    root = next(t for t in tasks if t["parent_task_id"] is None)
+    children = [t for t in tasks if t["parent_task_id"] == root["id"]]
+    assert children
+    tree = orch("tree", team_id, root["id"]).output
+    assert root["title"] in tree
+    for child in children:
+        assert child["title"] in tree and child["id"] in tree
+    # Children are drawn under their parent.
+    assert any(ch in tree for ch in ("├──", "└──"))
+
+    as_json = json.loads(orch("--json", "tree", team_id, root["id"]).output)
+    assert as_json["task"]["id"] == root["id"]
+    assert len(as_json["subtasks"]) == len(children)
+
+
+def test_tree_shows_assignees(orch: Orch) -> None:
+    team_id = make_team(orch)
+    member = orch.http("POST", f"/teams/{team_id}/members", json={"role": "worker"})
+    task = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "solo"})
+    from sqlalchemy import update
+
+    from db.engine import session_scope
+    from db.models import Task
+
+    with session_scope() as session:
+        session.execute(
+            update(Task)
+            .where(Task.id == uuid.UUID(task["id"]))
+            .values(assigned_to=uuid.UUID(member["id"]))
+        )
+    tree = orch("tree", team_id, task["id"]).output
+    assert f"<- {member['agent_id']}" in tree
+
+
+def test_decompose_without_manager_is_refused(orch: Orch) -> None:
+    team_id = make_team(orch)
+    result = orch("decompose", team_id, "write a report", ok=False)
+    assert result.exit_code == 1
+    assert "manager" in result.output and result.output.startswith("Error: ")
+
+
+def test_events_history_and_timeout(orch: Orch) -> None:
+    team_id = make_team(orch)
+    events.publish([events.Event(uuid.UUID(team_id), "test.kept", None, {"n": 1})])
+
+    history = orch("events", team_id).output
+    assert "test.kept" in history and "n=1" in history
+
+    def later() -> None:
+        time.sleep(0.5)
+        events.publish([events.Event(uuid.UUID(team_id), "test.live", None, {"n": 2})])
+
+    publisher = threading.Thread(target=later)
+    publisher.start()
+    started = time.monotonic()
+    result = orch("events", team_id, "--timeout", "2")
+    publisher.join()
+    assert 1.5 <= time.monotonic() - started < 15
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output  # only what arrived while following
+    assert "test.live" in lines[0] and "n=2" in lines[0]
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  \d+-\d+  test\.live", lines[0])
+
+    entry_id = lines[0].split()[1]
+    since = orch("--json", "events", team_id, "--since", "0", "--timeout", "0").output
+    ids = [json.loads(line)["id"] for line in since.strip().splitlines()]
+    assert entry_id in ids and len(ids) >= 2
+
+
+def test_unknown_team_is_404_with_the_api_message(orch: Orch) -> None:
+    unknown = str(uuid.uuid4())
+    for args in (
+        ("team", "start", unknown),
+        ("tasks", unknown),
+        ("events", unknown, "--timeout", "0"),
+        ("tree", unknown, str(uuid.uuid4())),
+    ):
+        result = orch(*args, ok=False)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.startswith("Error: 404 Not Found: "), result.output
+        assert "Traceback" not in result.output
+
+
+def test_bad_or_missing_token(orch: Orch) -> None:
+    bad = "not-the-token-4242"
+    result = orch("teams", token=bad, ok=False)
+    assert result.exit_code == 1
+    assert "401" in result.output and "ORCH_TOKEN" in result.output
+    assert bad not in result.output
+    result = orch("teams", token=None, ok=False)
+    assert result.exit_code == 1 and "401" in result.output
+
+
+def test_admin_token_from_orch_admin_token(orch: Orch) -> None:
+    make_team(orch, "alpha")
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["teams"],
+        env={"ORCH_TOKEN": None, "ORCH_ADMIN_TOKEN": ADMIN_TOKEN, "ORCH_URL": orch.url},
+    )
+    assert result.exit_code == 0, result.output
+    assert "alpha" in result.output and ADMIN_TOKEN not in result.output
+
+
+def test_unreachable_api(database: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(
+        cli, ["--url", f"http://127.0.0.1:{port}", "--token", "secret-xyz", "teams"]
+    )
+    assert result.exit_code == 3
+    assert "cannot reach the API" in result.output and "secret-xyz" not in result.output
