@@ -510,3 +510,23 @@ def test_a_spent_token_budget_pauses_the_team_and_says_why(consumer: AgentConsum
     run_until(team_id, all_final(team_id))
     assert statuses(team_id) == {"completed": 5}
     check_invariants(team_id)
+
+
+def test_token_and_cost_totals_stay_exact_under_concurrency(consumer: AgentConsumer) -> None:
+    team_id = active_team(workers=4, capacity=3)
+    for i in range(40):
+        new_task(team_id, f"t{i}", input_data={"sleep": 0.01})
+    run_until(team_id, all_final(team_id))
+    check_invariants(team_id)
+    with get_engine().connect() as conn:
+        tokens, cost, completed = conn.execute(
+            text(
+                "SELECT sum(total_tokens_used), sum(total_cost), sum(tasks_completed) "
+                "FROM team_members WHERE team_id = :t"
+            ),
+            {"t": team_id},
+        ).one()
+        task_tokens = conn.execute(
+            text("SELECT sum(actual_tokens) FROM tasks WHERE team_id = :t"), {"t": team_id}
+        ).scalar_one()
+    assert (tokens, cost, completed, task_tokens) == (400, Decimal("0.04"), 40, 400)
