@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from orchestration.config import get_settings
+from orchestration.logs import celery_setup_logging
 
 app = Celery("orchestration")
 app.config_from_object("celeryconfig")
@@ -37,6 +38,7 @@ class AgentConsumerStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(AgentConsumerStep)
+setup_logging.connect(celery_setup_logging, weak=False)
 
 
 @worker_process_init.connect

@@ -50,6 +50,8 @@ class Settings:
     agent_concurrency: int
     reconcile_interval: float
     events_maxlen: int
+    log_format: str
+    log_level: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +80,8 @@ class Settings:
             agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0),
             events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000),
+            log_format=(os.environ.get("ORCH_LOG_FORMAT") or "json").strip().lower(),
+            log_level=(os.environ.get("ORCH_LOG_LEVEL") or "INFO").strip().upper(),
         )
 
 

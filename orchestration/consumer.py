@@ -29,6 +29,7 @@ from db.models import TaskStatus
 from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer
 from orchestration.config import Settings, get_settings
+from orchestration.logs import log_context
 from orchestration.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,15 @@ class AgentConsumer:
         self._pool.submit(self._run, entry)
 
     def _run(self, entry: streams.Entry) -> None:
+        with log_context(
+            team_id=entry.team_id,
+            task_id=entry.task_id,
+            worker_id=entry.worker_id,
+            entry_id=entry.entry_id,
+        ):
+            self._run_entry(entry)
+
+    def _run_entry(self, entry: streams.Entry) -> None:
         try:
             result = self._handle(entry)
             streams.ack(entry.team_id, entry.entry_id)

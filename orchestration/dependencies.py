@@ -42,9 +42,7 @@ def cycle_path(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> l
     """The cycle the edge would close, read from the part of the graph it runs through."""
     team_id = session.execute(select(Task.team_id).where(Task.id == task_id)).scalar_one()
     parent_of: dict[uuid.UUID, uuid.UUID | None] = dict(
-        session.execute(
-            select(Task.id, Task.parent_task_id).where(Task.team_id == team_id)
-        ).all()
+        session.execute(select(Task.id, Task.parent_task_id).where(Task.team_id == team_id)).all()
     )
     edges: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for task, dep in session.execute(

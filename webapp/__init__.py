@@ -13,6 +13,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from orchestration.config import get_settings
+from orchestration.logs import configure_logging
 from webapp import auth, errors, metrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         },
     )
     app.config.update(config or {})
+    if not app.testing:
+        configure_logging(settings.log_format, settings.log_level)
     _check_auth_config(app)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
