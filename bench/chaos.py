@@ -50,7 +50,10 @@ class PrivatePostgres:
 
     def _as_postgres(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        return subprocess.run(prefix + argv, capture_output=True, text=True, check=check)
+        done = subprocess.run(prefix + argv, capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:2])} failed:\n{done.stdout}\n{done.stderr}")
+        return done
 
     @property
     def url(self) -> str:
@@ -258,6 +261,7 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
     from orchestration import lifecycle
 
     directory = Path(tempfile.mkdtemp(prefix="orch-chaos-"))
+    directory.chmod(0o755)  # the postgres user reaches its cluster below
     pg = PrivatePostgres(directory / "pg")
     log(f"chaos: private PostgreSQL on port {pg.port} in {pg.data}")
     pg.init()

@@ -48,7 +48,34 @@ def _latencies(ids: list[uuid.UUID]) -> list[float]:
     return [float(rows[b].s) - float(rows[a].c) for a, b in itertools.pairwise(ids)]
 
 
-def _summary(lat: list[float]) -> dict[str, Any]:
+def _breakdown(ids: list[uuid.UUID]) -> dict[str, Any]:
+    """Split each link at the successor's `task.assigned` event (written with now() of the pass
+    transaction): completion -> pass began, and pass began -> successor's claim began."""
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                text(
+                    "SELECT t.id, extract(epoch FROM t.start_time) AS s, "
+                    "extract(epoch FROM t.completion_time) AS c, "
+                    "(SELECT extract(epoch FROM max(e.created_at)) FROM task_events e "
+                    " WHERE e.task_id = t.id AND e.kind = 'task.assigned') AS a "
+                    "FROM tasks t WHERE t.id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
+        }
+    to_pass = [float(rows[b].a) - float(rows[a].c) for a, b in itertools.pairwise(ids)]
+    to_claim = [float(rows[b].s) - float(rows[b].a) for a, b in itertools.pairwise(ids)]
+    return {
+        "completion_to_pass_start": _summary(to_pass, raw=False),
+        "pass_start_to_claim_start": _summary(to_claim, raw=False),
+    }
+
+
+def _summary(lat: list[float], raw: bool = False) -> dict[str, Any]:
     ms = [x * 1000 for x in lat]
     return {
         "links": len(ms),
@@ -83,7 +110,12 @@ def engine_run(length: int, timeout: float = 600) -> dict[str, Any]:
                 progress=lambda: str(harness.status_counts(team)),
             )
         lat = _latencies([t.id for t in chain])
-        return {"chain": length, **_summary(lat), "raw_ms": [round(x * 1000, 3) for x in lat]}
+        return {
+            "chain": length,
+            **_summary(lat),
+            "breakdown": _breakdown([t.id for t in chain]),
+            "raw_ms": [round(x * 1000, 3) for x in lat],
+        }
 
 
 def baseline_run(length: int, interval: float = 2.0) -> dict[str, Any]:
