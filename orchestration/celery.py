@@ -27,8 +27,9 @@ class AgentConsumerStep(bootsteps.StartStopStep):
         if get_settings().agent_concurrency <= 0:
             return
         from orchestration.consumer import AgentConsumer
+        from orchestration.monitoring import CeleryEvents
 
-        self.consumer = AgentConsumer()
+        self.consumer = AgentConsumer(monitor=CeleryEvents(parent.app, parent.hostname))
         self.consumer.start()
 
     def stop(self, parent: Any) -> None:

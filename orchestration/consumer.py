@@ -30,6 +30,7 @@ from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer
 from orchestration.config import Settings, get_settings
 from orchestration.logs import log_context
+from orchestration.monitoring import CeleryEvents
 from orchestration.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,14 @@ class AgentConsumer:
         on_outcome: Callable[[Outcome], None] | None = None,
         executor: Executor | None = None,
         reviewer: Reviewer | None = None,
+        monitor: CeleryEvents | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.concurrency = max(1, concurrency or self.settings.agent_concurrency)
         self.name = name or consumer_name()
         self.on_outcome = on_outcome
         self._executor = executor
+        self.monitor = monitor
         self._reviewer = reviewer
         self._stop = threading.Event()
         self._inflight: dict[str, streams.Entry] = {}
@@ -108,6 +111,8 @@ class AgentConsumer:
         for thread in self._threads:
             thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.monitor is not None:
+            self.monitor.close()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -271,15 +276,21 @@ class AgentConsumer:
             self._run_entry(entry)
 
     def _run_entry(self, entry: streams.Entry) -> None:
+        uid = self.monitor.started(entry) if self.monitor else None
+        began = time.monotonic()
         try:
             result = self._handle(entry)
             streams.ack(entry.team_id, entry.entry_id)
+            if self.monitor and uid:
+                self.monitor.finished(uid, result, time.monotonic() - began)
             self._report(entry, result)
             if result in ("completed", "failed", "retrying", "cancelled"):
                 orchestrator.run_pass(entry.team_id)
-        except Exception:
+        except Exception as exc:
             # Left pending: reclaimed after the visibility timeout.
             log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
+            if self.monitor and uid:
+                self.monitor.crashed(uid, exc)
         finally:
             with self._lock:
                 self._inflight.pop(entry.entry_id, None)

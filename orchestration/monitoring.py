@@ -1,0 +1,78 @@
+"""Agent executions as Celery task events, so Flower (and `celery events`) shows each run of a
+task by an agent as an `orchestration.execute_task` with the team and task it belongs to."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from orchestration import streams
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "orchestration.execute_task"
+FAILED_RESULTS = ("failed", "dead_letter")
+
+
+def execution_id(entry: streams.Entry) -> str:
+    """One id per delivery of an entry (a redelivery is a new execution)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{entry.team_id}/{entry.entry_id}/{time.time_ns()}"))
+
+
+class CeleryEvents:
+    """Sends task-received/started/succeeded/failed events through the worker's broker."""
+
+    def __init__(self, app: Any, hostname: str) -> None:
+        self.app = app
+        self.hostname = hostname
+        self._lock = threading.Lock()
+        self._dispatcher: Any = None
+
+    def _send(self, kind: str, **fields: Any) -> None:
+        try:
+            with self._lock:
+                if self._dispatcher is None:
+                    self._dispatcher = self.app.events.Dispatcher(
+                        connection=self.app.connection_for_write(),
+                        hostname=self.hostname,
+                        enabled=True,
+                    )
+                self._dispatcher.send(kind, **fields)
+        except Exception as exc:  # monitoring never stops the work
+            log.warning("task event %s not sent: %s", kind, exc)
+            with self._lock:
+                self._dispatcher = None
+
+    def started(self, entry: streams.Entry) -> str:
+        uid = execution_id(entry)
+        self._send(
+            "task-received",
+            uuid=uid,
+            name=TASK_NAME,
+            args=repr([str(entry.team_id), str(entry.task_id)]),
+            kwargs=repr({"worker_id": str(entry.worker_id), "entry_id": entry.entry_id}),
+            retries=0,
+            eta=None,
+            root_id=uid,
+            parent_id=None,
+        )
+        self._send("task-started", uuid=uid)
+        return uid
+
+    def finished(self, uid: str, result: str, runtime: float) -> None:
+        if result in FAILED_RESULTS:
+            self._send("task-failed", uuid=uid, exception=result, traceback="")
+        else:
+            self._send("task-succeeded", uuid=uid, result=repr(result), runtime=runtime)
+
+    def crashed(self, uid: str, exc: BaseException) -> None:
+        self._send("task-failed", uuid=uid, exception=repr(exc), traceback="")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dispatcher is not None:
+                self._dispatcher.close()
+                self._dispatcher = None

@@ -1,0 +1,118 @@
+"""Executions show in Flower: every run of a task by an agent is sent as Celery task events
+(`orchestration.execute_task`, args naming the team and the task) by the real worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from orchestration import lifecycle
+from orchestration.celery import app
+from orchestration.decomposition import create_task
+from orchestration.teams import add_member, create_team
+from tests.e2e.conftest import CELERY, REPO_ROOT, Workers, all_final, free_port, wait_until
+from tests.support.invariants import check_invariants
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+
+class EventLog:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        # One subscription for the whole test: Redis drops what is published between two.
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"*": self.record})
+            self.ready.set()
+            with contextlib.suppress(Exception):  # the test's redis-server goes away at the end
+                receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def record(self, event: dict[str, Any]) -> None:
+        if not self.stop.is_set():
+            self.events.append(event)
+
+
+def start_flower(workers: Workers) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = workers.env()
+    env["FLOWER_BASIC_AUTH"] = "admin:s3cret"
+    log = (workers.tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        [CELERY, "-A", "orchestration", "flower", f"--port={port}", "--address=127.0.0.1"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("flower did not start: " + (workers.tmp_path / "flower.log").read_text())
+
+
+def test_e2e_agent_executions_are_sent_as_celery_task_events(workers: Workers) -> None:
+    log = EventLog()
+    log.thread.start()
+    assert log.ready.wait(10)
+    flower, flower_url = start_flower(workers)
+    workers.start_workers(1)
+    team = create_team(f"flower-{uuid.uuid4().hex[:6]}")
+    team_id = uuid.UUID(str(team.id))
+    add_member(team_id, "worker", agent_id="w")
+    lifecycle.start_team(team_id)
+    task_ids = {str(create_task(team_id, {"title": f"t{i}"}).id) for i in range(3)}
+    wait_until("the tasks to finish", all_final(team_id), team_id, workers, timeout=30)
+    deadline = time.monotonic() + 10
+    mine: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        mine = [e for e in log.events if e.get("name") == "orchestration.execute_task"]
+        ours = {e["uuid"] for e in mine}
+        done = {e["uuid"] for e in log.events if e["type"] == "task-succeeded"} & ours
+        if len(ours) >= 3 and done == ours:
+            break
+        time.sleep(0.1)
+    log.stop.set()
+    received = {e["uuid"]: e for e in mine if e["type"] == "task-received"}
+    assert {eval(e["args"])[1] for e in received.values()} == task_ids
+    assert all(eval(e["args"])[0] == str(team_id) for e in received.values())
+    succeeded = {e["uuid"] for e in log.events if e["type"] == "task-succeeded"}
+    started = {e["uuid"] for e in log.events if e["type"] == "task-started"}
+    assert set(received) <= succeeded and set(received) <= started
+    check_invariants(team_id)
+    try:
+        # Flower shows them too, behind its basic auth.
+        assert requests.get(f"{flower_url}/api/tasks", timeout=5).status_code == 401
+        shown: dict[str, Any] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not set(received) <= set(shown):
+            reply = requests.get(f"{flower_url}/api/tasks", auth=("admin", "s3cret"), timeout=5)
+            reply.raise_for_status()
+            shown = reply.json()
+            time.sleep(0.3)
+        assert set(received) <= set(shown)
+        assert all(shown[u]["name"] == "orchestration.execute_task" for u in received)
+        assert all(shown[u]["state"] == "SUCCESS" for u in received)
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        flower.wait(10)
