@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/orchestration
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv up migrate test lint demo bench chaos clean
+.PHONY: venv up migrate test lint demo bench chaos clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: venv up
+browser:
+	@scripts/browser.sh
+
+test: venv up browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from db.models import TaskStatus
-from orchestration import keys, lifecycle, orchestrator, streams
+from orchestration import keys, lifecycle, metrics, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer
 from orchestration.config import Settings, get_settings
 from orchestration.logs import log_context
@@ -51,6 +51,15 @@ return 0
 
 def consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Run:
+    """What one entry's handling used, for metrics."""
+
+    agent_id: str = ""
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
 
 
 @dataclass
@@ -255,6 +264,7 @@ class AgentConsumer:
         failed = lifecycle.fail(entry.task_id, None, reason)
         streams.dead_letter(entry, deliveries, reason)
         log.error("dead-lettered entry %s of task %s", entry.entry_id, entry.task_id)
+        metrics.inc("orch_dead_letters", team_id=entry.team_id)
         self._report(entry, "dead_letter" if failed else "dead_letter_stale")
         if failed:
             orchestrator.run_pass(entry.team_id)
@@ -278,11 +288,14 @@ class AgentConsumer:
     def _run_entry(self, entry: streams.Entry) -> None:
         uid = self.monitor.started(entry) if self.monitor else None
         began = time.monotonic()
+        run = Run()
         try:
-            result = self._handle(entry)
+            result = self._handle(entry, run)
             streams.ack(entry.team_id, entry.entry_id)
+            took = time.monotonic() - began
             if self.monitor and uid:
-                self.monitor.finished(uid, result, time.monotonic() - began)
+                self.monitor.finished(uid, result, took)
+            self._count(entry, run, result, took)
             self._report(entry, result)
             if result in ("completed", "failed", "retrying", "cancelled"):
                 orchestrator.run_pass(entry.team_id)
@@ -295,6 +308,16 @@ class AgentConsumer:
             with self._lock:
                 self._inflight.pop(entry.entry_id, None)
                 self._claims.pop(entry.entry_id, None)
+
+    def _count(self, entry: streams.Entry, run: Run, result: str, took: float) -> None:
+        labels = {"team_id": entry.team_id, "agent_id": run.agent_id}
+        metrics.inc("orch_executions", team_id=entry.team_id, agent_id=run.agent_id, result=result)
+        if result != "stale":
+            metrics.observe("orch_execution_seconds", took, agent_id=run.agent_id)
+        if run.tokens:
+            metrics.inc("orch_tokens", run.tokens, **labels)
+        if run.cost:
+            metrics.inc("orch_cost_usd", float(run.cost), **labels)
 
     def _report(self, entry: streams.Entry, result: str) -> None:
         if self.on_outcome is not None:
@@ -314,13 +337,16 @@ class AgentConsumer:
 
         return get_reviewer()
 
-    def _handle(self, entry: streams.Entry) -> str:
+    def _handle(self, entry: streams.Entry, run: Run) -> str:
         token = f"{self.name}/{entry.entry_id}/{uuid.uuid4().hex[:8]}"
         with self._lock:
             self._claims[entry.entry_id] = token
         claimed = lifecycle.claim(entry.task_id, entry.worker_id, token)
         if claimed is None:
             return "stale"
+        run.agent_id = claimed.context.agent.agent_id
+        if claimed.unblock_latency is not None:
+            metrics.observe("orch_unblock_latency_seconds", claimed.unblock_latency)
         settings = self.settings
         if claimed.status is TaskStatus.IN_PROGRESS and claimed.attempts > settings.max_attempts:
             lifecycle.fail(
@@ -339,7 +365,12 @@ class AgentConsumer:
                 try:
                     result = self.executor().execute(ctx)
                 except Exception as exc:
+                    if isinstance(exc, ExecutionFailed):
+                        run.tokens += exc.tokens
+                        run.cost += exc.cost
                     return self._execution_failed(entry, token, claimed.attempts, exc)
+                run.tokens += result.tokens
+                run.cost += result.cost
                 if not claimed.has_criteria:
                     done = lifecycle.complete(
                         entry.task_id,
@@ -356,6 +387,8 @@ class AgentConsumer:
                     return "stale"
                 status, output = TaskStatus.REVIEW, result.output
             verdict = self.reviewer().review(ctx, output)
+            run.tokens += verdict.tokens
+            run.cost += verdict.cost
             lifecycle.record_manager_usage(entry.team_id, verdict.tokens, verdict.cost)
             if verdict.accepted:
                 done = lifecycle.complete(entry.task_id, token, TaskStatus.REVIEW, None)

@@ -115,6 +115,8 @@ class Claimed:
     has_criteria: bool
     output: dict[str, Any] | None
     context: TaskContext
+    # First start of a task that waited for dependencies: how long after the last completed.
+    unblock_latency: float | None = None
 
 
 def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | None:
@@ -139,7 +141,7 @@ def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | Non
         member = session.get(TeamMember, worker_id)
         deps = session.execute(
             text(
-                "SELECT t.id, t.title, t.output_data FROM task_dependencies d "
+                "SELECT t.id, t.title, t.output_data, t.completion_time FROM task_dependencies d "
                 "JOIN tasks t ON t.id = d.depends_on_task_id WHERE d.task_id = :task_id "
                 "ORDER BY t.completion_time NULLS LAST, t.created_at"
             ),
@@ -170,7 +172,15 @@ def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | Non
             has_criteria=bool(row["acceptance_criteria"]),
             output=row["output_data"],
             context=context,
+            unblock_latency=_waited(previous, row["start_time"], [d.completion_time for d in deps]),
         )
+
+
+def _waited(previous: TaskStatus, started: Any, completions: list[Any]) -> float | None:
+    done = [c for c in completions if c is not None]
+    if previous is not TaskStatus.ASSIGNED or not done or started is None:
+        return None
+    return max(0.0, (started - max(done)).total_seconds())
 
 
 def _profile(member: TeamMember | None) -> AgentProfile:

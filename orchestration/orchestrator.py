@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Team, TeamMember, TeamStatus
 from db.queries import Q
-from orchestration import events, keys, streams
+from orchestration import events, keys, metrics, streams
 from orchestration.config import get_settings
 from orchestration.lifecycle import _manager
 from orchestration.locks import try_lock_pass
@@ -78,15 +78,21 @@ def run_pass(team_id: uuid.UUID) -> PassResult:
     total = PassResult(team_id)
     started = time.perf_counter()
     for _ in range(MAX_LOOPS):
+        began = time.perf_counter()
         result = _one_pass(team_id)
         if result is None:
             # Another process holds the pass: flag it, then try once more, so that either
             # we run or the holder sees the flag after its commit.
             _flag_again(team_id)
+            began = time.perf_counter()
             result = _one_pass(team_id)
             if result is None:
                 total.skipped = True
                 break
+        metrics.inc("orch_passes", team_id=team_id)
+        metrics.observe("orch_pass_duration_seconds", time.perf_counter() - began)
+        if result.assigned:
+            metrics.inc("orch_assignments", len(result.assigned), team_id=team_id)
         total.assigned.extend(result.assigned)
         total.ready, total.workers = result.ready, result.workers
         if not _take_again(team_id):
@@ -317,5 +323,6 @@ def reconcile(team_id: uuid.UUID, grace: float | None = None) -> ReconcileResult
         ids = streams.emit(team_id, missing)
         live.update({a.task_id: i for a, i in zip(missing, ids, strict=True)})
         result.reemitted = len(missing)
+        metrics.inc("orch_reemitted", len(missing), team_id=team_id)
     result.trimmed = streams.trim(team_id, live)
     return result

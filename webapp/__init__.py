@@ -76,6 +76,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     api.register_blueprint(ops.blp, url_prefix=API_PREFIX, name="ops-v1")
+    from webapp import dashboard
+
+    app.register_blueprint(dashboard.bp)
     return app
 
 

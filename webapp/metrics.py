@@ -1,5 +1,6 @@
 """Prometheus metrics: API requests by route template, method and status (counter and latency
-histogram), and pipeline gauges computed at scrape time from PostgreSQL and Redis.
+histogram), pipeline gauges computed at scrape time from PostgreSQL and Redis, and the
+pipeline's counters and histograms that every process records in Redis (orchestration.metrics).
 
 Each app has its own registry (an app factory may run many times in one process). Under a
 multi-process server set PROMETHEUS_MULTIPROC_DIR and the request metrics of every worker
@@ -15,10 +16,16 @@ from collections.abc import Iterator
 
 from flask import Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from orchestration import metrics as pipeline_metrics
 from orchestration import teams
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,37 @@ class PipelineCollector(Collector):
             pending.add_metric([str(stream.team_id)], stream.pending)
         yield length
         yield pending
+        yield from cluster_metrics()
+
+
+def cluster_metrics() -> Iterator[Metric]:
+    """The counters and histograms every worker, beat and API process records in Redis."""
+    samples: dict[str, list[pipeline_metrics.Sample]] = {}
+    for sample in pipeline_metrics.read():
+        samples.setdefault(sample.spec.name, []).append(sample)
+    for name, spec in pipeline_metrics.SPECS.items():
+        rows = samples.get(name, [])
+        labels = list(spec.labels)
+        if spec.kind == "counter":
+            counter = CounterMetricFamily(name, spec.help, labels=labels)
+            for row in rows:
+                counter.add_metric([row.labels.get(n, "") for n in labels], row.value)
+            yield counter
+            continue
+        series: dict[tuple[str, ...], dict[str, float]] = {}
+        for row in rows:
+            series.setdefault(tuple(row.labels.get(n, "") for n in labels), {})[row.suffix] = (
+                row.value
+            )
+        histogram = HistogramMetricFamily(name, spec.help, labels=labels)
+        for key, parts in series.items():
+            buckets = [(_bound(b), parts.get(f"le={b}", 0.0)) for b in pipeline_metrics.BUCKETS]
+            histogram.add_metric(list(key), buckets, parts.get("sum", 0.0))
+        yield histogram
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Metrics:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from db.engine import get_engine
 from db.models import Base
+from orchestration import metrics
 
 
 def truncate_all() -> None:
@@ -20,4 +21,5 @@ def truncate_all() -> None:
 @pytest.fixture(autouse=True)
 def _clean_state(database: str, redis_client: redis.Redis) -> None:
     truncate_all()
+    metrics.flush()  # counts an earlier test left in this process's buffer go with the flush
     redis_client.flushdb()
