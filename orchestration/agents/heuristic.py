@@ -54,11 +54,16 @@ from orchestration.plans import MAX_DEPTH_LIMIT, MAX_PLAN_NODES
 
 MAX_TITLE = 150
 MAX_DESCRIPTION = 20_000
+MAX_GOAL_CHARS = 100_000  # what the planner reads of a goal (the rest only in the description)
 MAX_SKILLS = 3
 SECTION_THRESHOLD = 30
 SECTION_SIZE = 10
 MAX_CHILDREN = 200
 ROOT_KEY = "goal"
+MAX_ESTIMATED_TOKENS = 10_000_000
+REFERENCE_LOOKBACK = 25
+CONDITION_LOOKBACK = 200
+STAGE_WINDOW = 12
 
 # --------------------------------------------------------------------------------------------
 # Text helpers
@@ -180,16 +185,17 @@ _ABBREVIATIONS = word_set(
 
 def _sentences(paragraph: str) -> list[str]:
     parts = re.split(r"(?<=[.!?;])\s+", paragraph.strip())
-    out: list[str] = []
+    out: list[list[str]] = []  # each sentence as its pieces (joined once: linear time)
     for part in parts:
         if out:
-            last = out[-1]
-            tail = last[:-1].rsplit(" ", 1)[-1].lower() if last.endswith(".") else ""
-            if tail in _ABBREVIATIONS or re.fullmatch(r"[a-z]", tail) or not part[:1].strip():
-                out[-1] = f"{last} {part}"
+            last = out[-1][-1]
+            tail = last[:-1].rsplit(" ", 1)[-1] if last.endswith(".") else ""
+            initial = len(tail) == 1 and tail.isupper()  # "J. Smith"
+            if tail.lower() in _ABBREVIATIONS or initial or not part[:1].strip():
+                out[-1].append(part)
                 continue
-        out.append(part)
-    return [s for s in (_clean(p) for p in out) if s]
+        out.append([part])
+    return [s for s in (_clean(" ".join(p)) for p in out) if s]
 
 
 def _is_context(sentence: str) -> bool:
@@ -257,8 +263,17 @@ def _inline_numbered(text: str) -> tuple[str, list[str]] | None:
     def style(m: re.Match[str]) -> tuple[bool, bool, str]:
         return (bool(m.group("step")), bool(m.group("open")), m.group("close"))
 
+    def boundary(m: re.Match[str]) -> bool:
+        """ "2." numbers a step only after a sentence ends: "… done. 2. Next" (not "region 2.")."""
+        if m.group("close") != "." or m.group("step") or m.group("open"):
+            return True
+        before = text[: m.start()].rstrip()
+        return not before or before[-1] in ".:;!?"
+
     for m in matches:
-        if int(m.group("n")) == len(chosen) + 1 and (not chosen or style(m) == style(chosen[0])):
+        if int(m.group("n")) != len(chosen) + 1 or not boundary(m):
+            continue
+        if not chosen or style(m) == style(chosen[0]):
             chosen.append(m)
     if len(chosen) < 2:
         return None
@@ -405,27 +420,36 @@ def _clauses(sentence: str) -> list[_Clause]:
 def _split_actions(text: str) -> list[str]:
     """ "write a report and build a dashboard" -> two actions; "prices, trends" stays one."""
     parts = _ACTION_SPLIT.split(text)
-    actions: list[str] = [parts[0]]
+    pieces: list[list[str]] = [[parts[0]]]  # each action as its pieces (linear time)
+    has_words = bool(words(parts[0]))
     for i in range(1, len(parts), 2):
         separator, piece = parts[i], parts[i + 1]
-        if starts_with_verb(piece) and words(actions[-1]):
-            actions.append(piece)
+        if has_words and starts_with_verb(piece):
+            pieces.append([piece])
         else:
-            actions[-1] = actions[-1] + separator + piece
-    actions = [_clean(_imperative(a)) for a in actions]
+            pieces[-1].extend((separator, piece))
+        has_words = has_words or bool(words(piece))
+    actions = [_clean(_imperative("".join(p))) for p in pieces]
     actions = [a for a in actions if words(a)]
     # a lone verb shares the object of the next action that has one (or of the previous one)
     objects = [_verb_object(a)[1] for a in actions]
+    later: list[str] = [""] * len(actions)
+    following = ""
+    for i in range(len(actions) - 1, -1, -1):
+        later[i] = following
+        following = objects[i] or following
+    preceding = ""
     for i, action in enumerate(actions):
         verb, obj = _verb_object(action)
-        if verb is None or obj:
-            continue
-        later = next((o for o in objects[i + 1 :] if o), None)
-        earlier = next((o for o in reversed(objects[:i]) if o), None)
-        share = later or earlier
-        if share:
-            actions[i] = f"{action} {share}"
+        if verb is not None and not obj and (later[i] or preceding):
+            actions[i] = f"{action} {later[i] or preceding}"
+        preceding = objects[i] or preceding
     return actions
+
+
+def _join_actions(actions: list[str]) -> str:
+    parts = [a if i == 0 else a[:1].lower() + a[1:] for i, a in enumerate(actions)]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _strip_tail(obj: str) -> str:
@@ -714,6 +738,20 @@ class _Node:
     absorbed: list[_Node] = field(default_factory=list)
     into: _Node | None = None
     definite: bool = False  # names "the" object: may refer to earlier work
+    _text_words: frozenset[str] | None = None
+    _object_words: frozenset[str] | None = None
+
+    @property
+    def text_words(self) -> frozenset[str]:
+        if self._text_words is None:
+            self._text_words = frozenset(significant_words(self.text))
+        return self._text_words
+
+    @property
+    def object_words(self) -> frozenset[str]:
+        if self._object_words is None:
+            self._object_words = frozenset(significant_words(self.obj))
+        return self._object_words
 
     @property
     def stage(self) -> int | None:
@@ -736,6 +774,7 @@ class _Builder:
         self.ctx = ctx
         self.made: list[_Node] = []  # every action and group, in text order
         self.step_objects: list[str] = []  # objects named so far in the current step
+        self.resolved_pronoun = False
         self.previous_object = ""  # the main object of the previous step
         self.top: list[_Node] = []
 
@@ -750,6 +789,7 @@ class _Builder:
         if ws and ws[0].lower() in {"it", "them"} and referent:
             obj = " ".join([_object_phrase(referent), *ws[1:]])
             text = f"{text.split(' ', 1)[0]} {obj}"
+            self.resolved_pronoun = True
         if obj and words(obj):
             self.step_objects.append(obj)
         scores = _skill_scores(text, self.ctx, hint)
@@ -771,6 +811,7 @@ class _Builder:
         """One step: a single action, or a group of actions done side by side (ordered only by
         their stages of work)."""
         self.step_objects = []
+        self.resolved_pronoun = False
         try:
             actions = [self.action(a) for a in _split_actions(text)] or [self.action(text)]
         finally:
@@ -782,10 +823,13 @@ class _Builder:
         for i, node in enumerate(actions):
             if node.stage is None:
                 continue
-            earlier = [a.stage for a in actions[:i] if a.stage is not None and a.stage < node.stage]
+            window = actions[max(0, i - STAGE_WINDOW) : i]
+            earlier = [a.stage for a in window if a.stage is not None and a.stage < node.stage]
             if earlier:
                 previous_stage = max(earlier)
-                node.deps.extend(a for a in actions[:i] if a.stage == previous_stage)
+                node.deps.extend(a for a in window if a.stage == previous_stage)
+        if self.resolved_pronoun:  # "fix it and add a test" -> "Fix the bug and add a test"
+            text = _join_actions([a.text for a in actions])
         group = _Node(title=_title(text), text=_clean(text), kind="group", children=actions)
         self.made.append(group)
         return group
@@ -799,10 +843,11 @@ class _Builder:
             return None
         best: tuple[float, float, int] | None = None
         found: _Node | None = None
-        for index, node in enumerate(self.made):
+        start = max(0, len(self.made) - CONDITION_LOOKBACK)  # conditions name recent work
+        for index, node in enumerate(self.made[start:], start):
             if id(node) in exclude:
                 continue
-            have = set(significant_words(node.text))
+            have = node.text_words
             overlap = len(wanted & have)
             if overlap == 0:
                 continue
@@ -877,20 +922,25 @@ class _Builder:
         waits for the latest such action: "Build a dashboard. ... Test the dashboard."."""
         actions = [n for n in self.made if n.kind == "action"]
         parent = _parents(self.top)
+        having: dict[str, list[int]] = {}  # object word -> actions naming it, in order
         for i, node in enumerate(actions):
             head = _head_words(node.obj)
-            if not node.definite or node.stage is None or not head:
-                continue
-            for earlier in reversed(actions[:i]):
-                if not head <= set(significant_words(earlier.obj)):
-                    continue
-                same_group = parent.get(id(earlier))
-                if same_group is not None and same_group is parent.get(id(node)):
-                    break  # the stages inside a group already order them
-                if earlier.stage is not None and earlier.stage < node.stage:
-                    if not _waits_for(node, earlier, parent):
-                        node.deps.append(earlier)
-                    break
+            if node.definite and node.stage is not None and head:
+                rarest = min(head, key=lambda w: len(having.get(w, ())))
+                # references are local: look back over the last few mentions only
+                for j in reversed(having.get(rarest, [])[-REFERENCE_LOOKBACK:]):
+                    earlier = actions[j]
+                    if not head <= earlier.object_words:
+                        continue
+                    same_group = parent.get(id(earlier))
+                    if same_group is not None and same_group is parent.get(id(node)):
+                        break  # the stages inside a group already order them
+                    if earlier.stage is not None and earlier.stage < node.stage:
+                        if not _waits_for(node, earlier, parent):
+                            node.deps.append(earlier)
+                        break
+            for w in node.object_words:
+                having.setdefault(w, []).append(i)
 
 
 _PREPOSITIONS = word_set(
@@ -922,7 +972,9 @@ def _waits_for(node: _Node, target: _Node, parent: dict[int, _Node | None]) -> b
     while current is not None:
         frontier.append(current)
         current = parent.get(id(current))
-    while frontier:
+    budget = 500  # enough for any real goal; beyond it a redundant edge is harmless
+    while frontier and budget > 0:
+        budget -= 1
         item = frontier.pop()
         for dep in item.deps:
             if id(dep) in seen:
@@ -1055,14 +1107,16 @@ class _Emitter:
         """Declared dependencies, resolved to kept nodes, only on earlier non-ancestor nodes
         (which keeps the plan free of cycles, hierarchy included)."""
         result: list[_Node] = []
+        taken: set[int] = set()
         mine = self.order[id(node)]
         ancestors = self.ancestors(node)
         for dep in node.deps:
             target = _resolve(dep)
             if id(target) not in self.order or target is node or id(target) in ancestors:
                 continue
-            if self.order[id(target)] >= mine or any(t is target for t in result):
+            if self.order[id(target)] >= mine or id(target) in taken:
                 continue
+            taken.add(id(target))
             result.append(target)
         return result
 
@@ -1137,7 +1191,7 @@ class _Emitter:
                 "description": self.description(node, is_root),
                 "acceptance_criteria": self.criteria(node, is_root),
                 "required_skills": [] if node.children else self.skills(node),
-                "estimated_tokens": self.tokens(node),
+                "estimated_tokens": min(self.tokens(node), MAX_ESTIMATED_TOKENS),
                 "priority": 5 + min(3, dependents.get(id(node), 0)),
                 "depends_on": [self.keys[id(d)] for d in deps_of[id(node)]],
             }
@@ -1149,6 +1203,15 @@ class _Emitter:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _readable_part(goal: str) -> str:
+    """At most MAX_GOAL_CHARS of the goal, cut after a sentence or line where possible."""
+    if len(goal) <= MAX_GOAL_CHARS:
+        return goal
+    head = goal[:MAX_GOAL_CHARS]
+    cut = max(head.rfind("\n"), head.rfind(". "))
+    return head[: cut + 1] if cut > MAX_GOAL_CHARS // 2 else head
 
 
 def _root_title(goal: str, intro: str | None, top: list[_Node], list_mode: bool) -> str:
@@ -1178,13 +1241,13 @@ def build_plan(goal: str, team: Sequence[AgentProfile] = (), max_depth: int = 3)
     max_depth = max(0, min(int(max_depth), MAX_DEPTH_LIMIT))
     goal_text = str(goal or "").strip()
     ctx = _skill_context(team)
-    intro, items, list_mode = _parse(goal_text)
+    intro, items, list_mode = _parse(_readable_part(goal_text))
     builder = _Builder(ctx)
     top = builder.items(items) if items else []
     builder.top = top
     builder.link_references()
 
-    root_title = _root_title(goal_text, intro, top, list_mode)
+    root_title = _root_title(_readable_part(goal_text), intro, top, list_mode)
 
     if len(top) == 1 and not intro:
         root = top[0]

@@ -71,6 +71,15 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+class _Refused(AgentError):
+    """The server refused the request (a 4xx that retrying cannot fix)."""
+
+    def __init__(self, message: str, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date."""
     if value is None or not value.strip():
@@ -159,6 +168,7 @@ class ChatClient:
         self.max_backoff = max(0.0, float(max_backoff))
         self.max_retry_after = max(0.0, float(max_retry_after))
         self._sleep = sleep
+        self._json_mode = True  # until the server refuses response_format
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> ChatClient:
@@ -197,14 +207,29 @@ class ChatClient:
         json_object: bool = False,
         max_tokens: int | None = None,
     ) -> ChatResponse:
-        """One completion; AgentError when the server cannot give one."""
+        """One completion; AgentError when the server cannot give one.
+
+        json_object asks for ``response_format: {"type": "json_object"}``; a server that refuses
+        that field (400/422 naming it) is asked again without it, and not asked for it again."""
         body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
         if temperature is not None:
             body["temperature"] = temperature
-        if json_object:
-            body["response_format"] = {"type": "json_object"}
         if max_tokens is not None:
             body["max_tokens"] = int(max_tokens)
+        if json_object and self._json_mode:
+            try:
+                return self._with_retries({**body, "response_format": {"type": "json_object"}})
+            except _Refused as exc:
+                if exc.status not in (400, 422) or "response_format" not in exc.body:
+                    raise
+                log.warning(
+                    "chat completions at %s does not support response_format; asking without it",
+                    _redact_url(self.url),
+                )
+                self._json_mode = False
+        return self._with_retries(body)
+
+    def _with_retries(self, body: dict[str, Any]) -> ChatResponse:
         payload = json.dumps(body).encode("utf-8")
         last_problem = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
@@ -293,8 +318,10 @@ class ChatClient:
             hint = " (check LLM_API_KEY)"
         elif status == 404:
             hint = " (check LLM_BASE_URL, usually ending in /v1, and LLM_MODEL)"
-        raise AgentError(
-            f"chat completions at {_redact_url(self.url)} refused the request: {problem}{hint}"
+        raise _Refused(
+            f"chat completions at {_redact_url(self.url)} refused the request: {problem}{hint}",
+            status,
+            self._redact(body),
         ) from exc
 
     def _parse(self, raw: bytes) -> ChatResponse:

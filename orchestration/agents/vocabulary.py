@@ -63,7 +63,7 @@ def _verbs() -> dict[str, Verb]:
         ("survey", "research", GATHER, "a"),
         ("study", "research", GATHER, "a"),
         ("gather", "research", GATHER, ""),
-        ("find", "research", GATHER, ""),
+        ("find", "research", GATHER, "g"),
         ("identify", "research", GATHER, ""),
         ("look", "research", GATHER, ""),
         ("search", "research", GATHER, "a"),

@@ -202,6 +202,20 @@ def test_planner_prunes_below_max_depth(llm_env: FakeChatServer) -> None:
     assert "Maximum depth: 1" in llm_env.requests[0].prompt
 
 
+def test_planner_accepts_fenced_json_and_servers_without_json_mode(
+    llm_env: FakeChatServer,
+) -> None:
+    llm_env.error(400, "unknown field: response_format")
+    llm_env.answer("```json\n" + json.dumps(PLAN) + "\n```")
+    llm_env.answer(PLAN)
+    planner = get_planner()
+    assert planner.plan("Goal", TEAM, 3)["title"] == PLAN["title"]
+    first, second = llm_env.requests
+    assert "response_format" in first.json and "response_format" not in second.json
+    planner.plan("Goal", TEAM, 3)  # not asked again for this client
+    assert "response_format" not in llm_env.requests[2].json
+
+
 def test_planner_keys_every_node(llm_env: FakeChatServer) -> None:
     llm_env.answer({"title": "Goal", "subtasks": [{"title": "A"}, {"title": "B"}]})
     plan = get_planner().plan("Goal", TEAM, 3)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestration.agents import AgentConfigError, build_planner, get_planner
 from orchestration.agents.base import AgentProfile
@@ -345,11 +348,117 @@ def test_long_goals_are_grouped_and_stay_under_the_node_limit() -> None:
     assert len(_nodes(huge)) <= MAX_PLAN_NODES
 
 
+@pytest.mark.parametrize(
+    "goal",
+    [
+        "Build, test, deploy, " * 40_000,
+        " ".join(f"Once the dashboard is built, test the dashboard {i}." for i in range(20_000)),
+        "- build it\n" * 90_000,
+        "x. " * 300_000,
+    ],
+    ids=["one-huge-sentence", "many-conditions", "many-bullets", "many-sentences"],
+)
+def test_megabyte_goals_are_planned_quickly(goal: str) -> None:
+    started = time.monotonic()
+    plan = build_plan(goal, [], 3)
+    assert time.monotonic() - started < 10
+    PlanSchema().load(plan)
+    assert plan_cycle(plan) is None
+    assert len(plan["description"]) <= 20_000
+
+
 def test_empty_goal_gives_a_valid_root() -> None:
     for goal in ("", "   ", "and then"):
         plan = build_plan(goal, [], 3)
         PlanSchema().load(plan)
         assert plan["title"]
+
+
+GOAL_WORDS = [
+    *[
+        "build",
+        "test",
+        "deploy",
+        "write",
+        "research",
+        "analyze",
+        "summarize",
+        "fix",
+        "document",
+        "edit",
+    ],
+    *[
+        "the",
+        "a",
+        "dashboard",
+        "report",
+        "API",
+        "it",
+        "them",
+        "data",
+        "market",
+        "prices",
+        "Python",
+        "bug",
+    ],
+    *[
+        "and",
+        "then",
+        ",",
+        ".",
+        ";",
+        ":",
+        "!",
+        "?",
+        "once",
+        "after",
+        "before",
+        "when",
+        "finally",
+        "first",
+        "next",
+        "also",
+        "is",
+        "done",
+    ],
+    "\n",
+    "\n- ",
+    "\n  - ",
+    "\n    * ",
+    "1.",
+    "2)",
+    "(3)",
+    "Step 4:",
+    "e.g.",
+    "after that",
+    "Once",
+    "Before",
+    "We",
+    "please",
+    "set up",
+]
+
+
+def _assert_sound(plan: dict[str, Any], max_depth: int) -> None:
+    PlanSchema().load(plan)
+    assert plan_cycle(plan) is None
+    assert max(depth for _, depth, _ in _nodes(plan)) <= max(0, min(max_depth, MAX_DEPTH_LIMIT))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(GOAL_WORDS), max_size=40), st.integers(-1, 5))
+def test_any_goal_words_give_a_sound_plan(parts: list[str], max_depth: int) -> None:
+    goal = " ".join(parts)
+    team = [AgentProfile(None, "dev", "worker", "Technical Executor", {"python": 1.0})]
+    plan = build_plan(goal, team, max_depth)
+    _assert_sound(plan, max_depth)
+    assert build_plan(goal, team, max_depth) == plan
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=400), st.integers(0, 4))
+def test_any_text_gives_a_sound_plan(goal: str, max_depth: int) -> None:
+    _assert_sound(build_plan(goal, [], max_depth), max_depth)
 
 
 @pytest.fixture
