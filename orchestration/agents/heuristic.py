@@ -20,7 +20,8 @@ How a goal is read:
   ("python") is used as is.
 - **Limits.** Nodes deeper than max_depth are folded into their ancestor (which then covers their
   text, criteria and skills); long goals are grouped into parts; the plan never exceeds
-  orchestration.plans.MAX_PLAN_NODES nodes.
+  orchestration.plans.MAX_PLAN_NODES nodes. Only the first MAX_GOAL_CHARS characters are read,
+  and every step is linear or bounded, so even a megabyte of text is planned in seconds.
 
 The same goal and team always give the same tree.
 """

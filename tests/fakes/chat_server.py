@@ -6,8 +6,9 @@
     server.answer("late", delay=2.0)            # an answer slower than the client's timeout
     server.raw(200, b"<html>")                  # any body
 
-Replies are served in order; with none left the server answers 500 "no scripted reply". Every
-request is recorded (method, path, headers, JSON body, arrival time) in ``server.requests``.
+Replies are served in order; with none left, a responder set with ``server.respond(fn)``
+(RecordedRequest -> Reply, or None) answers, else the server answers 500 "no scripted reply".
+Every request is recorded (method, path, headers, JSON body, arrival time) in ``server.requests``.
 
 Use the ``chat_server`` fixture: ``from tests.fakes.chat_server import chat_server_fixture``
 (imported under its own name, the fixture is called ``chat_server``).
@@ -177,9 +178,10 @@ class FakeChatServer:
     def raw(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.push(Reply(status, body, dict(headers or {})))
 
-    def respond(self, responder: Callable[[RecordedRequest], Reply | None]) -> None:
+    def respond(self, responder: Callable[[RecordedRequest], Reply | None] | None) -> None:
         """Answer requests left unscripted by calling responder(request) (None: a 500)."""
-        self._responder = responder
+        with self._lock:
+            self._responder = responder
 
     @property
     def pending(self) -> int:
@@ -192,8 +194,9 @@ class FakeChatServer:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
-        if self._responder is not None:
-            reply = self._responder(request)
+            responder = self._responder
+        if responder is not None:
+            reply = responder(request)
             if reply is not None:
                 return reply
         body = json.dumps({"error": {"message": "no scripted reply"}}).encode()
@@ -223,7 +226,11 @@ def _handler_for(server: FakeChatServer) -> type[BaseHTTPRequestHandler]:
             if self.path != CHAT_PATH:
                 self._send(Reply(404, b'{"error": {"message": "not found"}}'))
                 return
-            reply = server._next(request)
+            try:
+                reply = server._next(request)
+            except Exception as exc:  # a broken responder shows as a 500, not a hung client
+                message = json.dumps({"error": {"message": f"responder failed: {exc!r}"}})
+                reply = Reply(500, message.encode(), {"Content-Type": "application/json"})
             if reply.delay > 0 and server._stopping.wait(reply.delay):
                 return
             self._send(reply)
