@@ -5,8 +5,9 @@ in one worker main process) on a private database and redis-server, in variants:
 
 - stock: the engine as it is (a full orchestrator.run_pass in the agent thread after every
   completion);
-- coalesced: the same consumer with `_run` overridden so that a completion only flags its team
-  and wakes ONE pass thread per process, which runs run_pass for the flagged teams (completions
+- coalesced: the same consumer, but the run_pass it calls after a completion only flags the
+  team and wakes ONE pass thread per process (the `orchestrator` the consumer module calls is
+  swapped for a proxy), which runs run_pass for the flagged teams (completions
   arriving during a pass cause exactly one more pass) — the proposed consumer change;
 - coalesced+no-ping: as coalesced, with the engine's pool built without pool_pre_ping (the
   proposed db/engine.py change: one round trip fewer per transaction).
@@ -30,54 +31,56 @@ from bench import harness
 from bench.harness import BulkTask, log
 
 
-def _consumer(variant: str) -> Any:
-    from orchestration import orchestrator, streams
-    from orchestration.consumer import AgentConsumer
+class _Coalescing:
+    """The orchestrator as the consumer module sees it, with run_pass replaced by "flag the
+    team and wake the process's one pass thread" (the proposed consumer change)."""
 
-    if variant == "stock":
-        return AgentConsumer(concurrency=4)
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self._wanted: set[uuid.UUID] = set()
+        self._lock = threading.Lock()
+        self._want = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pass", daemon=True)
+        self._thread.start()
 
-    class CoalescingConsumer(AgentConsumer):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self._wanted: set[uuid.UUID] = set()
-            self._want = threading.Event()
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
-        def start(self) -> None:
-            super().start()
-            thread = threading.Thread(target=self._pass_loop, name="pass", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def run_pass(self, team_id: uuid.UUID) -> None:
+        with self._lock:
+            self._wanted.add(team_id)
+        self._want.set()
 
-        def _pass_loop(self) -> None:
-            while not self._stop.is_set():
-                if not self._want.wait(0.5):
-                    continue
-                self._want.clear()
-                with self._lock:
-                    teams, self._wanted = self._wanted, set()
-                for team in teams:
-                    try:
-                        orchestrator.run_pass(team)
-                    except Exception as exc:
-                        log(f"pass failed: {exc}")
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._want.wait(0.5):
+                continue
+            self._want.clear()
+            with self._lock:
+                teams, self._wanted = self._wanted, set()
+            for team in teams:
+                try:
+                    self._real.run_pass(team)
+                except Exception as exc:
+                    log(f"pass failed: {exc}")
 
-        def _run(self, entry: streams.Entry) -> None:
-            try:
-                result = self._handle(entry)
-                streams.ack(entry.team_id, entry.entry_id)
-                self._report(entry, result)
-                if result in ("completed", "failed", "retrying", "cancelled"):
-                    with self._lock:
-                        self._wanted.add(entry.team_id)
-                    self._want.set()
-            except Exception as exc:
-                log(f"entry {entry.entry_id} not handled: {exc}")
-            finally:
-                with self._lock:
-                    self._inflight.pop(entry.entry_id, None)
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
 
-    return CoalescingConsumer(concurrency=4)
+
+def _consumer(variant: str) -> tuple[Any, _Coalescing | None]:
+    from orchestration import consumer as consumer_module
+    from orchestration import orchestrator
+
+    proxy = None
+    if variant.startswith("coalesced"):
+        proxy = _Coalescing(orchestrator)
+        consumer_module.orchestrator = proxy  # type: ignore[assignment]
+    else:
+        consumer_module.orchestrator = orchestrator
+    return consumer_module.AgentConsumer(concurrency=4), proxy
 
 
 def _no_ping_engine() -> None:
@@ -121,7 +124,7 @@ def variant_run(variant: str, tasks: int, chain: int) -> dict[str, Any]:
             harness.bulk_insert(team, batch)
             with get_engine().begin() as conn:
                 conn.execute(text("UPDATE teams SET status = 'active' WHERE id = :t"), {"t": team})
-            consumer = _consumer(variant)
+            consumer, proxy = _consumer(variant)
             consumer.start()
             time.sleep(0.5)
             released = time.time()
@@ -137,6 +140,11 @@ def variant_run(variant: str, tasks: int, chain: int) -> dict[str, Any]:
                 harness.wait_for(f"{variant} {label}", finished, 600, progress=progress)
             finally:
                 consumer.stop(10)
+                if proxy is not None:
+                    proxy.close()
+                from orchestration import consumer as consumer_module
+
+                consumer_module.orchestrator = orchestrator
             if shape == "flat":
                 with get_engine().connect() as conn:
                     last = float(

@@ -1,15 +1,18 @@
 """Benchmark 2: dependency-unblock latency along a chain of sequential tasks.
 
 Latency of link i = start_time(task i+1) - completion_time(task i), both written by
-PostgreSQL's now() in the committing transactions (the completion and the claim).
+PostgreSQL's now() in the committing transactions (the completion and the claim). now() is the
+time the transaction began, so each figure also holds the completing transaction's own duration
+(a slight overestimate of "from the completion commit").
 
 - engine: two `celery -A orchestration worker -c 1` and a beat (ORCH_PASS_INTERVAL=2); the
   consumer's pass after each completion (and the debounced pass request) assign the successor.
 - seed-style baseline: the seed only had the polling pass every 2 s. The engine has no knob to
-  turn off the on-completion pass, so the baseline runs the same AgentConsumer in this process
-  with `_run` overridden to skip that pass (BaselineConsumer below), no Celery worker and no
-  beat, and a bench-local loop calling orchestrator.run_pass every 2 s. Everything else (claim,
-  execute, complete, unblock, streams) is the engine's code.
+  turn off the on-completion pass, so the baseline runs the same AgentConsumer in this process,
+  with the `orchestrator` module it calls swapped for a proxy whose run_pass does nothing
+  (NoInlinePass below), no Celery worker and no beat, and a bench-local loop calling
+  orchestrator.run_pass every 2 s. Everything else (claim, execute, complete, unblock,
+  streams) is the engine's code.
 """
 
 from __future__ import annotations
@@ -119,25 +122,18 @@ def engine_run(length: int, timeout: float = 600) -> dict[str, Any]:
 
 
 def baseline_run(length: int, interval: float = 2.0) -> dict[str, Any]:
+    from orchestration import consumer as consumer_module
     from orchestration import lifecycle, orchestrator
-    from orchestration.consumer import AgentConsumer
-    from orchestration.streams import Entry
 
-    class BaselineConsumer(AgentConsumer):
-        """The engine's consumer without its pass after a completion (seed behaviour)."""
+    class NoInlinePass:
+        """The orchestrator as the consumer module sees it, minus the pass after completion."""
 
-        def _run(self, entry: Entry) -> None:
-            from orchestration import streams
+        def __getattr__(self, name: str) -> Any:
+            return getattr(orchestrator, name)
 
-            try:
-                result = self._handle(entry)
-                streams.ack(entry.team_id, entry.entry_id)
-                self._report(entry, result)
-            except Exception:
-                harness.log(f"baseline: entry {entry.entry_id} not handled")
-            finally:
-                with self._lock:
-                    self._inflight.pop(entry.entry_id, None)
+        @staticmethod
+        def run_pass(team_id: uuid.UUID) -> None:
+            return None
 
     with harness.stack("latency_seed") as st:
         env = harness.worker_env(st, ORCH_PASS_INTERVAL=str(interval))
@@ -148,7 +144,8 @@ def baseline_run(length: int, interval: float = 2.0) -> dict[str, Any]:
         # start_team would request an immediate pass through Celery (no worker here: the
         # message is never consumed); the first pass comes from the polling loop below.
         lifecycle.start_team(team)
-        consumer = BaselineConsumer(concurrency=4)
+        consumer_module.orchestrator = NoInlinePass()  # type: ignore[assignment]
+        consumer = consumer_module.AgentConsumer(concurrency=4)
         consumer.start()
         stop = threading.Event()
 
@@ -170,6 +167,7 @@ def baseline_run(length: int, interval: float = 2.0) -> dict[str, Any]:
             stop.set()
             poller.join(5)
             consumer.stop(5)
+            consumer_module.orchestrator = orchestrator
         lat = _latencies([t.id for t in chain])
         return {
             "chain": length,

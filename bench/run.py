@@ -8,6 +8,7 @@ database and private redis-server (see bench/harness.py).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -86,12 +87,21 @@ def main(argv: list[str]) -> int:
         ("edges", lambda: edges.run(size["edge_sizes"], size["api_edges"], size["plan_nodes"])),
         ("soak", lambda: soak.run(size["soak_tasks"])),
     ]
-    results: dict[str, Any] = {
-        "command": "python -m bench.run " + " ".join(argv),
-        "commit": harness.git_commit(),
-        "machine": harness.machine(),
-        "sizes": size,
-    }
+    results: dict[str, Any] = {}
+    previous = harness.RESULTS / f"{name}.json"
+    if args.only and previous.exists():
+        # A partial run refreshes its benchmarks in the last full results.
+        results = json.loads(previous.read_text())
+        results.setdefault("partial_reruns", []).append(
+            {"command": "python -m bench.run " + " ".join(argv), "commit": harness.git_commit()}
+        )
+    else:
+        results = {
+            "command": "python -m bench.run " + " ".join(argv),
+            "commit": harness.git_commit(),
+            "machine": harness.machine(),
+        }
+    results["sizes"] = {**results.get("sizes", {}), **size}
     started = time.monotonic()
     failed = False
     for key, bench in plan:
@@ -119,7 +129,7 @@ def main(argv: list[str]) -> int:
 
     png = report.plot(results, harness.RESULTS / f"{name}.png")
     log(f"plot: {png}")
-    if not args.quick and not args.no_readme and not args.only:
+    if not args.quick and not args.no_readme:
         report.write_readme(results)
         log("table: bench/README.md")
     print(report.table(results))
