@@ -134,7 +134,11 @@ def write_readme(results: dict[str, Any]) -> None:
             f"({machine.get('cpu')}), PostgreSQL {machine.get('postgresql')}, "
             f"{(machine.get('redis') or '').split(' sha')[0]}, Python {machine.get('python')}; "
             f"whole run {results.get('wall_s')} s. Raw figures: `bench/results/bench.json`; "
-            "plot: `bench/results/bench.png`.",
+            "plot: `bench/results/bench.png`."
+            + "".join(
+                f" Re-run afterwards: `{r['command']}` at `{r['commit']}` ({r.get('wall_s')} s)."
+                for r in results.get("partial_reruns", [])
+            ),
             "",
             table(results),
             END,
