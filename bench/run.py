@@ -73,8 +73,22 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
+def missing_dependencies() -> list[str]:
+    import importlib.util
+
+    return [m for m in ("procrastinate", "matplotlib") if importlib.util.find_spec(m) is None]
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    missing = missing_dependencies()
+    if missing:
+        print(
+            f"bench needs {' and '.join(missing)} (bench-only): "
+            f"{sys.executable} -m pip install procrastinate matplotlib",
+            file=sys.stderr,
+        )
+        return 2
     size = sizes(args)
     only = set(args.only or BENCHES)
     name = "bench-quick" if args.quick else "bench"
