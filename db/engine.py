@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestration.config import get_settings
@@ -27,12 +30,35 @@ def get_engine() -> Engine:
             get_settings().database_url,
             pool_size=10,
             max_overflow=20,
-            pool_pre_ping=True,
             pool_recycle=1800,
         )
+        event.listen(_engine, "checkin", _checked_in)
+        event.listen(_engine, "checkout", _ping_if_idle)
         _engine_pid = os.getpid()
         _sessions = sessionmaker(_engine, expire_on_commit=False)
     return _engine
+
+
+IDLE_BEFORE_PING = 1.0
+
+
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Ping a connection that sat idle (the server may have restarted meanwhile); a busy one,
+    checked out again at once, is not worth a round trip per transaction."""
+    idle_since = record.info.get("checked_in_at")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_BEFORE_PING:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as exc:
+        # The pool discards this connection and checks out another.
+        raise DisconnectionError(str(exc)) from exc
 
 
 def reset_engine() -> None:

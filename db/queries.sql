@@ -59,18 +59,22 @@ WITH chosen AS (
 SELECT id, assigned_to, priority FROM moved;
 
 -- claim --
--- Take an assigned task for execution by its worker; a new claim fences out any earlier holder.
+-- Take an assigned task for execution by its worker; a new claim fences out any earlier holder. Returns the agent's profile too.
 UPDATE tasks t
 SET status = CASE WHEN old.status = 'review' THEN 'review'::task_status ELSE 'in_progress' END,
     attempts = CASE WHEN old.status = 'review' THEN t.attempts ELSE t.attempts + 1 END,
     start_time = coalesce(t.start_time, now()),
     claim = :claim,
     updated_at = now()
-FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old
+FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old, team_members m
 WHERE t.id = old.id
+  AND m.id = t.assigned_to
   AND t.assigned_to = :worker_id
   AND t.status IN ('assigned', 'in_progress', 'review')
-RETURNING old.status AS previous_status, t.*;
+RETURNING old.status AS previous_status, t.*,
+    m.agent_id AS agent_id, m.role AS agent_role, m.specialization AS agent_specialization,
+    m.skills AS agent_skills,
+    EXISTS (SELECT 1 FROM task_dependencies d WHERE d.task_id = t.id) AS has_dependencies;
 
 -- start_ancestors --
 -- Show a summary task as in progress once any task below it starts.

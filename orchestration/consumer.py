@@ -101,6 +101,8 @@ class AgentConsumer:
         self._notify_id = "$"
         self._wake: set[uuid.UUID] = set()
         self._heartbeat_script: Any = None
+        self._pass_teams: set[uuid.UUID] = set()
+        self._pass_wanted = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -108,6 +110,7 @@ class AgentConsumer:
         for target, label in (
             (self._read_loop, "stream-reader"),
             (self._heartbeat_loop, "heartbeat"),
+            (self._pass_loop, "passes"),
         ):
             thread = threading.Thread(target=target, name=label, daemon=True)
             thread.start()
@@ -161,6 +164,10 @@ class AgentConsumer:
             if free <= 0:
                 return
         wake, self._wake = self._wake, set()
+        if not wake <= set(teams):
+            # A team just started or resumed: read it now, not after the cache expires.
+            self._teams_at = 0.0
+            teams = self._working_teams()
         order = [t for t in teams if t in wake] + [t for t in teams if t not in wake]
         got = self._read_streams(order, free)
         if got == 0:
@@ -267,7 +274,7 @@ class AgentConsumer:
         metrics.inc("orch_dead_letters", team_id=entry.team_id)
         self._report(entry, "dead_letter" if failed else "dead_letter_stale")
         if failed:
-            orchestrator.run_pass(entry.team_id)
+            self._want_pass(entry.team_id)
 
     # -- executing -------------------------------------------------------------------------
 
@@ -298,7 +305,7 @@ class AgentConsumer:
             self._count(entry, run, result, took)
             self._report(entry, result)
             if result in ("completed", "failed", "retrying", "cancelled"):
-                orchestrator.run_pass(entry.team_id)
+                self._want_pass(entry.team_id)
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout.
             log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
@@ -428,6 +435,29 @@ class AgentConsumer:
             cost,
         )
         return "failed" if failed else "stale"
+
+    # -- passes ----------------------------------------------------------------------------
+
+    def _want_pass(self, team_id: uuid.UUID) -> None:
+        """Ask this process's pass thread for a pass of the team: completions that land while
+        it runs one make a single next pass, instead of one pass each."""
+        with self._lock:
+            self._pass_teams.add(team_id)
+        self._pass_wanted.set()
+
+    def _pass_loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._pass_wanted.wait(0.5):
+                continue
+            self._pass_wanted.clear()
+            with self._lock:
+                teams, self._pass_teams = self._pass_teams, set()
+            for team_id in teams:
+                try:
+                    orchestrator.run_pass(team_id)
+                except Exception:
+                    # Beat's next pass (or the next completion) assigns what this one did not.
+                    log.exception("pass for team %s failed", team_id)
 
     # -- heartbeat -------------------------------------------------------------------------
 

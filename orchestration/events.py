@@ -24,6 +24,7 @@ from orchestration.redis_client import get_redis
 log = logging.getLogger(__name__)
 
 PENDING_KEY = "orchestration.pending_events"
+_INSERT = insert(TaskEvent.metadata.tables["task_events"])
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,9 @@ def record(
 def record_many(session: Session, batch: list[Event]) -> None:
     if not batch:
         return
-    session.execute(
-        insert(TaskEvent),
+    # Core, not the ORM's bulk insert: this runs in every transition.
+    session.connection().execute(
+        _INSERT,
         [
             {"team_id": e.team_id, "task_id": e.task_id, "kind": e.kind, "data": _jsonable(e.data)}
             for e in batch

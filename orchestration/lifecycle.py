@@ -138,15 +138,26 @@ def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | Non
             )
             if row["parent_task_id"] is not None:
                 session.execute(Q["start_ancestors"], {"task_id": task_id})
-        member = session.get(TeamMember, worker_id)
-        deps = session.execute(
-            text(
-                "SELECT t.id, t.title, t.output_data, t.completion_time FROM task_dependencies d "
-                "JOIN tasks t ON t.id = d.depends_on_task_id WHERE d.task_id = :task_id "
-                "ORDER BY t.completion_time NULLS LAST, t.created_at"
-            ),
-            {"task_id": task_id},
-        ).all()
+        deps = (
+            session.execute(
+                text(
+                    "SELECT t.id, t.title, t.output_data, t.completion_time "
+                    "FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on_task_id "
+                    "WHERE d.task_id = :task_id "
+                    "ORDER BY t.completion_time NULLS LAST, t.created_at"
+                ),
+                {"task_id": task_id},
+            ).all()
+            if row["has_dependencies"]
+            else []
+        )
+        agent = AgentProfile(
+            member_id=worker_id,
+            agent_id=row["agent_id"],
+            role=str(row["agent_role"]),
+            specialization=row["agent_specialization"],
+            skills=dict(row["agent_skills"] or {}),
+        )
         context = TaskContext(
             task_id=task_id,
             team_id=row["team_id"],
@@ -155,7 +166,7 @@ def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | Non
             acceptance_criteria=list(row["acceptance_criteria"] or []),
             required_skills=list(row["required_skills"] or []),
             input_data=dict(row["input_data"] or {}),
-            agent=_profile(member),
+            agent=agent,
             attempt=row["attempts"],
             revision=row["revision_count"],
             feedback=row["review_feedback"],
