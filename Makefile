@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/orchestration
 export REDIS_URL ?= redis://127.0.0.1:6379/0
 
-.PHONY: venv up migrate test lint demo bench chaos clean browser
+.PHONY: venv up migrate test lint demo bench bench-deps chaos clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,13 @@ test: venv up browser
 demo: venv up migrate
 	$(BIN)/python -m orchestration.demo
 
-bench: venv up
+bench-deps: venv
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev,bench]'
+
+bench: bench-deps up
 	$(BIN)/python -m bench.run
 
-chaos: venv up
+chaos: bench-deps up
 	$(BIN)/python -m bench.chaos
 
 clean:
