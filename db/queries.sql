@@ -256,6 +256,44 @@ WITH RECURSIVE walk(task_id, point) AS (
 )
 SELECT EXISTS (SELECT 1 FROM walk WHERE task_id = :task_id AND point = 'S');
 
+-- reaches_any --
+-- Which of :task_ids have their start waited for by the end of any of :depends_on (one walk for a batch of edges).
+WITH RECURSIVE walk(task_id, point) AS (
+    SELECT d, 'E'::text FROM unnest(CAST(:depends_on AS uuid[])) AS d
+    UNION
+    SELECT n.task_id, n.point
+    FROM walk w CROSS JOIN LATERAL (
+        SELECT w.task_id AS task_id, 'S'::text AS point WHERE w.point = 'E'
+        UNION ALL
+        SELECT c.id, 'E' FROM tasks c WHERE w.point = 'E' AND c.parent_task_id = w.task_id
+        UNION ALL
+        SELECT t.parent_task_id, 'S' FROM tasks t
+        WHERE w.point = 'S' AND t.id = w.task_id AND t.parent_task_id IS NOT NULL
+        UNION ALL
+        SELECT d.depends_on_task_id, 'E' FROM task_dependencies d
+        WHERE w.point = 'S' AND d.task_id = w.task_id
+    ) n
+)
+SELECT DISTINCT task_id FROM walk
+WHERE point = 'S' AND task_id = ANY(CAST(:task_ids AS uuid[]));
+
+-- add_unmet --
+-- New dependencies on unfinished tasks: each task waits for that many more.
+UPDATE tasks t SET unmet_dependencies = t.unmet_dependencies + n.added, updated_at = now()
+FROM (SELECT id, count(*) AS added FROM unnest(CAST(:task_ids AS uuid[])) AS id GROUP BY id) n
+WHERE t.id = n.id;
+
+-- block_many --
+-- Tasks that gained unmet dependencies wait, with the pending tasks below them.
+WITH RECURSIVE held(id) AS (
+    SELECT id FROM tasks WHERE id = ANY(CAST(:task_ids AS uuid[])) AND status = 'pending'
+    UNION
+    SELECT c.id FROM tasks c JOIN held h ON c.parent_task_id = h.id WHERE c.status = 'pending'
+)
+UPDATE tasks SET status = 'blocked', updated_at = now()
+WHERE id IN (SELECT id FROM held) AND status = 'pending'
+RETURNING id;
+
 -- in_flight --
 -- Tasks a worker holds, for reconciling the stream with the database.
 SELECT id, assigned_to, priority, status, updated_at

@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
@@ -123,6 +123,89 @@ def add_dependency(
             session, team_id, "dependency.added", task_id, depends_on=str(depends_on_task_id)
         )
         return edge, True
+
+
+MAX_BATCH_EDGES = 10_000
+
+
+def add_dependencies(
+    team_id: uuid.UUID, edges: list[tuple[uuid.UUID, uuid.UUID]]
+) -> tuple[int, int]:
+    """Add many edges (task, depends on) in one transaction, all or none: the same checks as
+    add_dependency, with one cycle walk for the whole batch. Returns (created, existing)."""
+    pairs = list(dict.fromkeys(edges))
+    if len(pairs) > MAX_BATCH_EDGES:
+        raise InvalidInput(
+            f"at most {MAX_BATCH_EDGES} edges at once", {"edges": ["too many edges"]}
+        )
+    for task_id, dep_id in pairs:
+        if task_id == dep_id:
+            raise SelfDependency(task_id)
+    with events.transaction() as session:
+        if session.get(Team, team_id) is None:
+            raise NotFound(f"team {team_id} not found")
+        lock_graph(session, team_id)
+        ids = sorted({x for pair in pairs for x in pair})
+        rows = {
+            r.id: r
+            for r in session.execute(
+                select(Task.id, Task.team_id, Task.status)
+                .where(Task.id.in_(ids))
+                .order_by(Task.id)
+                .with_for_update()
+            )
+        }
+        for task_id, dep_id in pairs:
+            if task_id not in rows or rows[task_id].team_id != team_id:
+                raise NotFound(f"task {task_id} not found")
+            if dep_id not in rows or rows[dep_id].team_id != team_id:
+                raise InvalidInput(
+                    f"depends_on_task_id {dep_id} is not a task of this team",
+                    {"edges": [f"{dep_id} is not a task of this team"]},
+                )
+        tasks = sorted({task_id for task_id, _ in pairs})
+        existing = {
+            (r.task_id, r.depends_on_task_id)
+            for r in session.execute(
+                select(TaskDependency.task_id, TaskDependency.depends_on_task_id).where(
+                    TaskDependency.task_id.in_(tasks)
+                )
+            )
+        }
+        new = [p for p in pairs if p not in existing]
+        if not new:
+            return 0, len(pairs)
+        for task_id, _ in new:
+            if rows[task_id].status not in NOT_STARTED:
+                raise InvalidTransition(
+                    f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
+                    "added before it starts"
+                )
+        suspects = session.execute(
+            Q["reaches_any"],
+            {"task_ids": [t for t, _ in new], "depends_on": [d for _, d in new]},
+        ).all()
+        if suspects:
+            # Some new task is waited for by a new dependency: check edge by edge, each
+            # against the graph with the batch's earlier edges in it.
+            for task_id, dep_id in new:
+                check_cycle(session, task_id, dep_id)
+                session.add(TaskDependency(task_id=task_id, depends_on_task_id=dep_id))
+                session.flush()
+        else:
+            session.execute(
+                insert(TaskDependency.metadata.tables["task_dependencies"]),
+                [{"task_id": t, "depends_on_task_id": d} for t, d in new],
+            )
+        waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
+        if waiting:
+            session.execute(Q["add_unmet"], {"task_ids": waiting})
+            held = session.execute(Q["block_many"], {"task_ids": sorted(set(waiting))}).all()
+            events.record_many(
+                session, [events.Event(team_id, "task.blocked", r.id, {}) for r in held]
+            )
+        events.record(session, team_id, "dependency.added", None, edges=len(new))
+        return len(new), len(pairs) - len(new)
 
 
 def remove_dependency(

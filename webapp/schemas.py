@@ -293,6 +293,25 @@ class DependencyCreateSchema(RequestSchema):
     depends_on_task_id = fields.UUID(required=True)
 
 
+class EdgeSchema(RequestSchema):
+    task_id = fields.UUID(required=True)
+    depends_on_task_id = fields.UUID(required=True)
+
+
+class DependencyBatchSchema(RequestSchema):
+    edges = fields.List(
+        fields.Nested(EdgeSchema),
+        required=True,
+        validate=validate.Length(min=1, max=10_000),
+        metadata={"description": "task_id waits for depends_on_task_id; all are added or none"},
+    )
+
+
+class DependencyBatchResultSchema(ma.Schema):
+    created = fields.Integer(required=True)
+    existing = fields.Integer(required=True)
+
+
 class DependencySchema(ma.Schema):
     id = fields.UUID(required=True)
     task_id = fields.UUID(required=True)

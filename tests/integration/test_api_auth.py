@@ -52,6 +52,11 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/teams/{team}/tasks/{task}/retry", None),
     ("POST", "/teams/{team}/decompose", {"goal": "g"}),
     ("POST", "/teams/{team}/tasks/{task}/dependencies", {"depends_on_task_id": "{dep}"}),
+    (
+        "POST",
+        "/teams/{team}/dependencies",
+        {"edges": [{"task_id": "{task}", "depends_on_task_id": "{dep}"}]},
+    ),
     ("DELETE", "/teams/{team}/tasks/{task}/dependencies/{dep}", None),
     ("GET", "/teams/{team}/dependency-graph", None),
     ("GET", "/teams/{team}/assignments", None),
@@ -85,6 +90,8 @@ def fill(template: Any, ids: dict[str, str]) -> Any:
         return template.format(**ids)
     if isinstance(template, dict):
         return {k: fill(v, ids) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, ids) for v in template]
     return template
 
 

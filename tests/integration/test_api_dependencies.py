@@ -144,3 +144,22 @@ def test_dependency_graph(api: ApiClient, team: dict[str, Any], other_team: dict
 
 def test_dependency_graph_unknown_team(api: ApiClient) -> None:
     assert_error(api.get(f"{V1}/teams/{unknown_id()}/dependency-graph"), 404)
+
+
+def test_add_dependencies_in_a_batch(api: ApiClient, team: dict[str, Any]) -> None:
+    a = api.create_task(team["id"], "a")
+    b = api.create_task(team["id"], "b")
+    c = api.create_task(team["id"], "c")
+    edges = [
+        {"task_id": b["id"], "depends_on_task_id": a["id"]},
+        {"task_id": c["id"], "depends_on_task_id": b["id"]},
+    ]
+    response = api.post(f"{V1}/teams/{team['id']}/dependencies", {"edges": edges})
+    assert response.status_code == 201
+    assert response.get_json() == {"created": 2, "existing": 0}
+    cycle = [{"task_id": a["id"], "depends_on_task_id": c["id"]}]
+    response = api.post(f"{V1}/teams/{team['id']}/dependencies", {"edges": cycle})
+    body = assert_error(response, 409)
+    assert body["errors"]["cycle"][0] == a["id"]
+    for bad in ({"edges": []}, {"edges": [{"task_id": a["id"]}]}, {"edges": "x"}, {}):
+        assert_error(api.post(f"{V1}/teams/{team['id']}/dependencies", bad), 422)

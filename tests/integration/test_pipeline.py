@@ -21,7 +21,7 @@ from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVe
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
 from orchestration.decomposition import create_plan, create_task, list_tasks
-from orchestration.dependencies import add_dependency, remove_dependency
+from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
 from orchestration.errors import DependencyCycle, InvalidTransition, SelfDependency
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
@@ -530,3 +530,27 @@ def test_token_and_cost_totals_stay_exact_under_concurrency(consumer: AgentConsu
             text("SELECT sum(actual_tokens) FROM tasks WHERE team_id = :t"), {"t": team_id}
         ).scalar_one()
     assert (tokens, cost, completed, task_tokens) == (400, Decimal("0.04"), 40, 400)
+
+
+def test_dependencies_in_a_batch_are_all_added_or_none() -> None:
+    team_id = active_team()
+    a, b, c, d = (new_task(team_id, x) for x in "abcd")
+    parent = new_task(team_id, "parent")
+    child = new_task(team_id, "child", parent_task_id=parent)
+    assert add_dependencies(team_id, [(b, a), (c, b), (d, c), (b, a)]) == (3, 0)
+    assert add_dependencies(team_id, [(b, a), (d, a)]) == (1, 1)
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert [by_id[x].status for x in (a, b, c, d)] == [TaskStatus.PENDING] + [
+        TaskStatus.BLOCKED
+    ] * 3
+    assert by_id[d].unmet_dependencies == 2
+    # A cycle through the batch's own edges, or through existing ones, or the hierarchy:
+    # refused, and nothing of the batch is added.
+    for batch in ([(parent, b), (a, parent)], [(a, d)], [(child, parent)], [(a, b), (c, a)]):
+        with pytest.raises(DependencyCycle):
+            add_dependencies(team_id, batch)
+    with pytest.raises(SelfDependency):
+        add_dependencies(team_id, [(a, a)])
+    with get_engine().connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM task_dependencies")).scalar() == 4
+    check_invariants(team_id, all_done=False)

@@ -10,7 +10,13 @@ from flask import Response
 from db.models import TaskDependency
 from orchestration import dependencies
 from webapp.parsing import Blueprint
-from webapp.schemas import DependencyCreateSchema, DependencyGraphSchema, DependencySchema
+from webapp.schemas import (
+    DependencyBatchResultSchema,
+    DependencyBatchSchema,
+    DependencyCreateSchema,
+    DependencyGraphSchema,
+    DependencySchema,
+)
 
 blp = Blueprint(
     "dependencies",
@@ -33,6 +39,20 @@ def add_dependency(
     naming it in `errors.cycle`."""
     edge, created = dependencies.add_dependency(team_id, task_id, body["depends_on_task_id"])
     return edge, 201 if created else 200
+
+
+@blp.route("/dependencies", methods=["POST"])
+@blp.arguments(DependencyBatchSchema)
+@blp.response(201, DependencyBatchResultSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def add_dependencies(body: dict[str, Any], team_id: uuid.UUID) -> dict[str, int]:
+    """Add many dependencies in one transaction, all or none (a cycle anywhere is a 409 naming
+    it in `errors.cycle`, and nothing is added)."""
+    created, existing = dependencies.add_dependencies(
+        team_id, [(e["task_id"], e["depends_on_task_id"]) for e in body["edges"]]
+    )
+    return {"created": created, "existing": existing}
 
 
 @blp.route("/tasks/<uuid:task_id>/dependencies/<uuid:depends_on_task_id>", methods=["DELETE"])
