@@ -162,69 +162,17 @@ def _over_capacity_now(team: uuid.UUID) -> int:
 
 def _final_checks(team: uuid.UUID) -> dict[str, Any]:
     from db.engine import get_engine
+    from tests.support.invariants import measure_invariants
 
+    found = measure_invariants(team)
     with get_engine().connect() as conn:
-
-        def scalar(sql: str) -> int:
-            return int(conn.execute(text(sql), {"t": team}).scalar() or 0)
-
-        counts = {
-            str(s): int(n)
-            for s, n in conn.execute(
-                text("SELECT status::text, count(*) FROM tasks WHERE team_id = :t GROUP BY 1"),
+        reexecuted = int(
+            conn.execute(
+                text("SELECT count(*) FROM tasks WHERE team_id = :t AND attempts > 1"),
                 {"t": team},
-            )
-        }
-        lost = sum(n for s, n in counts.items() if s not in FINAL)
-        completed_twice_events = scalar(
-            "SELECT count(*) FROM (SELECT task_id FROM task_events WHERE team_id = :t "
-            "AND kind = 'task.completed' GROUP BY task_id HAVING count(*) > 1) x"
+            ).scalar()
+            or 0
         )
-        drift_rows = conn.execute(
-            text(
-                """
-                SELECT m.agent_id, m.current_workload, m.max_concurrent_tasks,
-                       m.tasks_completed, m.tasks_failed,
-                       count(t.id) FILTER (WHERE t.status IN ('assigned', 'in_progress', 'review'))
-                           AS in_flight,
-                       count(t.id) FILTER (WHERE t.status = 'completed') AS completed,
-                       count(t.id) FILTER (WHERE t.status = 'failed') AS failed
-                FROM team_members m LEFT JOIN tasks t ON t.assigned_to = m.id AND NOT t.is_summary
-                WHERE m.team_id = :t AND m.role = 'worker'
-                GROUP BY m.id
-                """
-            ),
-            {"t": team},
-        ).all()
-        workload_drift = sum(abs(r.current_workload - r.in_flight) for r in drift_rows)
-        completed_drift = sum(abs(r.tasks_completed - r.completed) for r in drift_rows)
-        failed_drift = sum(abs(r.tasks_failed - r.failed) for r in drift_rows)
-        counted_twice = sum(max(0, r.tasks_completed - r.completed) for r in drift_rows)
-        over_capacity_end = sum(
-            1 for r in drift_rows if r.current_workload > r.max_concurrent_tasks
-        )
-        unmet_drift = scalar(
-            """
-            SELECT count(*) FROM (
-                SELECT t.id FROM tasks t
-                LEFT JOIN task_dependencies d ON d.task_id = t.id
-                LEFT JOIN tasks dep ON dep.id = d.depends_on_task_id
-                WHERE t.team_id = :t AND t.status IN ('pending', 'blocked')
-                GROUP BY t.id
-                HAVING t.unmet_dependencies <> count(d.id) FILTER (WHERE dep.status <> 'completed')
-            ) x
-            """
-        )
-        early = scalar(
-            """
-            SELECT count(*) FROM tasks t
-            JOIN task_dependencies d ON d.task_id = t.id
-            JOIN tasks dep ON dep.id = d.depends_on_task_id
-            WHERE t.team_id = :t AND t.start_time IS NOT NULL AND NOT t.is_summary
-              AND (dep.completion_time IS NULL OR t.start_time < dep.completion_time)
-            """
-        )
-        reexecuted = scalar("SELECT count(*) FROM tasks WHERE team_id = :t AND attempts > 1")
         errors = [
             str(r[0])
             for r in conn.execute(
@@ -235,23 +183,27 @@ def _final_checks(team: uuid.UUID) -> dict[str, Any]:
                 {"t": team},
             )
         ]
+    workload_drift = sum(abs(r.current_workload - r.in_flight) for r in found.workload_drift)
+    completed_drift = sum(abs(r.tasks_completed - r.completed) for r in found.outcome_drift)
+    failed_drift = sum(abs(r.tasks_failed - r.failed) for r in found.outcome_drift)
+    counted_twice = sum(r.tasks_completed - r.completed for r in found.counted_twice)
     return {
-        "status_counts": counts,
-        "tasks_lost": lost,
-        "completed_twice": completed_twice_events + counted_twice,
+        "status_counts": found.status_counts,
+        "tasks_lost": found.lost,
+        "completed_twice": len(found.completed_twice) + counted_twice,
         "completed_twice_detail": {
-            "tasks_with_two_completion_events": completed_twice_events,
+            "tasks_with_two_completion_events": len(found.completed_twice),
             "completions_counted_twice_on_workers": counted_twice,
         },
-        "over_capacity_at_end": over_capacity_end,
-        "counter_drift": workload_drift + completed_drift + failed_drift + unmet_drift,
+        "over_capacity_at_end": len(found.over_capacity),
+        "counter_drift": workload_drift + completed_drift + failed_drift + len(found.unmet_drift),
         "counter_drift_detail": {
             "workload_vs_in_flight": workload_drift,
             "tasks_completed_vs_completed": completed_drift,
             "tasks_failed_vs_failed": failed_drift,
-            "unmet_dependencies": unmet_drift,
+            "unmet_dependencies": len(found.unmet_drift),
         },
-        "started_before_dependency_completed": early,
+        "started_before_dependency_completed": len(found.early_starts),
         "tasks_executed_more_than_once": reexecuted,
         "failed_task_errors": errors,
     }

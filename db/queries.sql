@@ -256,8 +256,8 @@ WITH RECURSIVE walk(task_id, point) AS (
 )
 SELECT EXISTS (SELECT 1 FROM walk WHERE task_id = :task_id AND point = 'S');
 
--- reaches_any --
--- Which of :task_ids have their start waited for by the end of any of :depends_on (one walk for a batch of edges).
+-- walk_from --
+-- Every start (S) and end (E) point the ends of :depends_on wait for (one walk for a batch of edges).
 WITH RECURSIVE walk(task_id, point) AS (
     SELECT d, 'E'::text FROM unnest(CAST(:depends_on AS uuid[])) AS d
     UNION
@@ -274,8 +274,7 @@ WITH RECURSIVE walk(task_id, point) AS (
         WHERE w.point = 'S' AND d.task_id = w.task_id
     ) n
 )
-SELECT DISTINCT task_id FROM walk
-WHERE point = 'S' AND task_id = ANY(CAST(:task_ids AS uuid[]));
+SELECT task_id, point FROM walk;
 
 -- add_unmet --
 -- New dependencies on unfinished tasks: each task waits for that many more.

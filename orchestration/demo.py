@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.tree import Tree
 
+from orchestration.cli import STATUS_STYLE
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run" / "demo"
 GOAL = (
@@ -33,16 +35,6 @@ GOAL = (
     "comparison dashboard. Finally, test and deploy the dashboard."
 )
 FINAL = {"completed", "failed", "cancelled"}
-STATUS_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "cancelled": "grey50",
-    "in_progress": "yellow",
-    "review": "magenta",
-    "assigned": "cyan",
-    "pending": "white",
-    "blocked": "grey62",
-}
 TIMEOUT = 150.0
 
 console = Console()

@@ -128,6 +128,47 @@ def add_dependency(
 MAX_BATCH_EDGES = 10_000
 
 
+_AROUND_PARENTS = text(
+    "SELECT id, parent_task_id FROM tasks "
+    "WHERE id = ANY(CAST(:ids AS uuid[])) OR parent_task_id = ANY(CAST(:ids AS uuid[]))"
+)
+_AROUND_DEPENDENCIES = text(
+    "SELECT task_id, depends_on_task_id FROM task_dependencies "
+    "WHERE task_id = ANY(CAST(:ids AS uuid[]))"
+)
+
+
+def check_batch(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Raise DependencyCycle when adding these edges, in order, would close a cycle.
+
+    One walk collects every point the new dependencies wait for; a cycle must come back to the
+    start of some new edge's task through those points, so the check runs in memory over that
+    part of the graph only (nothing to load when no new task's start is among them)."""
+    walked = session.execute(Q["walk_from"], {"depends_on": [d for _, d in new]}).all()
+    starts = {t for t, _ in new}
+    if not any(point == graph.START and task in starts for task, point in walked):
+        return
+    around = list({task for task, _ in walked})
+    parent_of: dict[uuid.UUID, uuid.UUID | None] = {}
+    for task, parent in session.execute(_AROUND_PARENTS, {"ids": around}):
+        parent_of[task] = parent
+    depends: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for task, dep in session.execute(_AROUND_DEPENDENCIES, {"ids": around}):
+        depends[task].append(dep)
+    waits = graph.waits_for_graph(parent_of, depends)
+    combined = {point: list(nexts) for point, nexts in waits.items()}
+    for task, dep in new:
+        combined.setdefault((task, graph.START), []).append((dep, graph.END))
+    if graph.find_cycle(combined) is None:
+        return
+    # Some edge closes a cycle: name the first one, edge by edge.
+    for task, dep in new:
+        path = graph.find_path(waits, (dep, graph.END), (task, graph.START))
+        if path is not None:
+            raise DependencyCycle([task, *graph.cycle_tasks(path)])
+        waits.setdefault((task, graph.START), []).append((dep, graph.END))
+
+
 def add_dependencies(
     team_id: uuid.UUID, edges: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> tuple[int, int]:
@@ -181,22 +222,11 @@ def add_dependencies(
                     f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
-        suspects = session.execute(
-            Q["reaches_any"],
-            {"task_ids": [t for t, _ in new], "depends_on": [d for _, d in new]},
-        ).all()
-        if suspects:
-            # Some new task is waited for by a new dependency: check edge by edge, each
-            # against the graph with the batch's earlier edges in it.
-            for task_id, dep_id in new:
-                check_cycle(session, task_id, dep_id)
-                session.add(TaskDependency(task_id=task_id, depends_on_task_id=dep_id))
-                session.flush()
-        else:
-            session.execute(
-                insert(TaskDependency.metadata.tables["task_dependencies"]),
-                [{"task_id": t, "depends_on_task_id": d} for t, d in new],
-            )
+        check_batch(session, new)
+        session.execute(
+            insert(TaskDependency.metadata.tables["task_dependencies"]),
+            [{"task_id": t, "depends_on_task_id": d} for t, d in new],
+        )
         waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
         if waiting:
             session.execute(Q["add_unmet"], {"task_ids": waiting})

@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from sqlalchemy import text
 from werkzeug.serving import make_server
 
-from db.engine import get_engine
-from db.models import Base
+from tests.support.services import truncate_all
 from webapp import dashboard
 from webapp.testing import ADMIN_TOKEN, environment, make_app
 
@@ -36,12 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def truncate_all() -> None:
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
 @pytest.fixture(autouse=True)

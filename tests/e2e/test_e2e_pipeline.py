@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     wait_until,
 )
 from tests.support.invariants import check_invariants
+from tests.support.plans import DIAMOND_AND_HIERARCHY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -84,25 +85,7 @@ def test_e2e_diamond_and_hierarchy_complete_in_dependency_order(workers: Workers
     workers.start_workers(2)
     workers.start_beat()
     team_id = make_team([2, 2, 2])
-    plan = {
-        "key": "root",
-        "title": "ship it",
-        "subtasks": [
-            {"key": "a", "title": "A", "subtasks": [{"key": "a1", "title": "A1"}]},
-            {"key": "b", "title": "B", "depends_on": ["a"]},
-            {"key": "c", "title": "C", "depends_on": ["a"]},
-            {
-                "key": "d",
-                "title": "D",
-                "depends_on": ["b", "c"],
-                "subtasks": [
-                    {"key": "d1", "title": "D1", "subtasks": [{"key": "d11", "title": "D11"}]},
-                    {"key": "d2", "title": "D2", "depends_on": ["d1"]},
-                ],
-            },
-        ],
-    }
-    tasks = create_plan(team_id, plan, max_depth=3)
+    tasks = create_plan(team_id, DIAMOND_AND_HIERARCHY, max_depth=3)
     assert len(tasks) == 9
     wait_until("the plan to finish", all_final(team_id), team_id, workers, timeout=60)
     counts = check_invariants(team_id)

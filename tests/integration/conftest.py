@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import pytest
 import redis
-from sqlalchemy import text
 
-from db.engine import get_engine
-from db.models import Base
 from orchestration import metrics
-
-
-def truncate_all() -> None:
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+from tests.support.services import truncate_all
 
 
 @pytest.fixture(autouse=True)

@@ -161,5 +161,11 @@ def test_add_dependencies_in_a_batch(api: ApiClient, team: dict[str, Any]) -> No
     response = api.post(f"{V1}/teams/{team['id']}/dependencies", {"edges": cycle})
     body = assert_error(response, 409)
     assert body["errors"]["cycle"][0] == a["id"]
-    for bad in ({"edges": []}, {"edges": [{"task_id": a["id"]}]}, {"edges": "x"}, {}):
+    bad_bodies: list[dict[str, Any]] = [
+        {"edges": []},
+        {"edges": [{"task_id": a["id"]}]},
+        {"edges": "x"},
+        {},
+    ]
+    for bad in bad_bodies:
         assert_error(api.post(f"{V1}/teams/{team['id']}/dependencies", bad), 422)

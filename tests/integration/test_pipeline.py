@@ -25,6 +25,7 @@ from orchestration.dependencies import add_dependencies, add_dependency, remove_
 from orchestration.errors import DependencyCycle, InvalidTransition, SelfDependency
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
+from tests.support.plans import DIAMOND_AND_HIERARCHY
 
 
 class RecordingExecutor:
@@ -309,25 +310,7 @@ def test_diamond_and_three_level_hierarchy_complete_in_dependency_order(
     consumer: AgentConsumer, executor: RecordingExecutor
 ) -> None:
     team_id = active_team(workers=3, capacity=2)
-    plan = {
-        "key": "root",
-        "title": "ship it",
-        "subtasks": [
-            {"key": "a", "title": "A", "subtasks": [{"key": "a1", "title": "A1"}]},
-            {"key": "b", "title": "B", "depends_on": ["a"]},
-            {"key": "c", "title": "C", "depends_on": ["a"]},
-            {
-                "key": "d",
-                "title": "D",
-                "depends_on": ["b", "c"],
-                "subtasks": [
-                    {"key": "d1", "title": "D1", "subtasks": [{"key": "d11", "title": "D11"}]},
-                    {"key": "d2", "title": "D2", "depends_on": ["d1"]},
-                ],
-            },
-        ],
-    }
-    tasks = create_plan(team_id, plan, max_depth=3)
+    tasks = create_plan(team_id, DIAMOND_AND_HIERARCHY, max_depth=3)
     ids = {t.title: t.id for t in tasks}
     run_until(team_id, all_final(team_id))
     counts = check_invariants(team_id)
