@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -62,21 +61,12 @@ class Run:
     cost: Decimal = Decimal(0)
 
 
-@dataclass
-class Outcome:
-    """What became of one entry (for logs, metrics and tests)."""
-
-    entry: streams.Entry
-    result: str
-
-
 class AgentConsumer:
     def __init__(
         self,
         concurrency: int | None = None,
         name: str | None = None,
         settings: Settings | None = None,
-        on_outcome: Callable[[Outcome], None] | None = None,
         executor: Executor | None = None,
         reviewer: Reviewer | None = None,
         monitor: CeleryEvents | None = None,
@@ -84,7 +74,6 @@ class AgentConsumer:
         self.settings = settings or get_settings()
         self.concurrency = max(1, concurrency or self.settings.agent_concurrency)
         self.name = name or consumer_name()
-        self.on_outcome = on_outcome
         self._executor = executor
         self.monitor = monitor
         self._reviewer = reviewer
@@ -272,7 +261,6 @@ class AgentConsumer:
         streams.dead_letter(entry, deliveries, reason)
         log.error("dead-lettered entry %s of task %s", entry.entry_id, entry.task_id)
         metrics.inc("orch_dead_letters", team_id=entry.team_id)
-        self._report(entry, "dead_letter" if failed else "dead_letter_stale")
         if failed:
             self._want_pass(entry.team_id)
 
@@ -303,7 +291,6 @@ class AgentConsumer:
             if self.monitor and uid:
                 self.monitor.finished(uid, result, took)
             self._count(entry, run, result, took)
-            self._report(entry, result)
             if result in ("completed", "failed", "retrying", "cancelled"):
                 self._want_pass(entry.team_id)
         except Exception as exc:
@@ -325,10 +312,6 @@ class AgentConsumer:
             metrics.inc("orch_tokens", run.tokens, **labels)
         if run.cost:
             metrics.inc("orch_cost_usd", float(run.cost), **labels)
-
-    def _report(self, entry: streams.Entry, result: str) -> None:
-        if self.on_outcome is not None:
-            self.on_outcome(Outcome(entry, result))
 
     def executor(self) -> Executor:
         if self._executor is not None:

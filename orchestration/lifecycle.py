@@ -223,12 +223,6 @@ def touch(running: list[tuple[uuid.UUID, str]]) -> None:
         )
 
 
-def manager_of(team_id: uuid.UUID) -> AgentProfile | None:
-    with events.transaction() as session:
-        member = _manager(session, team_id)
-        return _profile(member) if member is not None else None
-
-
 def _manager(session: Session, team_id: uuid.UUID) -> TeamMember | None:
     return session.execute(
         select(TeamMember)

@@ -11,7 +11,6 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
@@ -170,18 +169,3 @@ def trim(team_id: uuid.UUID, live: dict[uuid.UUID, str]) -> int:
         return 0
     ms, seq = _id_key(newest[0][0])
     return int(r.xtrim(stream, minid=f"{ms}-{seq + 1}", approximate=False))
-
-
-def stream_stats(team_id: uuid.UUID) -> dict[str, Any]:
-    """Length, pending and undelivered counts of a team's stream, and its dead letters."""
-    r = get_redis()
-    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
-    stats: dict[str, Any] = {"length": 0, "pending": 0, "lag": 0, "dead_letters": 0}
-    if r.exists(stream):
-        stats["length"] = int(r.xlen(stream))
-        for info in r.xinfo_groups(stream):
-            if info["name"] == group:
-                stats["pending"] = int(info.get("pending") or 0)
-                stats["lag"] = int(info.get("lag") or 0)
-    stats["dead_letters"] = int(r.xlen(keys.dead_letter(team_id)))
-    return stats
