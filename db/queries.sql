@@ -59,22 +59,29 @@ WITH chosen AS (
 SELECT id, assigned_to, priority FROM moved;
 
 -- claim --
--- Take an assigned task for execution by its worker; a new claim fences out any earlier holder. Returns the agent's profile too.
-UPDATE tasks t
-SET status = CASE WHEN old.status = 'review' THEN 'review'::task_status ELSE 'in_progress' END,
-    attempts = CASE WHEN old.status = 'review' THEN t.attempts ELSE t.attempts + 1 END,
-    start_time = coalesce(t.start_time, now()),
-    claim = :claim,
-    updated_at = now()
-FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old, team_members m
-WHERE t.id = old.id
-  AND m.id = t.assigned_to
-  AND t.assigned_to = :worker_id
-  AND t.status IN ('assigned', 'in_progress', 'review')
-RETURNING old.status AS previous_status, t.*,
-    m.agent_id AS agent_id, m.role AS agent_role, m.specialization AS agent_specialization,
-    m.skills AS agent_skills,
-    EXISTS (SELECT 1 FROM task_dependencies d WHERE d.task_id = t.id) AS has_dependencies;
+-- Take an assigned task for execution by its worker; a new claim fences out any earlier holder. Returns the agent's profile too, and logs the first start.
+WITH claimed AS (
+    UPDATE tasks t
+    SET status = CASE WHEN old.status = 'review' THEN 'review'::task_status ELSE 'in_progress' END,
+        attempts = CASE WHEN old.status = 'review' THEN t.attempts ELSE t.attempts + 1 END,
+        start_time = coalesce(t.start_time, now()),
+        claim = :claim,
+        updated_at = now()
+    FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old, team_members m
+    WHERE t.id = old.id
+      AND m.id = t.assigned_to
+      AND t.assigned_to = :worker_id
+      AND t.status IN ('assigned', 'in_progress', 'review')
+    RETURNING old.status AS previous_status, t.*,
+        m.agent_id AS agent_id, m.role AS agent_role, m.specialization AS agent_specialization,
+        m.skills AS agent_skills,
+        EXISTS (SELECT 1 FROM task_dependencies d WHERE d.task_id = t.id) AS has_dependencies
+), started AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.started', jsonb_build_object('worker_id', assigned_to::text)
+    FROM claimed WHERE previous_status = 'assigned'
+)
+SELECT * FROM claimed;
 
 -- start_ancestors --
 -- Show a summary task as in progress once any task below it starts.
@@ -112,7 +119,7 @@ WHERE id = :task_id AND claim = :claim AND status = 'review'
 RETURNING revision_count;
 
 -- complete --
--- Finish a task: completed, outcome counted once on its worker, its load released.
+-- Finish a task: completed, outcome counted once on its worker, its load released, the completion logged.
 WITH done AS (
     UPDATE tasks
     SET status = 'completed', completion_time = now(),
@@ -132,6 +139,10 @@ WITH done AS (
         last_active_at = now()
     FROM done WHERE m.id = done.assigned_to
     RETURNING m.id
+), logged AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.completed', jsonb_build_object('worker_id', assigned_to::text)
+    FROM done
 )
 SELECT id, team_id, parent_task_id, assigned_to FROM done;
 

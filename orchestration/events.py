@@ -57,6 +57,11 @@ def record_many(session: Session, batch: list[Event]) -> None:
             for e in batch
         ],
     )
+    written(session, batch)
+
+
+def written(session: Session, batch: list[Event]) -> None:
+    """Events a statement of this transaction inserted itself: published once it commits."""
     session.info.setdefault(PENDING_KEY, []).extend(batch)
 
 

@@ -133,8 +133,13 @@ def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | Non
             return None
         previous = TaskStatus(row["previous_status"])
         if previous is TaskStatus.ASSIGNED:
-            events.record(
-                session, row["team_id"], "task.started", task_id, worker_id=str(worker_id)
+            events.written(
+                session,
+                [
+                    events.Event(
+                        row["team_id"], "task.started", task_id, {"worker_id": str(worker_id)}
+                    )
+                ],
             )
             if row["parent_task_id"] is not None:
                 session.execute(Q["start_ancestors"], {"task_id": task_id})
@@ -312,12 +317,9 @@ def complete(
         ).first()
         if done is None:
             return False
-        events.record(
-            session,
-            done.team_id,
-            "task.completed",
-            task_id,
-            worker_id=str(done.assigned_to) if done.assigned_to else None,
+        worker = str(done.assigned_to) if done.assigned_to else None
+        events.written(
+            session, [events.Event(done.team_id, "task.completed", task_id, {"worker_id": worker})]
         )
         settle(session, done.team_id, [(done.id, done.parent_task_id, TaskStatus.COMPLETED)])
         return True
