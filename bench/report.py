@@ -18,6 +18,16 @@ def _ok(value: Any) -> str:
     return "met" if value else "**missed**"
 
 
+def _latest_reruns(reruns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest re-run of each command (the figures in the table are the newest ones)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rerun in reruns:
+        command = rerun["command"].replace(" --no-readme", "")
+        latest.pop(command, None)
+        latest[command] = rerun
+    return list(latest.values())
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(benchmark, figure, target, met?) rows."""
     out: list[tuple[str, str, str, str]] = []
@@ -151,7 +161,7 @@ def write_readme(results: dict[str, Any]) -> None:
             "plot: `bench/results/bench.png`."
             + "".join(
                 f" Re-run afterwards: `{r['command']}` at `{r['commit']}` ({r.get('wall_s')} s)."
-                for r in results.get("partial_reruns", [])
+                for r in _latest_reruns(results.get("partial_reruns", []))
             ),
             "",
             table(results),

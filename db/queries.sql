@@ -268,11 +268,11 @@ WITH RECURSIVE walk(task_id, point) AS (
 SELECT EXISTS (SELECT 1 FROM walk WHERE task_id = :task_id AND point = 'S');
 
 -- walk_from --
--- Every start (S) and end (E) point the ends of :depends_on wait for (one walk for a batch of edges).
-WITH RECURSIVE walk(task_id, point) AS (
-    SELECT d, 'E'::text FROM unnest(CAST(:depends_on AS uuid[])) AS d
+-- For each of :depends_on, which of :task_ids' starts its end waits for (one walk for a batch of edges).
+WITH RECURSIVE walk(source, task_id, point) AS (
+    SELECT d, d, 'E'::text FROM unnest(CAST(:depends_on AS uuid[])) AS d
     UNION
-    SELECT n.task_id, n.point
+    SELECT w.source, n.task_id, n.point
     FROM walk w CROSS JOIN LATERAL (
         SELECT w.task_id AS task_id, 'S'::text AS point WHERE w.point = 'E'
         UNION ALL
@@ -285,7 +285,8 @@ WITH RECURSIVE walk(task_id, point) AS (
         WHERE w.point = 'S' AND d.task_id = w.task_id
     ) n
 )
-SELECT task_id, point FROM walk;
+SELECT DISTINCT source, task_id FROM walk
+WHERE point = 'S' AND task_id = ANY(CAST(:task_ids AS uuid[]));
 
 -- add_unmet --
 -- New dependencies on unfinished tasks: each task waits for that many more.

@@ -7,7 +7,9 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import any_, cast, delete, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
@@ -128,45 +130,36 @@ def add_dependency(
 MAX_BATCH_EDGES = 10_000
 
 
-_AROUND_PARENTS = text(
-    "SELECT id, parent_task_id FROM tasks "
-    "WHERE id = ANY(CAST(:ids AS uuid[])) OR parent_task_id = ANY(CAST(:ids AS uuid[]))"
-)
-_AROUND_DEPENDENCIES = text(
-    "SELECT task_id, depends_on_task_id FROM task_dependencies "
-    "WHERE task_id = ANY(CAST(:ids AS uuid[]))"
-)
-
-
 def check_batch(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Raise DependencyCycle when adding these edges, in order, would close a cycle.
+    """Raise DependencyCycle when adding these edges would close a cycle.
 
-    One walk collects every point the new dependencies wait for; a cycle must come back to the
-    start of some new edge's task through those points, so the check runs in memory over that
-    part of the graph only (nothing to load when no new task's start is among them)."""
-    walked = session.execute(Q["walk_from"], {"depends_on": [d for _, d in new]}).all()
-    starts = {t for t, _ in new}
-    if not any(point == graph.START and task in starts for task, point in walked):
+    Any such cycle runs new edge, existing path, new edge, ...: from a new dependency's end,
+    through edges that exist, to the start of some new edge's task. One walk finds, for each new
+    dependency, the new tasks whose start it reaches; a cycle among the new edges linked that way
+    is a cycle of the graph. Only then is the graph around them read to name it."""
+    tasks = sorted({t for t, _ in new})
+    reached: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
+    for source, task in session.execute(
+        Q["walk_from"], {"depends_on": sorted({d for _, d in new}), "task_ids": tasks}
+    ):
+        reached[source].add(task)
+    if not reached:
         return
-    around = list({task for task, _ in walked})
-    parent_of: dict[uuid.UUID, uuid.UUID | None] = {}
-    for task, parent in session.execute(_AROUND_PARENTS, {"ids": around}):
-        parent_of[task] = parent
-    depends: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for task, dep in session.execute(_AROUND_DEPENDENCIES, {"ids": around}):
-        depends[task].append(dep)
-    waits = graph.waits_for_graph(parent_of, depends)
-    combined = {point: list(nexts) for point, nexts in waits.items()}
-    for task, dep in new:
-        combined.setdefault((task, graph.START), []).append((dep, graph.END))
-    if graph.find_cycle(combined) is None:
+    edges_of: dict[uuid.UUID, list[int]] = defaultdict(list)
+    for i, (task, _) in enumerate(new):
+        edges_of[task].append(i)
+    linked = {
+        i: [j for task in reached.get(dep, ()) for j in edges_of[task]]
+        for i, (_, dep) in enumerate(new)
+    }
+    if graph.find_cycle(linked) is None:
         return
-    # Some edge closes a cycle: name the first one, edge by edge.
+    # Name the cycle: add the edges one by one, each checked against the ones before it.
     for task, dep in new:
-        path = graph.find_path(waits, (dep, graph.END), (task, graph.START))
-        if path is not None:
-            raise DependencyCycle([task, *graph.cycle_tasks(path)])
-        waits.setdefault((task, graph.START), []).append((dep, graph.END))
+        check_cycle(session, task, dep)
+        session.add(TaskDependency(task_id=task, depends_on_task_id=dep))
+        session.flush()
+    raise AssertionError("a cycle among the new edges was found, then not")  # pragma: no cover
 
 
 def add_dependencies(
@@ -191,7 +184,7 @@ def add_dependencies(
             r.id: r
             for r in session.execute(
                 select(Task.id, Task.team_id, Task.status)
-                .where(Task.id.in_(ids))
+                .where(Task.id == any_(cast(ids, ARRAY(PG_UUID))))
                 .order_by(Task.id)
                 .with_for_update()
             )
@@ -209,7 +202,7 @@ def add_dependencies(
             (r.task_id, r.depends_on_task_id)
             for r in session.execute(
                 select(TaskDependency.task_id, TaskDependency.depends_on_task_id).where(
-                    TaskDependency.task_id.in_(tasks)
+                    TaskDependency.task_id == any_(cast(tasks, ARRAY(PG_UUID)))
                 )
             )
         }
