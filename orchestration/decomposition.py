@@ -23,7 +23,7 @@ from orchestration.errors import (
     NoManager,
     NotFound,
 )
-from orchestration.lifecycle import _manager, _profile, record_manager_usage
+from orchestration.lifecycle import agent_profile, record_manager_usage, team_manager
 from orchestration.locks import lock_graph
 
 TASK_FIELDS = (
@@ -186,7 +186,7 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
     ]
     with events.transaction() as session:
         team = _team(session, team_id)
-        if _manager(session, team_id) is None:
+        if team_manager(session, team_id) is None:
             raise NoManager("decomposition needs a manager: add a member with role 'manager'")
         session.execute(insert(Task), rows)
         if edges:
@@ -210,10 +210,10 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
 
     with events.transaction() as session:
         _team(session, team_id)
-        if _manager(session, team_id) is None:
+        if team_manager(session, team_id) is None:
             raise NoManager("decomposition needs a manager: add a member with role 'manager'")
         roster = [
-            _profile(m)
+            agent_profile(m)
             for m in session.scalars(
                 select(TeamMember)
                 .where(TeamMember.team_id == team_id)

@@ -199,7 +199,8 @@ def _waited(previous: TaskStatus, started: Any, completions: list[Any]) -> float
     return max(0.0, (started - max(done)).total_seconds())
 
 
-def _profile(member: TeamMember | None) -> AgentProfile:
+def agent_profile(member: TeamMember | None) -> AgentProfile:
+    """A team member as the agent plug-ins see it."""
     if member is None:
         return AgentProfile(None, "unknown", MemberRole.WORKER.value, None, {})
     return AgentProfile(
@@ -228,7 +229,8 @@ def touch(running: list[tuple[uuid.UUID, str]]) -> None:
         )
 
 
-def _manager(session: Session, team_id: uuid.UUID) -> TeamMember | None:
+def team_manager(session: Session, team_id: uuid.UUID) -> TeamMember | None:
+    """The team's manager (the first to join, if several)."""
     return session.execute(
         select(TeamMember)
         .where(TeamMember.team_id == team_id, TeamMember.role == MemberRole.MANAGER)
@@ -281,7 +283,7 @@ def record_manager_usage(team_id: uuid.UUID, tokens: int, cost: Decimal) -> None
     if tokens <= 0 and cost <= 0:
         return
     with events.transaction() as session:
-        manager = _manager(session, team_id)
+        manager = team_manager(session, team_id)
         if manager is None:
             return
         session.execute(

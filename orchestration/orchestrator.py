@@ -25,7 +25,7 @@ from db.models import Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, keys, metrics, streams
 from orchestration.config import get_settings
-from orchestration.lifecycle import _manager
+from orchestration.lifecycle import team_manager
 from orchestration.locks import try_lock_pass
 from orchestration.redis_client import get_redis
 from orchestration.scoring import AssignmentScorer
@@ -130,7 +130,7 @@ def _one_pass(team_id: uuid.UUID) -> PassResult | None:
         result.ready = len(ready)
         if not ready:
             return result
-        manager = _manager(session, team_id)
+        manager = team_manager(session, team_id)
         loads = [_Candidate.of(w) for w in workers]
         chosen: list[dict[str, object]] = []
         for task in ready:
