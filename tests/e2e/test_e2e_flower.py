@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,6 +47,21 @@ class EventLog:
             self.events.append(event)
 
 
+@pytest.fixture
+def flower_url(workers: Workers) -> Iterator[str]:
+    """Flower on a free port with basic auth admin:s3cret, stopped after the test."""
+    proc, url = start_flower(workers)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 def start_flower(workers: Workers) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = workers.env()
@@ -71,11 +88,12 @@ def start_flower(workers: Workers) -> tuple[subprocess.Popen[bytes], str]:
     raise AssertionError("flower did not start: " + (workers.tmp_path / "flower.log").read_text())
 
 
-def test_e2e_agent_executions_are_sent_as_celery_task_events(workers: Workers) -> None:
+def test_e2e_agent_executions_are_sent_as_celery_task_events(
+    workers: Workers, flower_url: str
+) -> None:
     log = EventLog()
     log.thread.start()
     assert log.ready.wait(10)
-    flower, flower_url = start_flower(workers)
     workers.start_workers(1)
     team = create_team(f"flower-{uuid.uuid4().hex[:6]}")
     team_id = uuid.UUID(str(team.id))
@@ -94,25 +112,21 @@ def test_e2e_agent_executions_are_sent_as_celery_task_events(workers: Workers) -
         time.sleep(0.1)
     log.stop.set()
     received = {e["uuid"]: e for e in mine if e["type"] == "task-received"}
-    assert {eval(e["args"])[1] for e in received.values()} == task_ids
-    assert all(eval(e["args"])[0] == str(team_id) for e in received.values())
+    assert {ast.literal_eval(e["args"])[1] for e in received.values()} == task_ids
+    assert all(ast.literal_eval(e["args"])[0] == str(team_id) for e in received.values())
     succeeded = {e["uuid"] for e in log.events if e["type"] == "task-succeeded"}
     started = {e["uuid"] for e in log.events if e["type"] == "task-started"}
     assert set(received) <= succeeded and set(received) <= started
     check_invariants(team_id)
-    try:
-        # Flower shows them too, behind its basic auth.
-        assert requests.get(f"{flower_url}/api/tasks", timeout=5).status_code == 401
-        shown: dict[str, Any] = {}
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not set(received) <= set(shown):
-            reply = requests.get(f"{flower_url}/api/tasks", auth=("admin", "s3cret"), timeout=5)
-            reply.raise_for_status()
-            shown = reply.json()
-            time.sleep(0.3)
-        assert set(received) <= set(shown)
-        assert all(shown[u]["name"] == "orchestration.execute_task" for u in received)
-        assert all(shown[u]["state"] == "SUCCESS" for u in received)
-    finally:
-        os.killpg(flower.pid, signal.SIGTERM)
-        flower.wait(10)
+    # Flower shows them too, behind its basic auth.
+    assert requests.get(f"{flower_url}/api/tasks", timeout=5).status_code == 401
+    shown: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not set(received) <= set(shown):
+        reply = requests.get(f"{flower_url}/api/tasks", auth=("admin", "s3cret"), timeout=5)
+        reply.raise_for_status()
+        shown = reply.json()
+        time.sleep(0.3)
+    assert set(received) <= set(shown)
+    assert all(shown[u]["name"] == "orchestration.execute_task" for u in received)
+    assert all(shown[u]["state"] == "SUCCESS" for u in received)
