@@ -2,6 +2,20 @@
 -- Every state change is one conditional statement: it moves a row only from the state it
 -- expects, so a redelivered or stale message changes nothing.
 
+-- pass_start --
+-- Open a pass: take the team's pass lock (false: another pass holds it), and read the team share-locked (a pause waits for the pass) with its manager.
+SELECT pg_try_advisory_xact_lock(hashtextextended('pass:' || CAST(:team_id AS text), 0)) AS locked,
+       t.status, t.token_budget, m.id AS manager_id, m.agent_id AS manager_agent_id
+FROM teams t
+LEFT JOIN LATERAL (
+    SELECT id, agent_id FROM team_members
+    WHERE team_id = t.id AND role = 'manager'
+    ORDER BY joined_at, id
+    LIMIT 1
+) m ON true
+WHERE t.id = :team_id
+FOR SHARE OF t;
+
 -- ready_tasks --
 -- The team's assignable tasks, best first, no more than the free capacity (reads ix_tasks_ready in order).
 SELECT id, title, priority, required_skills, created_at
@@ -14,18 +28,23 @@ ORDER BY priority DESC, created_at, id
 LIMIT :limit;
 
 -- available_workers --
--- Workers that can take work now, row-locked so the pass sees their exact load.
-SELECT *
-FROM team_members
-WHERE team_id = :team_id
-  AND role = 'worker'
-  AND status <> 'offline'
-  AND current_workload < max_concurrent_tasks
-ORDER BY current_workload, joined_at, id
-FOR UPDATE;
+-- Workers that can take work now, row-locked in id order (as every statement that locks several members) so the pass sees their exact load.
+SELECT id, agent_id, specialization, skills, current_workload, max_concurrent_tasks,
+       tasks_completed, tasks_failed
+FROM (
+    SELECT *
+    FROM team_members
+    WHERE team_id = :team_id
+      AND role = 'worker'
+      AND status <> 'offline'
+      AND current_workload < max_concurrent_tasks
+    ORDER BY id
+    FOR UPDATE
+) w
+ORDER BY current_workload, joined_at, id;
 
 -- assign --
--- Assign the chosen tasks that are still pending, count them on their workers and log each assignment, in one statement.
+-- Assign the chosen tasks that are still pending, count them on their workers, log each assignment and its event, in one statement.
 WITH chosen AS (
     SELECT *
     FROM unnest(
@@ -55,22 +74,37 @@ WITH chosen AS (
            jsonb_build_object('score', c.score, 'breakdown', c.breakdown)
     FROM chosen c JOIN moved m ON m.id = c.task_id
     RETURNING id
+), evented AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT CAST(:team_id AS uuid), c.task_id, 'task.assigned',
+           jsonb_build_object('worker_id', c.worker_id::text, 'score', c.score)
+    FROM chosen c JOIN moved m ON m.id = c.task_id
 )
-SELECT id, assigned_to, priority FROM moved;
+SELECT m.id, m.assigned_to, m.priority, c.score FROM moved m JOIN chosen c ON c.task_id = m.id;
 
 -- claim --
--- Take an assigned task for execution by its worker; a new claim fences out any earlier holder. Returns the agent's profile too, and logs the first start.
-WITH claimed AS (
+-- Take assigned tasks (parallel arrays) for execution by their workers; a new claim fences out any earlier holder. Returns each agent's profile, and logs first starts.
+WITH wanted AS (
+    SELECT *
+    FROM unnest(CAST(:task_ids AS uuid[]), CAST(:worker_ids AS uuid[]), CAST(:claims AS text[]))
+        AS w(task_id, worker_id, claim)
+), old AS (
+    SELECT t.id, t.status FROM tasks t
+    WHERE t.id = ANY(CAST(:task_ids AS uuid[]))
+    ORDER BY t.id
+    FOR UPDATE
+), claimed AS (
     UPDATE tasks t
     SET status = CASE WHEN old.status = 'review' THEN 'review'::task_status ELSE 'in_progress' END,
         attempts = CASE WHEN old.status = 'review' THEN t.attempts ELSE t.attempts + 1 END,
         start_time = coalesce(t.start_time, now()),
-        claim = :claim,
+        claim = w.claim,
         updated_at = now()
-    FROM (SELECT id, status FROM tasks WHERE id = :task_id FOR UPDATE) old, team_members m
+    FROM old, wanted w, team_members m
     WHERE t.id = old.id
+      AND w.task_id = t.id
       AND m.id = t.assigned_to
-      AND t.assigned_to = :worker_id
+      AND t.assigned_to = w.worker_id
       AND t.status IN ('assigned', 'in_progress', 'review')
     RETURNING old.status AS previous_status, t.*,
         m.agent_id AS agent_id, m.role AS agent_role, m.specialization AS agent_specialization,
@@ -83,10 +117,18 @@ WITH claimed AS (
 )
 SELECT * FROM claimed;
 
+-- dependency_outputs --
+-- What the dependencies of the claimed tasks produced, for their agents (first completed first).
+SELECT d.task_id AS for_task, t.id, t.title, t.output_data, t.completion_time
+FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on_task_id
+WHERE d.task_id = ANY(CAST(:task_ids AS uuid[]))
+ORDER BY d.task_id, t.completion_time NULLS LAST, t.created_at;
+
 -- start_ancestors --
--- Show a summary task as in progress once any task below it starts.
+-- Show summary tasks as in progress once any task below them starts.
 WITH RECURSIVE up(id) AS (
-    SELECT parent_task_id FROM tasks WHERE id = :task_id AND parent_task_id IS NOT NULL
+    SELECT parent_task_id FROM tasks
+    WHERE id = ANY(CAST(:task_ids AS uuid[])) AND parent_task_id IS NOT NULL
     UNION
     SELECT t.parent_task_id FROM tasks t JOIN up ON t.id = up.id WHERE t.parent_task_id IS NOT NULL
 )
@@ -119,25 +161,40 @@ WHERE id = :task_id AND claim = :claim AND status = 'review'
 RETURNING revision_count;
 
 -- complete --
--- Finish a task: completed, outcome counted once on its worker, its load released, the completion logged.
-WITH done AS (
-    UPDATE tasks
+-- Finish tasks (parallel arrays): completed, each outcome counted once on its worker (members locked in id order), its load released, the completion logged.
+WITH finishing AS (
+    SELECT *
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:claims AS text[]), CAST(:from_statuses AS task_status[]),
+        CAST(:outputs AS jsonb[]), CAST(:tokens AS bigint[]), CAST(:costs AS numeric[])
+    ) AS f(task_id, claim, from_status, output, tokens, cost)
+), done AS (
+    UPDATE tasks t
     SET status = 'completed', completion_time = now(),
-        output_data = coalesce(CAST(:output AS jsonb), output_data),
-        actual_tokens = coalesce(actual_tokens, 0) + :tokens, cost = cost + :cost,
+        output_data = coalesce(f.output, t.output_data),
+        actual_tokens = coalesce(t.actual_tokens, 0) + f.tokens, cost = t.cost + f.cost,
         error_message = NULL, claim = NULL, not_before = NULL, updated_at = now()
-    WHERE id = :task_id AND claim = :claim AND status = CAST(:from_status AS task_status)
-    RETURNING id, team_id, parent_task_id, assigned_to
+    FROM finishing f
+    WHERE t.id = f.task_id AND t.claim = f.claim AND t.status = f.from_status
+    RETURNING t.id, t.team_id, t.parent_task_id, t.assigned_to, f.tokens, f.cost
+), workers AS (
+    SELECT id FROM team_members
+    WHERE id IN (SELECT assigned_to FROM done)
+    ORDER BY id
+    FOR UPDATE
 ), counted AS (
     UPDATE team_members m
-    SET current_workload = m.current_workload - 1,
-        tasks_completed = m.tasks_completed + 1,
-        total_tokens_used = m.total_tokens_used + :tokens,
-        total_cost = m.total_cost + :cost,
-        status = CASE WHEN m.status = 'active' AND m.current_workload = 1 THEN 'idle'
+    SET current_workload = m.current_workload - n.finished,
+        tasks_completed = m.tasks_completed + n.finished,
+        total_tokens_used = m.total_tokens_used + n.tokens,
+        total_cost = m.total_cost + n.cost,
+        status = CASE WHEN m.status = 'active' AND m.current_workload = n.finished THEN 'idle'
                       ELSE m.status END,
         last_active_at = now()
-    FROM done WHERE m.id = done.assigned_to
+    FROM (SELECT assigned_to, count(*) AS finished, sum(tokens) AS tokens, sum(cost) AS cost
+          FROM done GROUP BY assigned_to) n
+    JOIN workers w ON w.id = n.assigned_to
+    WHERE m.id = n.assigned_to
     RETURNING m.id
 ), logged AS (
     INSERT INTO task_events (team_id, task_id, kind, data)
@@ -194,12 +251,17 @@ WITH back AS (
 SELECT id, team_id, worker_id FROM back;
 
 -- dependents_met --
--- A task completed: each task depending on it has one unmet dependency fewer.
+-- Tasks completed: each task depending on them has that many unmet dependencies fewer.
 UPDATE tasks t
-SET unmet_dependencies = t.unmet_dependencies - 1, updated_at = now()
-FROM task_dependencies d
-WHERE d.depends_on_task_id = :task_id AND t.id = d.task_id AND t.unmet_dependencies > 0
-RETURNING t.id;
+SET unmet_dependencies = greatest(t.unmet_dependencies - n.met, 0), updated_at = now()
+FROM (
+    SELECT d.task_id, count(*) AS met, min(d.depends_on_task_id::text) AS after
+    FROM task_dependencies d
+    WHERE d.depends_on_task_id = ANY(CAST(:task_ids AS uuid[]))
+    GROUP BY d.task_id
+) n
+WHERE t.id = n.task_id AND t.unmet_dependencies > 0
+RETURNING t.id, n.after;
 
 -- free_tasks --
 -- Blocked tasks with nothing left to wait for become pending, with the waiting tasks below them.

@@ -2,11 +2,13 @@
 
 One reader thread per process reads every working team's stream with XREADGROUP (the team's
 group, this process's consumer name), reclaims entries idle past the visibility timeout with
-XAUTOCLAIM, dead-letters entries delivered too often, and hands entries to a small pool of
-agent threads. An agent thread claims the task in PostgreSQL (fencing out any earlier
-holder), runs it through the executor and reviewer plug-ins, commits the outcome with
-conditional transitions, and only then acknowledges the entry. While it runs, a heartbeat
-keeps the entry's idle time low so that nobody reclaims a task that is still being worked on.
+XAUTOCLAIM, and dead-letters entries delivered too often. The entries it reads together are
+claimed in PostgreSQL together (one statement, fencing out any earlier holder) and handed to a
+small pool of agent threads, which run each through the executor and reviewer plug-ins.
+Finished executions are committed by a completion thread in groups: one conditional statement
+for all the outcomes that finished while the previous group committed, then one XACK per team.
+An entry is acknowledged only after its outcome has committed. While an entry is held, a
+heartbeat keeps its idle time low so that nobody reclaims a task that is still being worked on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis
+from sqlalchemy.exc import OperationalError
 
 from db.models import TaskStatus
 from orchestration import keys, lifecycle, metrics, orchestrator, streams
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TEAMS_REFRESH = 1.0
 POLL_FALLBACK = 1.0
+MAX_HELD = 4  # entries held (running or waiting for their commit) per agent thread
+COMMIT_ATTEMPTS = 3
 
 # Refresh the idle time of an entry only while this consumer still owns it.
 _HEARTBEAT = """
@@ -59,6 +64,17 @@ class Run:
     agent_id: str = ""
     tokens: int = 0
     cost: Decimal = Decimal(0)
+
+
+@dataclass
+class _Finishing:
+    """An executed entry whose outcome waits for the completion thread's next commit."""
+
+    entry: streams.Entry
+    completion: lifecycle.Completion
+    run: Run
+    uid: str | None
+    began: float
 
 
 class AgentConsumer:
@@ -92,6 +108,9 @@ class AgentConsumer:
         self._heartbeat_script: Any = None
         self._pass_teams: set[uuid.UUID] = set()
         self._pass_wanted = threading.Event()
+        self._finishing: list[_Finishing] = []  # executed, waiting for the completion thread
+        self._waiting = 0  # entries executed whose outcome has not committed yet
+        self._finish_wanted = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -100,6 +119,7 @@ class AgentConsumer:
             (self._read_loop, "stream-reader"),
             (self._heartbeat_loop, "heartbeat"),
             (self._pass_loop, "passes"),
+            (self._finish_loop, "completions"),
         ):
             thread = threading.Thread(target=target, name=label, daemon=True)
             thread.start()
@@ -109,9 +129,11 @@ class AgentConsumer:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop reading; let running agents finish (their entries stay pending otherwise)."""
         self._stop.set()
+        self._finish_wanted.set()
         for thread in self._threads:
             thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._finish_pending()
         if self.monitor is not None:
             self.monitor.close()
 
@@ -137,8 +159,13 @@ class AgentConsumer:
         return self._teams
 
     def _free_slots(self) -> int:
+        """Agent threads free to run an entry (entries waiting for their commit do not hold one,
+        but no more than a few rounds of them may wait)."""
         with self._lock:
-            return self.concurrency - len(self._inflight)
+            running = len(self._inflight) - self._waiting
+            return min(
+                self.concurrency - running, MAX_HELD * self.concurrency - len(self._inflight)
+            )
 
     def _read_once(self) -> None:
         free = self._free_slots()
@@ -189,10 +216,13 @@ class AgentConsumer:
                     self._groups.discard(team_id)
                     continue
                 raise
-            for _stream, entries in reply or []:
-                for entry_id, fields in entries:
-                    self._dispatch(streams.Entry.parse(team_id, entry_id, fields))
-                    got += 1
+            batch = [
+                streams.Entry.parse(team_id, entry_id, fields)
+                for _stream, entries in reply or []
+                for entry_id, fields in entries
+            ]
+            self._dispatch(batch)
+            got += len(batch)
         return got
 
     def _wait_for_doorbell(self) -> None:
@@ -220,13 +250,15 @@ class AgentConsumer:
         self._ensure_groups(teams)
         r = get_redis()
         idle_ms = int(self.settings.visibility_timeout * 1000)
-        taken = 0
+        taken: list[streams.Entry] = []
         for team_id in teams:
-            if free - taken <= 0:
+            if free - len(taken) <= 0:
                 break
             stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
             try:
-                reply = r.xautoclaim(stream, group, self.name, idle_ms, "0-0", count=free - taken)
+                reply = r.xautoclaim(
+                    stream, group, self.name, idle_ms, "0-0", count=free - len(taken)
+                )
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     self._groups.discard(team_id)
@@ -248,9 +280,9 @@ class AgentConsumer:
                     entry.task_id,
                     deliveries,
                 )
-                self._dispatch(entry)
-                taken += 1
-        return taken
+                taken.append(entry)
+        self._dispatch(taken)
+        return len(taken)
 
     def _dead_letter(self, entry: streams.Entry, deliveries: int) -> None:
         reason = (
@@ -266,42 +298,90 @@ class AgentConsumer:
 
     # -- executing -------------------------------------------------------------------------
 
-    def _dispatch(self, entry: streams.Entry) -> None:
+    def _dispatch(self, entries: list[streams.Entry]) -> None:
+        """Claim the entries' tasks in one transaction and start the claimed ones."""
+        if not entries:
+            return
+        requests = [
+            lifecycle.ClaimRequest(
+                e.task_id, e.worker_id, f"{self.name}/{e.entry_id}/{uuid.uuid4().hex[:8]}"
+            )
+            for e in entries
+        ]
         with self._lock:
-            self._inflight[entry.entry_id] = entry
-        self._pool.submit(self._run, entry)
+            for entry, request in zip(entries, requests, strict=True):
+                self._inflight[entry.entry_id] = entry
+                self._claims[entry.entry_id] = request.token
+        try:
+            claimed = lifecycle.claim_many(requests)
+        except Exception:
+            # Left pending: reclaimed after the visibility timeout.
+            log.exception("claims of %d entries not recorded", len(entries))
+            self._release(entries)
+            return
+        stale: list[streams.Entry] = []
+        for entry, request, task in zip(entries, requests, claimed, strict=True):
+            if task is None:
+                stale.append(entry)
+            else:
+                self._pool.submit(self._run, entry, request.token, task)
+        if stale:
+            self._settle_stale(stale)
 
-    def _run(self, entry: streams.Entry) -> None:
+    def _settle_stale(self, entries: list[streams.Entry]) -> None:
+        """Entries whose task is no longer theirs to run: acknowledged, nothing else."""
+        try:
+            streams.ack_many(entries)
+        except redis.RedisError as exc:
+            log.warning("stale entries not acknowledged: %s", exc)
+        for entry in entries:
+            if self.monitor:
+                self.monitor.finished(self.monitor.started(entry), "stale", 0.0)
+            self._count(entry, Run(), "stale", 0.0)
+        self._release(entries)
+
+    def _release(self, entries: list[streams.Entry]) -> None:
+        with self._lock:
+            for entry in entries:
+                self._inflight.pop(entry.entry_id, None)
+                self._claims.pop(entry.entry_id, None)
+
+    def _run(self, entry: streams.Entry, token: str, claimed: lifecycle.Claimed) -> None:
         with log_context(
             team_id=entry.team_id,
             task_id=entry.task_id,
             worker_id=entry.worker_id,
             entry_id=entry.entry_id,
         ):
-            self._run_entry(entry)
+            self._run_entry(entry, token, claimed)
 
-    def _run_entry(self, entry: streams.Entry) -> None:
+    def _run_entry(self, entry: streams.Entry, token: str, claimed: lifecycle.Claimed) -> None:
         uid = self.monitor.started(entry) if self.monitor else None
         began = time.monotonic()
-        run = Run()
+        run = Run(agent_id=claimed.context.agent.agent_id)
         try:
-            result = self._handle(entry, run)
-            streams.ack(entry.team_id, entry.entry_id)
-            took = time.monotonic() - began
-            if self.monitor and uid:
-                self.monitor.finished(uid, result, took)
-            self._count(entry, run, result, took)
-            if result in ("completed", "failed", "retrying", "cancelled"):
-                self._want_pass(entry.team_id)
+            result = self._handle(entry, token, claimed, run)
+            if isinstance(result, lifecycle.Completion):
+                self._finish_later(_Finishing(entry, result, run, uid, began))
+                return
+            streams.ack_many([entry])
+            self._finished(entry, run, result, uid, began)
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout.
             log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
             if self.monitor and uid:
                 self.monitor.crashed(uid, exc)
-        finally:
-            with self._lock:
-                self._inflight.pop(entry.entry_id, None)
-                self._claims.pop(entry.entry_id, None)
+        self._release([entry])
+
+    def _finished(
+        self, entry: streams.Entry, run: Run, result: str, uid: str | None, began: float
+    ) -> None:
+        took = time.monotonic() - began
+        if self.monitor and uid:
+            self.monitor.finished(uid, result, took)
+        self._count(entry, run, result, took)
+        if result in ("completed", "failed", "retrying", "cancelled"):
+            self._want_pass(entry.team_id)
 
     def _count(self, entry: streams.Entry, run: Run, result: str, took: float) -> None:
         labels = {"team_id": entry.team_id, "agent_id": run.agent_id}
@@ -327,14 +407,10 @@ class AgentConsumer:
 
         return get_reviewer()
 
-    def _handle(self, entry: streams.Entry, run: Run) -> str:
-        token = f"{self.name}/{entry.entry_id}/{uuid.uuid4().hex[:8]}"
-        with self._lock:
-            self._claims[entry.entry_id] = token
-        claimed = lifecycle.claim(entry.task_id, entry.worker_id, token)
-        if claimed is None:
-            return "stale"
-        run.agent_id = claimed.context.agent.agent_id
+    def _handle(
+        self, entry: streams.Entry, token: str, claimed: lifecycle.Claimed, run: Run
+    ) -> str | lifecycle.Completion:
+        """Execute (and review) the claimed task: an outcome, or the completion to commit."""
         if claimed.unblock_latency is not None:
             metrics.observe("orch_unblock_latency_seconds", claimed.unblock_latency)
         settings = self.settings
@@ -362,7 +438,7 @@ class AgentConsumer:
                 run.tokens += result.tokens
                 run.cost += result.cost
                 if not claimed.has_criteria:
-                    done = lifecycle.complete(
+                    return lifecycle.Completion(
                         entry.task_id,
                         token,
                         TaskStatus.IN_PROGRESS,
@@ -370,7 +446,6 @@ class AgentConsumer:
                         result.tokens,
                         result.cost,
                     )
-                    return "completed" if done else "stale"
                 if not lifecycle.submit_for_review(
                     entry.task_id, token, result.output, result.tokens, result.cost
                 ):
@@ -381,8 +456,7 @@ class AgentConsumer:
             run.cost += verdict.cost
             lifecycle.record_manager_usage(entry.team_id, verdict.tokens, verdict.cost)
             if verdict.accepted:
-                done = lifecycle.complete(entry.task_id, token, TaskStatus.REVIEW, None)
-                return "completed" if done else "stale"
+                return lifecycle.Completion(entry.task_id, token, TaskStatus.REVIEW, None)
             if revisions + 1 > claimed.max_revisions:
                 failed = lifecycle.fail(
                     entry.task_id,
@@ -418,6 +492,66 @@ class AgentConsumer:
             cost,
         )
         return "failed" if failed else "stale"
+
+    # -- completions -----------------------------------------------------------------------
+
+    def _finish_later(self, item: _Finishing) -> None:
+        with self._lock:
+            self._finishing.append(item)
+            self._waiting += 1
+        self._finish_wanted.set()
+
+    def _finish_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._finish_wanted.wait(0.5):
+                self._finish_wanted.clear()
+                self._finish_pending()
+
+    def _finish_pending(self) -> None:
+        """Commit every outcome waiting (one transaction), then acknowledge their entries."""
+        with self._lock:
+            batch, self._finishing = self._finishing, []
+        if not batch:
+            return
+        try:
+            done = self._commit([item.completion for item in batch])
+        except Exception as exc:
+            # Left pending: reclaimed after the visibility timeout, and run again.
+            log.exception("outcomes of %d entries not committed", len(batch))
+            for item in batch:
+                if self.monitor and item.uid:
+                    self.monitor.crashed(item.uid, exc)
+            self._forget(batch)
+            return
+        try:
+            streams.ack_many([item.entry for item in batch])
+        except redis.RedisError as exc:
+            # Committed: a redelivery finds the task completed and changes nothing.
+            log.warning("entries not acknowledged: %s", exc)
+        for item in batch:
+            result = "completed" if item.entry.task_id in done else "stale"
+            with log_context(team_id=item.entry.team_id, task_id=item.entry.task_id):
+                self._finished(item.entry, item.run, result, item.uid, item.began)
+        self._forget(batch)
+
+    def _commit(self, completions: list[lifecycle.Completion]) -> set[uuid.UUID]:
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return lifecycle.complete_many(completions)
+            except OperationalError as exc:
+                # A deadlock victim or a dropped connection: the whole group is still to do.
+                if attempt == COMMIT_ATTEMPTS:
+                    raise
+                log.warning("completing %d tasks: %s; retrying", len(completions), exc.orig)
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _forget(self, batch: list[_Finishing]) -> None:
+        with self._lock:
+            self._waiting -= len(batch)
+            for item in batch:
+                self._inflight.pop(item.entry.entry_id, None)
+                self._claims.pop(item.entry.entry_id, None)
 
     # -- passes ----------------------------------------------------------------------------
 

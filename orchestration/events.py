@@ -74,20 +74,25 @@ def publish(batch: list[Event]) -> None:
     """Best effort: PostgreSQL keeps the history even when Redis is down."""
     if not batch:
         return
-    maxlen = get_settings().events_maxlen
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for e in batch:
-            payload = {"task_id": str(e.task_id) if e.task_id else None, **_jsonable(e.data)}
-            pipe.xadd(
-                keys.events(e.team_id),
-                {"event": e.kind, "data": json.dumps(payload)},
-                maxlen=maxlen,
-                approximate=True,
-            )
+        queue(pipe, batch)
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("events not published: %s", exc)
+
+
+def queue(pipe: Any, batch: list[Event]) -> None:
+    """Queue the publication of `batch` on a pipeline that also carries other commands."""
+    maxlen = get_settings().events_maxlen
+    for e in batch:
+        payload = {"task_id": str(e.task_id) if e.task_id else None, **_jsonable(e.data)}
+        pipe.xadd(
+            keys.events(e.team_id),
+            {"event": e.kind, "data": json.dumps(payload)},
+            maxlen=maxlen,
+            approximate=True,
+        )
 
 
 def read(

@@ -119,77 +119,105 @@ class Claimed:
     unblock_latency: float | None = None
 
 
+@dataclass(frozen=True)
+class ClaimRequest:
+    """A stream entry asking to run its task as its assigned worker, under a fresh claim token."""
+
+    task_id: uuid.UUID
+    worker_id: uuid.UUID
+    token: str
+
+
 def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | None:
     """Take the task for its assigned worker; None when it is no longer that worker's to run."""
+    return claim_many([ClaimRequest(task_id, worker_id, token)])[0]
+
+
+def claim_many(requests: list[ClaimRequest]) -> list[Claimed | None]:
+    """Take several tasks in one transaction (one statement): for each request, what its agent
+    needs, or None when the task is no longer that worker's to run (or another request of the
+    batch took it)."""
+    if not requests:
+        return []
     with events.transaction() as session:
-        row = (
-            session.execute(
-                Q["claim"], {"task_id": task_id, "worker_id": worker_id, "claim": token}
-            )
-            .mappings()
-            .first()
+        rows = {
+            (row["id"], row["claim"]): row
+            for row in session.execute(
+                Q["claim"],
+                {
+                    "task_ids": [r.task_id for r in requests],
+                    "worker_ids": [r.worker_id for r in requests],
+                    "claims": [r.token for r in requests],
+                },
+            ).mappings()
+        }
+        if not rows:
+            return [None] * len(requests)
+        first = [row for row in rows.values() if row["previous_status"] == "assigned"]
+        events.written(
+            session,
+            [
+                events.Event(
+                    row["team_id"],
+                    "task.started",
+                    row["id"],
+                    {"worker_id": str(row["assigned_to"])},
+                )
+                for row in first
+            ],
         )
-        if row is None:
-            return None
-        previous = TaskStatus(row["previous_status"])
-        if previous is TaskStatus.ASSIGNED:
-            events.written(
-                session,
-                [
-                    events.Event(
-                        row["team_id"], "task.started", task_id, {"worker_id": str(worker_id)}
-                    )
-                ],
-            )
-            if row["parent_task_id"] is not None:
-                session.execute(Q["start_ancestors"], {"task_id": task_id})
-        deps = (
-            session.execute(
-                text(
-                    "SELECT t.id, t.title, t.output_data, t.completion_time "
-                    "FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on_task_id "
-                    "WHERE d.task_id = :task_id "
-                    "ORDER BY t.completion_time NULLS LAST, t.created_at"
-                ),
-                {"task_id": task_id},
-            ).all()
-            if row["has_dependencies"]
-            else []
-        )
-        agent = AgentProfile(
-            member_id=worker_id,
-            agent_id=row["agent_id"],
-            role=str(row["agent_role"]),
-            specialization=row["agent_specialization"],
-            skills=dict(row["agent_skills"] or {}),
-        )
-        context = TaskContext(
-            task_id=task_id,
-            team_id=row["team_id"],
-            title=row["title"],
-            description=row["description"],
-            acceptance_criteria=list(row["acceptance_criteria"] or []),
-            required_skills=list(row["required_skills"] or []),
-            input_data=dict(row["input_data"] or {}),
-            agent=agent,
-            attempt=row["attempts"],
-            revision=row["revision_count"],
-            feedback=row["review_feedback"],
-            dependency_outputs=[DependencyOutput(d.id, d.title, d.output_data) for d in deps],
-        )
-        return Claimed(
-            task_id=task_id,
-            team_id=row["team_id"],
-            status=TaskStatus(row["status"]),
-            previous_status=previous,
-            attempts=row["attempts"],
-            revision_count=row["revision_count"],
-            max_revisions=row["max_revisions"],
-            has_criteria=bool(row["acceptance_criteria"]),
-            output=row["output_data"],
-            context=context,
-            unblock_latency=_waited(previous, row["start_time"], [d.completion_time for d in deps]),
-        )
+        below = [row["id"] for row in first if row["parent_task_id"] is not None]
+        if below:
+            session.execute(Q["start_ancestors"], {"task_ids": below})
+        waiting = [row["id"] for row in rows.values() if row["has_dependencies"]]
+        outputs: dict[uuid.UUID, list[Any]] = {}
+        if waiting:
+            for dep in session.execute(Q["dependency_outputs"], {"task_ids": waiting}):
+                outputs.setdefault(dep.for_task, []).append(dep)
+        return [
+            _claimed(row, outputs.get(r.task_id, []))
+            if (row := rows.get((r.task_id, r.token))) is not None
+            else None
+            for r in requests
+        ]
+
+
+def _claimed(row: Any, deps: list[Any]) -> Claimed:
+    previous = TaskStatus(row["previous_status"])
+    agent = AgentProfile(
+        member_id=row["assigned_to"],
+        agent_id=row["agent_id"],
+        role=str(row["agent_role"]),
+        specialization=row["agent_specialization"],
+        skills=dict(row["agent_skills"] or {}),
+    )
+    context = TaskContext(
+        task_id=row["id"],
+        team_id=row["team_id"],
+        title=row["title"],
+        description=row["description"],
+        acceptance_criteria=list(row["acceptance_criteria"] or []),
+        required_skills=list(row["required_skills"] or []),
+        input_data=dict(row["input_data"] or {}),
+        agent=agent,
+        attempt=row["attempts"],
+        revision=row["revision_count"],
+        feedback=row["review_feedback"],
+        dependency_outputs=[DependencyOutput(d.id, d.title, d.output_data) for d in deps],
+    )
+    return Claimed(
+        task_id=row["id"],
+        team_id=row["team_id"],
+        status=TaskStatus(row["status"]),
+        previous_status=previous,
+        attempts=row["attempts"],
+        revision_count=row["revision_count"],
+        max_revisions=row["max_revisions"],
+        has_criteria=bool(row["acceptance_criteria"]),
+        output=row["output_data"],
+        context=context,
+        unblock_latency=_waited(previous, row["start_time"], [d.completion_time for d in deps]),
+    )
 
 
 def _waited(previous: TaskStatus, started: Any, completions: list[Any]) -> float | None:
@@ -297,6 +325,19 @@ def record_manager_usage(team_id: uuid.UUID, tokens: int, cost: Decimal) -> None
         )
 
 
+@dataclass(frozen=True)
+class Completion:
+    """An execution's outcome to commit: the task, the claim it ran under, the state it is
+    expected to be in, and what it produced and used."""
+
+    task_id: uuid.UUID
+    token: str
+    from_status: TaskStatus
+    output: dict[str, Any] | None
+    tokens: int = 0
+    cost: Decimal = Decimal(0)
+
+
 def complete(
     task_id: uuid.UUID,
     token: str,
@@ -306,25 +347,50 @@ def complete(
     cost: Decimal = Decimal(0),
 ) -> bool:
     """Finish the task and unblock what waited for it; False when the claim is stale."""
+    done = complete_many([Completion(task_id, token, from_status, output, tokens, cost)])
+    return task_id in done
+
+
+def complete_many(completions: list[Completion]) -> set[uuid.UUID]:
+    """Finish several tasks in one transaction (one statement, then the unblocking and
+    roll-ups they cause); returns the ids completed, leaving out stale claims."""
+    if not completions:
+        return set()
     with events.transaction() as session:
         done = session.execute(
             Q["complete"],
             {
-                "task_id": task_id,
-                "claim": token,
-                "from_status": from_status.value,
-                "output": json.dumps(output) if output is not None else None,
-                **_usage(tokens, cost),
+                "task_ids": [c.task_id for c in completions],
+                "claims": [c.token for c in completions],
+                "from_statuses": [c.from_status.value for c in completions],
+                "outputs": [
+                    json.dumps(c.output) if c.output is not None else None for c in completions
+                ],
+                "tokens": [int(c.tokens) for c in completions],
+                "costs": [Decimal(c.cost) for c in completions],
             },
-        ).first()
-        if done is None:
-            return False
-        worker = str(done.assigned_to) if done.assigned_to else None
+        ).all()
         events.written(
-            session, [events.Event(done.team_id, "task.completed", task_id, {"worker_id": worker})]
+            session,
+            [
+                events.Event(
+                    row.team_id,
+                    "task.completed",
+                    row.id,
+                    {"worker_id": str(row.assigned_to) if row.assigned_to else None},
+                )
+                for row in done
+            ],
         )
-        settle(session, done.team_id, [(done.id, done.parent_task_id, TaskStatus.COMPLETED)])
-        return True
+        by_team: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID | None, TaskStatus]]] = {}
+        for row in done:
+            by_team.setdefault(row.team_id, []).append(
+                (row.id, row.parent_task_id, TaskStatus.COMPLETED)
+            )
+        # Teams in a fixed order: each settle takes its team's graph lock.
+        for team_id in sorted(by_team):
+            settle(session, team_id, by_team[team_id])
+        return {row.id for row in done}
 
 
 def retry_later(
@@ -374,8 +440,9 @@ def fail(
         return True
 
 
-_HAS_DEPENDENTS = text(
-    "SELECT EXISTS (SELECT 1 FROM task_dependencies WHERE depends_on_task_id = :id)"
+_WITH_DEPENDENTS = text(
+    "SELECT DISTINCT depends_on_task_id FROM task_dependencies "
+    "WHERE depends_on_task_id = ANY(CAST(:ids AS uuid[]))"
 )
 
 
@@ -384,34 +451,45 @@ def settle(
     team_id: uuid.UUID,
     finished: list[tuple[uuid.UUID, uuid.UUID | None, TaskStatus]],
 ) -> None:
-    """After tasks reached a final state: unblock dependents of completed ones and roll up
-    their summary tasks, repeating for every summary task that becomes final."""
+    """After tasks of the team reached a final state: unblock dependents of completed ones and
+    roll up their summary tasks, repeating for every summary task that becomes final."""
     queue = list(finished)
     locked = False
     while queue:
-        task_id, parent_id, status = queue.pop(0)
-        unblock = status is TaskStatus.COMPLETED and bool(
-            session.execute(_HAS_DEPENDENTS, {"id": task_id}).scalar()
+        completed = [task_id for task_id, _, status in queue if status is TaskStatus.COMPLETED]
+        unblocking = (
+            [r[0] for r in session.execute(_WITH_DEPENDENTS, {"ids": completed})]
+            if completed
+            else []
         )
-        if not unblock and parent_id is None:
-            continue
+        parents = [(task_id, parent_id) for task_id, parent_id, _ in queue if parent_id]
+        queue = []
+        if not unblocking and not parents:
+            break
         if not locked:
             # Serialises with dependency edits and sibling roll-ups; the next statement reads
             # what they committed.
             lock_graph(session, team_id)
             locked = True
-        if unblock:
-            met = [r.id for r in session.execute(Q["dependents_met"], {"task_id": task_id})]
+        if unblocking:
+            met = session.execute(Q["dependents_met"], {"task_ids": unblocking}).all()
             if met:
-                freed = session.execute(Q["free_tasks"], {"task_ids": met}).all()
+                after = {r.id: r.after for r in met}
+                freed = session.execute(Q["free_tasks"], {"task_ids": list(after)}).all()
                 events.record_many(
                     session,
                     [
-                        events.Event(team_id, "task.unblocked", r.id, {"after": str(task_id)})
+                        events.Event(
+                            team_id,
+                            "task.unblocked",
+                            r.id,
+                            # A subtask freed with its summary task: after the same one.
+                            {"after": after.get(r.id, str(unblocking[0]))},
+                        )
                         for r in freed
                     ],
                 )
-        if parent_id is not None:
+        for task_id, parent_id in parents:
             rolled = session.execute(
                 Q["roll_up"],
                 {"task_id": parent_id, "error": f"subtask {task_id} failed"},

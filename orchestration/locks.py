@@ -9,13 +9,7 @@ from sqlalchemy.orm import Session
 
 # Dependency edges, readiness and roll-ups of one team change one transaction at a time.
 _GRAPH = text("SELECT pg_advisory_xact_lock(hashtextextended('graph:' || :team_id, 0))")
-# One orchestration pass per team at a time; others skip instead of waiting.
-_PASS = text("SELECT pg_try_advisory_xact_lock(hashtextextended('pass:' || :team_id, 0))")
 
 
 def lock_graph(session: Session, team_id: uuid.UUID) -> None:
     session.execute(_GRAPH, {"team_id": str(team_id)})
-
-
-def try_lock_pass(session: Session, team_id: uuid.UUID) -> bool:
-    return bool(session.execute(_PASS, {"team_id": str(team_id)}).scalar())

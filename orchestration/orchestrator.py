@@ -21,12 +21,11 @@ import redis
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from db.models import Team, TeamMember, TeamStatus
+from db.engine import session_scope
+from db.models import Team, TeamStatus
 from db.queries import Q
 from orchestration import events, keys, metrics, streams
 from orchestration.config import get_settings
-from orchestration.lifecycle import team_manager
-from orchestration.locks import try_lock_pass
 from orchestration.redis_client import get_redis
 from orchestration.scoring import AssignmentScorer
 
@@ -48,9 +47,10 @@ class PassResult:
 
 @dataclass
 class _Candidate:
-    """A worker as the pass scores it; its load is raised after each assignment."""
+    """A worker as the pass scores it (a row of available_workers); its load is raised after
+    each assignment."""
 
-    member: TeamMember
+    id: uuid.UUID
     agent_id: str
     specialization: str | None
     skills: dict[str, Any] | None
@@ -59,19 +59,6 @@ class _Candidate:
     tasks_completed: int
     tasks_failed: int
 
-    @classmethod
-    def of(cls, m: TeamMember) -> _Candidate:
-        return cls(
-            m,
-            m.agent_id,
-            m.specialization,
-            m.skills,
-            m.current_workload,
-            m.max_concurrent_tasks,
-            m.tasks_completed,
-            m.tasks_failed,
-        )
-
 
 def run_pass(team_id: uuid.UUID) -> PassResult:
     """Assign what is ready; when another pass holds the lock, ask it to go round again."""
@@ -79,13 +66,13 @@ def run_pass(team_id: uuid.UUID) -> PassResult:
     started = time.perf_counter()
     for _ in range(MAX_LOOPS):
         began = time.perf_counter()
-        result = _one_pass(team_id)
+        result, again = _one_pass(team_id)
         if result is None:
             # Another process holds the pass: flag it, then try once more, so that either
             # we run or the holder sees the flag after its commit.
             _flag_again(team_id)
             began = time.perf_counter()
-            result = _one_pass(team_id)
+            result, again = _one_pass(team_id)
             if result is None:
                 total.skipped = True
                 break
@@ -95,103 +82,116 @@ def run_pass(team_id: uuid.UUID) -> PassResult:
             metrics.inc("orch_assignments", len(result.assigned), team_id=team_id)
         total.assigned.extend(result.assigned)
         total.ready, total.workers = result.ready, result.workers
-        if not _take_again(team_id):
+        if not again:
             break
     total.duration = time.perf_counter() - started
     return total
 
 
-def _one_pass(team_id: uuid.UUID) -> PassResult | None:
+def _one_pass(team_id: uuid.UUID) -> tuple[PassResult | None, bool]:
+    """One pass under the team's pass lock: (None, False) when another pass holds it; else
+    its result, and whether another pass was asked for while it ran."""
     result = PassResult(team_id)
-    with events.transaction() as session:
-        if not try_lock_pass(session, team_id):
-            return None
-        # Share-locked: a pause waits for this pass, and later passes see it.
-        team = session.execute(
-            select(Team.status, Team.token_budget)
-            .where(Team.id == team_id)
-            .with_for_update(read=True)
-        ).first()
-        if team is None or team.status is not TeamStatus.ACTIVE:
-            return result
-        if team.token_budget is not None and _budget_spent(session, team_id, team.token_budget):
-            return result
-        workers = list(
-            session.scalars(
-                select(TeamMember).from_statement(Q["available_workers"]),
-                {"team_id": team_id},
-            )
-        )
-        result.workers = len(workers)
-        capacity = sum(max(0, w.max_concurrent_tasks - w.current_workload) for w in workers)
-        if capacity == 0:
-            return result
-        ready = session.execute(Q["ready_tasks"], {"team_id": team_id, "limit": capacity}).all()
-        result.ready = len(ready)
-        if not ready:
-            return result
-        manager = team_manager(session, team_id)
-        loads = [_Candidate.of(w) for w in workers]
-        chosen: list[dict[str, object]] = []
-        for task in ready:
-            free = [w for w in loads if w.current_workload < w.max_concurrent_tasks]
-            if not free:
-                break
-            best = SCORER.find_best_worker(task, free)
-            parts = SCORER.breakdown(task, best)
-            chosen.append(
-                {
-                    "task_id": task.id,
-                    "worker_id": best.member.id,
-                    "agent_id": best.member.agent_id,
-                    "score": parts.total,
-                    "breakdown": json.dumps(parts.as_dict()),
-                    "explanation": SCORER.explain(task, best),
-                }
-            )
-            best.current_workload += 1
-        moved = session.execute(
-            Q["assign"],
+    with session_scope() as session:
+        team = session.execute(Q["pass_start"], {"team_id": team_id}).first()
+        if team is not None and not team.locked:
+            return None, False
+        if team is not None and team.status == TeamStatus.ACTIVE.value:
+            _assign(session, team, result)
+        published = events.take_pending(session)
+    return result, _deliver(team_id, result.assigned, published)
+
+
+def _assign(session: Session, team: Any, result: PassResult) -> None:
+    team_id = result.team_id
+    if team.token_budget is not None and _budget_spent(session, team_id, team.token_budget):
+        return
+    loads = [
+        _Candidate(**row._mapping)
+        for row in session.execute(Q["available_workers"], {"team_id": team_id})
+    ]
+    result.workers = len(loads)
+    capacity = sum(max(0, w.max_concurrent_tasks - w.current_workload) for w in loads)
+    if capacity == 0:
+        return
+    ready = session.execute(Q["ready_tasks"], {"team_id": team_id, "limit": capacity}).all()
+    result.ready = len(ready)
+    if not ready:
+        return
+    chosen: list[dict[str, object]] = []
+    for task in ready:
+        free = [w for w in loads if w.current_workload < w.max_concurrent_tasks]
+        if not free:
+            break
+        best = SCORER.find_best_worker(task, free)
+        parts = SCORER.breakdown(task, best)
+        chosen.append(
             {
-                "team_id": team_id,
-                "manager_id": manager.id if manager else None,
-                "manager_agent_id": manager.agent_id if manager else None,
-                **{
-                    column: [c[key] for c in chosen]
-                    for column, key in (
-                        ("task_ids", "task_id"),
-                        ("worker_ids", "worker_id"),
-                        ("agent_ids", "agent_id"),
-                        ("scores", "score"),
-                        ("breakdowns", "breakdown"),
-                        ("explanations", "explanation"),
-                    )
-                },
-            },
-        ).all()
-        scores = {c["task_id"]: c["score"] for c in chosen}
-        events.record_many(
-            session,
-            [
-                events.Event(
-                    team_id,
-                    "task.assigned",
-                    row.id,
-                    {"worker_id": str(row.assigned_to), "score": scores[row.id]},
-                )
-                for row in moved
-            ],
+                "task_id": task.id,
+                "worker_id": best.id,
+                "agent_id": best.agent_id,
+                "score": parts.total,
+                "breakdown": json.dumps(parts.as_dict()),
+                "explanation": SCORER.explain(task, best),
+            }
         )
-        result.assigned = [
-            streams.Assignment(row.id, row.assigned_to, row.priority) for row in moved
-        ]
-    if result.assigned:
+        best.current_workload += 1
+    moved = session.execute(
+        Q["assign"],
+        {
+            "team_id": team_id,
+            "manager_id": team.manager_id,
+            "manager_agent_id": team.manager_agent_id,
+            **{
+                column: [c[key] for c in chosen]
+                for column, key in (
+                    ("task_ids", "task_id"),
+                    ("worker_ids", "worker_id"),
+                    ("agent_ids", "agent_id"),
+                    ("scores", "score"),
+                    ("breakdowns", "breakdown"),
+                    ("explanations", "explanation"),
+                )
+            },
+        },
+    ).all()
+    events.written(
+        session,
+        [
+            events.Event(
+                team_id,
+                "task.assigned",
+                row.id,
+                {"worker_id": str(row.assigned_to), "score": row.score},
+            )
+            for row in moved
+        ],
+    )
+    result.assigned = [streams.Assignment(row.id, row.assigned_to, row.priority) for row in moved]
+
+
+def _deliver(
+    team_id: uuid.UUID, assigned: list[streams.Assignment], published: list[events.Event]
+) -> bool:
+    """After the commit, one round trip: emit the assignments, publish the events, and take
+    the flag of a pass asked for meanwhile."""
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        queued = streams.queue_emit(pipe, team_id, assigned) if assigned else 0
+        events.queue(pipe, published)
+        pipe.getdel(keys.pass_again(team_id))
+        replies = pipe.execute(raise_on_error=False)
+    except redis.RedisError as exc:
+        # Committed but not delivered: reconciliation re-emits them.
+        log.warning("assignments of team %s not emitted: %s", team_id, exc)
+        return False
+    if queued:
         try:
-            streams.emit(team_id, result.assigned)
+            streams.emitted(replies[:queued])
         except redis.RedisError as exc:
-            # Committed but not delivered: reconciliation re-emits them.
             log.warning("assignments of team %s not emitted: %s", team_id, exc)
-    return result
+    again = replies[-1]
+    return again is not None and not isinstance(again, Exception)
 
 
 _TOKENS_USED = text(
@@ -224,13 +224,6 @@ def _budget_spent(session: Session, team_id: uuid.UUID, budget: int) -> bool:
 def _flag_again(team_id: uuid.UUID) -> None:
     with contextlib.suppress(redis.RedisError):
         get_redis().set(keys.pass_again(team_id), "1", ex=60)
-
-
-def _take_again(team_id: uuid.UUID) -> bool:
-    try:
-        return get_redis().getdel(keys.pass_again(team_id)) is not None
-    except redis.RedisError:
-        return False
 
 
 def request_pass(team_id: uuid.UUID, countdown: float = 0.0) -> None:

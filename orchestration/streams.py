@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -69,10 +70,16 @@ def emit(team_id: uuid.UUID, assignments: Iterable[Assignment]) -> list[str]:
     batch = list(assignments)
     if not batch:
         return []
-    r = get_redis()
+    pipe = get_redis().pipeline(transaction=False)
+    queued = queue_emit(pipe, team_id, batch)
+    return emitted(pipe.execute(raise_on_error=False)[:queued])
+
+
+def queue_emit(pipe: Any, team_id: uuid.UUID, batch: list[Assignment]) -> int:
+    """Queue the emission of `batch` on a pipeline; returns how many replies it will take
+    (pass them to `emitted`)."""
     stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
     now = f"{time.time():.6f}"
-    pipe = r.pipeline(transaction=False)
     pipe.xgroup_create(stream, group, id="0", mkstream=True)
     for a in batch:
         pipe.xadd(
@@ -86,18 +93,31 @@ def emit(team_id: uuid.UUID, assignments: Iterable[Assignment]) -> list[str]:
             },
         )
     pipe.xadd(NOTIFY_STREAM, {"team_id": str(team_id)}, maxlen=NOTIFY_MAXLEN, approximate=True)
-    results = pipe.execute(raise_on_error=False)
-    group_result = results[0]
+    return len(batch) + 2
+
+
+def emitted(replies: list[Any]) -> list[str]:
+    """The entry ids of a queued emission, or its error (an existing group is no error)."""
+    group_result = replies[0]
     if isinstance(group_result, Exception) and "BUSYGROUP" not in str(group_result):
         raise group_result
-    for result in results[1:]:
+    for result in replies[1:]:
         if isinstance(result, Exception):
             raise result
-    return [str(x) for x in results[1:-1]]
+    return [str(x) for x in replies[1:-1]]
 
 
-def ack(team_id: uuid.UUID, entry_id: str) -> None:
-    get_redis().xack(keys.task_stream(team_id), keys.consumer_group(team_id), entry_id)
+def ack_many(entries: Iterable[Entry]) -> None:
+    """Acknowledge entries of any teams: one XACK per team, in one round trip."""
+    by_team: dict[uuid.UUID, list[str]] = {}
+    for entry in entries:
+        by_team.setdefault(entry.team_id, []).append(entry.entry_id)
+    if not by_team:
+        return
+    pipe = get_redis().pipeline(transaction=False)
+    for team_id, ids in by_team.items():
+        pipe.xack(keys.task_stream(team_id), keys.consumer_group(team_id), *ids)
+    pipe.execute()
 
 
 def dead_letter(entry: Entry, deliveries: int, reason: str) -> None:
