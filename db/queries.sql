@@ -3,9 +3,10 @@
 -- expects, so a redelivered or stale message changes nothing.
 
 -- pass_start --
--- Open a pass: take the team's pass lock (false: another pass holds it), and read the team share-locked (a pause waits for the pass) with its manager.
+-- Open a pass: take the team's pass lock (false: another pass holds it), and read the team share-locked (a pause waits for the pass) with its manager. The pass commits without waiting for its WAL flush: an assignment lost in a crash leaves its task pending, and an entry emitted for it is refused by claim.
 SELECT pg_try_advisory_xact_lock(hashtextextended('pass:' || CAST(:team_id AS text), 0)) AS locked,
-       t.status, t.token_budget, m.id AS manager_id, m.agent_id AS manager_agent_id
+       t.status, t.token_budget, m.id AS manager_id, m.agent_id AS manager_agent_id,
+       set_config('synchronous_commit', 'off', true) AS relaxed
 FROM teams t
 LEFT JOIN LATERAL (
     SELECT id, agent_id FROM team_members
@@ -28,23 +29,18 @@ ORDER BY priority DESC, created_at, id
 LIMIT :limit;
 
 -- available_workers --
--- Workers that can take work now, row-locked in id order (as every statement that locks several members) so the pass sees their exact load.
+-- Workers that can take work now. Not locked: only passes (one at a time per team) raise a load, so what this reads stays an upper bound until assign re-checks it.
 SELECT id, agent_id, specialization, skills, current_workload, max_concurrent_tasks,
        tasks_completed, tasks_failed
-FROM (
-    SELECT *
-    FROM team_members
-    WHERE team_id = :team_id
-      AND role = 'worker'
-      AND status <> 'offline'
-      AND current_workload < max_concurrent_tasks
-    ORDER BY id
-    FOR UPDATE
-) w
+FROM team_members
+WHERE team_id = :team_id
+  AND role = 'worker'
+  AND status <> 'offline'
+  AND current_workload < max_concurrent_tasks
 ORDER BY current_workload, joined_at, id;
 
 -- assign --
--- Assign the chosen tasks that are still pending, count them on their workers, log each assignment and its event, in one statement.
+-- Assign the chosen tasks that are still pending, count them on their workers (locked in id order; fits is false if a worker went offline or lost capacity meanwhile: roll back), log each assignment and its event, in one statement.
 WITH chosen AS (
     SELECT *
     FROM unnest(
@@ -58,13 +54,21 @@ WITH chosen AS (
     FROM chosen c
     WHERE t.id = c.task_id AND t.status = 'pending' AND NOT t.is_summary
     RETURNING t.id, t.assigned_to, t.priority
+), workers AS (
+    SELECT id FROM team_members
+    WHERE id IN (SELECT assigned_to FROM moved)
+    ORDER BY id
+    FOR UPDATE
 ), loaded AS (
     UPDATE team_members m
     SET current_workload = m.current_workload + n.added,
         status = CASE WHEN m.status = 'offline' THEN m.status ELSE 'active' END,
         last_active_at = now()
     FROM (SELECT assigned_to, count(*) AS added FROM moved GROUP BY assigned_to) n
+    JOIN workers w ON w.id = n.assigned_to
     WHERE m.id = n.assigned_to
+      AND m.status <> 'offline'
+      AND m.current_workload + n.added <= m.max_concurrent_tasks
     RETURNING m.id
 ), logged AS (
     INSERT INTO messages (team_id, from_agent_id, to_agent_id, task_id, worker_id,
@@ -80,10 +84,12 @@ WITH chosen AS (
            jsonb_build_object('worker_id', c.worker_id::text, 'score', c.score)
     FROM chosen c JOIN moved m ON m.id = c.task_id
 )
-SELECT m.id, m.assigned_to, m.priority, c.score FROM moved m JOIN chosen c ON c.task_id = m.id;
+SELECT m.id, m.assigned_to, m.priority, c.score,
+       (SELECT count(*) FROM loaded) = (SELECT count(DISTINCT assigned_to) FROM moved) AS fits
+FROM moved m JOIN chosen c ON c.task_id = m.id;
 
 -- claim --
--- Take assigned tasks (parallel arrays) for execution by their workers; a new claim fences out any earlier holder. Returns each agent's profile, and logs first starts.
+-- Take assigned tasks (parallel arrays) for execution by their workers; a new claim fences out any earlier holder. Returns each agent's profile, and logs first starts. Commits without waiting for its WAL flush: the completion's synchronous commit flushes it too, and a claim lost in a crash only makes that completion stale (the task, still assigned, is re-emitted).
 WITH wanted AS (
     SELECT *
     FROM unnest(CAST(:task_ids AS uuid[]), CAST(:worker_ids AS uuid[]), CAST(:claims AS text[]))
@@ -115,7 +121,7 @@ WITH wanted AS (
     SELECT team_id, id, 'task.started', jsonb_build_object('worker_id', assigned_to::text)
     FROM claimed WHERE previous_status = 'assigned'
 )
-SELECT * FROM claimed;
+SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS relaxed FROM claimed;
 
 -- dependency_outputs --
 -- What the dependencies of the claimed tasks produced, for their agents (first completed first).

@@ -110,6 +110,7 @@ class AgentConsumer:
         self._pass_wanted = threading.Event()
         self._finishing: list[_Finishing] = []  # executed, waiting for the completion thread
         self._waiting = 0  # entries executed whose outcome has not committed yet
+        self._slot_freed = threading.Event()
         self._finish_wanted = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -170,7 +171,9 @@ class AgentConsumer:
     def _read_once(self) -> None:
         free = self._free_slots()
         if free <= 0:
-            self._stop.wait(0.01)
+            self._slot_freed.clear()
+            if self._free_slots() <= 0:
+                self._slot_freed.wait(0.5)
             return
         teams = self._working_teams()
         now = time.monotonic()
@@ -345,6 +348,7 @@ class AgentConsumer:
             for entry in entries:
                 self._inflight.pop(entry.entry_id, None)
                 self._claims.pop(entry.entry_id, None)
+        self._slot_freed.set()
 
     def _run(self, entry: streams.Entry, token: str, claimed: lifecycle.Claimed) -> None:
         with log_context(
@@ -500,6 +504,7 @@ class AgentConsumer:
             self._finishing.append(item)
             self._waiting += 1
         self._finish_wanted.set()
+        self._slot_freed.set()
 
     def _finish_loop(self) -> None:
         while not self._stop.is_set():
@@ -552,6 +557,7 @@ class AgentConsumer:
             for item in batch:
                 self._inflight.pop(item.entry.entry_id, None)
                 self._claims.pop(item.entry.entry_id, None)
+        self._slot_freed.set()
 
     # -- passes ----------------------------------------------------------------------------
 

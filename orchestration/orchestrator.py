@@ -92,14 +92,22 @@ def _one_pass(team_id: uuid.UUID) -> tuple[PassResult | None, bool]:
     """One pass under the team's pass lock: (None, False) when another pass holds it; else
     its result, and whether another pass was asked for while it ran."""
     result = PassResult(team_id)
-    with session_scope() as session:
-        team = session.execute(Q["pass_start"], {"team_id": team_id}).first()
-        if team is not None and not team.locked:
-            return None, False
-        if team is not None and team.status == TeamStatus.ACTIVE.value:
-            _assign(session, team, result)
-        published = events.take_pending(session)
+    try:
+        with session_scope() as session:
+            team = session.execute(Q["pass_start"], {"team_id": team_id}).first()
+            if team is not None and not team.locked:
+                return None, False
+            if team is not None and team.status == TeamStatus.ACTIVE.value:
+                _assign(session, team, result)
+            published = events.take_pending(session)
+    except _CapacityChanged:
+        log.info("team %s: a worker's capacity changed during the pass; passing again", team_id)
+        return PassResult(team_id), True
     return result, _deliver(team_id, result.assigned, published)
+
+
+class _CapacityChanged(Exception):
+    """A worker went offline or lost capacity between the pass's read and its assignment."""
 
 
 def _assign(session: Session, team: Any, result: PassResult) -> None:
@@ -155,6 +163,8 @@ def _assign(session: Session, team: Any, result: PassResult) -> None:
             },
         },
     ).all()
+    if moved and not moved[0].fits:
+        raise _CapacityChanged(team_id)
     events.written(
         session,
         [
