@@ -20,6 +20,16 @@ def _int(name: str, default: int) -> int:
     return default if raw in (None, "") else int(raw)
 
 
+def _read_ahead() -> int | None:
+    raw = (os.environ.get("ORCH_READ_AHEAD") or "auto").strip().lower()
+    if raw == "auto":
+        return None
+    value = int(raw)
+    if value < 0:
+        raise ValueError("ORCH_READ_AHEAD must be auto or a number >= 0")
+    return value
+
+
 def _optional(name: str) -> str | None:
     raw = os.environ.get(name)
     return raw if raw else None
@@ -48,6 +58,7 @@ class Settings:
     max_attempts: int
     retry_backoff: float
     agent_concurrency: int
+    read_ahead: int | None  # None: automatic (see consumer.AgentConsumer.read_ahead)
     reconcile_interval: float
     events_maxlen: int
     log_format: str
@@ -78,6 +89,7 @@ class Settings:
             max_attempts=_int("ORCH_MAX_ATTEMPTS", 3),
             retry_backoff=_float("ORCH_RETRY_BACKOFF", 1.0),
             agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4),
+            read_ahead=_read_ahead(),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0),
             events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000),
             log_format=(os.environ.get("ORCH_LOG_FORMAT") or "json").strip().lower(),

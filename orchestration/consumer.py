@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 TEAMS_REFRESH = 1.0
 POLL_FALLBACK = 1.0
-MAX_HELD = 4  # entries held (running or waiting for their commit) per agent thread
+MAX_HELD = 4  # entries held (running, claimed ahead or waiting for their commit) per agent thread
+# Automatic read-ahead claims entries ahead of the agent threads only while executions are this
+# short: then a claim's round trip, not the agent, is what keeps a thread waiting; for longer
+# ones a claimed entry would wait in this process while another process's agents sit idle.
+READ_AHEAD_BELOW = 0.05
 COMMIT_ATTEMPTS = 3
 
 # Refresh the idle time of an entry only while this consumer still owns it.
@@ -111,6 +115,7 @@ class AgentConsumer:
         self._finishing: list[_Finishing] = []  # executed, waiting for the completion thread
         self._waiting = 0  # entries executed whose outcome has not committed yet
         self._slot_freed = threading.Event()
+        self._typical_run = float("inf")  # moving average of execution times, seconds
         self._finish_wanted = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -131,6 +136,7 @@ class AgentConsumer:
         """Stop reading; let running agents finish (their entries stay pending otherwise)."""
         self._stop.set()
         self._finish_wanted.set()
+        self._slot_freed.set()
         for thread in self._threads:
             thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -159,13 +165,22 @@ class AgentConsumer:
             self._teams_at = now
         return self._teams
 
+    def read_ahead(self) -> int:
+        """How many entries may be claimed ahead of the agent threads (ORCH_READ_AHEAD; auto:
+        one round of them while executions are short, none otherwise)."""
+        if self.settings.read_ahead is not None:
+            return self.settings.read_ahead
+        return self.concurrency if self._typical_run < READ_AHEAD_BELOW else 0
+
     def _free_slots(self) -> int:
-        """Agent threads free to run an entry (entries waiting for their commit do not hold one,
-        but no more than a few rounds of them may wait)."""
+        """Entries this process can take now: free agent threads plus the read-ahead (entries
+        waiting for their commit hold no thread, but only a few rounds of them may wait)."""
+        ahead = self.read_ahead()
         with self._lock:
             running = len(self._inflight) - self._waiting
             return min(
-                self.concurrency - running, MAX_HELD * self.concurrency - len(self._inflight)
+                self.concurrency + ahead - running,
+                MAX_HELD * self.concurrency - len(self._inflight),
             )
 
     def _read_once(self) -> None:
@@ -365,6 +380,7 @@ class AgentConsumer:
         run = Run(agent_id=claimed.context.agent.agent_id)
         try:
             result = self._handle(entry, token, claimed, run)
+            self._ran(time.monotonic() - began)
             if isinstance(result, lifecycle.Completion):
                 self._finish_later(_Finishing(entry, result, run, uid, began))
                 return
@@ -376,6 +392,11 @@ class AgentConsumer:
             if self.monitor and uid:
                 self.monitor.crashed(uid, exc)
         self._release([entry])
+
+    def _ran(self, took: float) -> None:
+        with self._lock:
+            previous = self._typical_run
+            self._typical_run = took if previous == float("inf") else 0.8 * previous + 0.2 * took
 
     def _finished(
         self, entry: streams.Entry, run: Run, result: str, uid: str | None, began: float

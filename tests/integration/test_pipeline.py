@@ -537,3 +537,57 @@ def test_dependencies_in_a_batch_are_all_added_or_none() -> None:
     with get_engine().connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM task_dependencies")).scalar() == 4
     check_invariants(team_id, all_done=False)
+
+
+def test_two_consumers_claim_and_complete_in_groups_each_task_once(
+    fast_settings: None, executor: RecordingExecutor
+) -> None:
+    """Short tasks through two consumers: entries are claimed and committed several at a time
+    (claims ahead of the agent threads once runs are short), and each task completes once."""
+    team_id = active_team(workers=4, capacity=4)
+    first, second = (
+        AgentConsumer(concurrency=2, executor=executor, reviewer=PickyReviewer()) for _ in "ab"
+    )
+    head = new_task(team_id, "head")
+    tails = [new_task(team_id, f"t{i}") for i in range(60)]
+    add_dependencies(team_id, [(t, head) for t in tails[:20]])
+    first.start()
+    second.start()
+    try:
+        run_until(team_id, all_final(team_id))
+    finally:
+        first.stop()
+        second.stop()
+    assert statuses(team_id) == {"completed": 61}
+    check_invariants(team_id)
+    assert sorted(str(task_id) for task_id, *_ in executor.runs) == sorted(
+        str(t) for t in [head, *tails]
+    )
+    with get_engine().connect() as conn:
+        claims, completions = conn.execute(
+            text(
+                "SELECT count(DISTINCT start_time), count(DISTINCT completion_time) "
+                "FROM tasks WHERE team_id = :t"
+            ),
+            {"t": team_id},
+        ).one()
+    # now() is the transaction's start: fewer distinct times than tasks means shared commits.
+    assert claims < 61 and completions < 61
+    assert first.read_ahead() == 2 and second.read_ahead() == 2
+
+
+def test_read_ahead_is_automatic_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    consumer = AgentConsumer(concurrency=3)
+    assert consumer.read_ahead() == 0  # nothing measured yet: no claims ahead
+    consumer._ran(0.001)
+    assert consumer.read_ahead() == 3
+    for _ in range(20):
+        consumer._ran(2.0)  # long runs: a claimed entry would wait for a thread
+    assert consumer.read_ahead() == 0
+    monkeypatch.setenv("ORCH_READ_AHEAD", "5")
+    assert AgentConsumer(concurrency=3, settings=reload_settings()).read_ahead() == 5
+    monkeypatch.setenv("ORCH_READ_AHEAD", "-1")
+    with pytest.raises(ValueError, match="ORCH_READ_AHEAD"):
+        reload_settings()
+    monkeypatch.undo()
+    reload_settings()
