@@ -19,10 +19,11 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy.exc import OperationalError
@@ -36,6 +37,9 @@ from orchestration.monitoring import CeleryEvents
 from orchestration.redis_client import get_redis
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 TEAMS_REFRESH = 1.0
 POLL_FALLBACK = 1.0
@@ -55,6 +59,20 @@ if p[1] and p[1][2] == ARGV[2] then
 end
 return 0
 """
+
+
+def _retried(change: Callable[[list[T]], R], batch: list[T]) -> R:
+    """Run a grouped change again when its transaction was a deadlock victim or lost its
+    connection: otherwise the whole group would wait out the visibility timeout."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return change(batch)
+        except OperationalError as exc:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            log.warning("%s of %d entries: %s; retrying", change.__name__, len(batch), exc.orig)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def consumer_name() -> str:
@@ -139,7 +157,9 @@ class AgentConsumer:
         self._slot_freed.set()
         for thread in self._threads:
             thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        # Entries claimed ahead run too (they are short, or read-ahead was forced): cancelled,
+        # they would wait out the visibility timeout before another process took them.
+        self._pool.shutdown(wait=True)
         self._finish_pending()
         if self.monitor is not None:
             self.monitor.close()
@@ -331,7 +351,7 @@ class AgentConsumer:
                 self._inflight[entry.entry_id] = entry
                 self._claims[entry.entry_id] = request.token
         try:
-            claimed = lifecycle.claim_many(requests)
+            claimed = _retried(lifecycle.claim_many, requests)
         except Exception:
             # Left pending: reclaimed after the visibility timeout.
             log.exception("claims of %d entries not recorded", len(entries))
@@ -540,7 +560,7 @@ class AgentConsumer:
         if not batch:
             return
         try:
-            done = self._commit([item.completion for item in batch])
+            done = _retried(lifecycle.complete_many, [item.completion for item in batch])
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout, and run again.
             log.exception("outcomes of %d entries not committed", len(batch))
@@ -559,18 +579,6 @@ class AgentConsumer:
             with log_context(team_id=item.entry.team_id, task_id=item.entry.task_id):
                 self._finished(item.entry, item.run, result, item.uid, item.began)
         self._forget(batch)
-
-    def _commit(self, completions: list[lifecycle.Completion]) -> set[uuid.UUID]:
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                return lifecycle.complete_many(completions)
-            except OperationalError as exc:
-                # A deadlock victim or a dropped connection: the whole group is still to do.
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.warning("completing %d tasks: %s; retrying", len(completions), exc.orig)
-                time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _forget(self, batch: list[_Finishing]) -> None:
         with self._lock:
