@@ -171,10 +171,18 @@ def live_entries(team_id: uuid.UUID) -> dict[uuid.UUID, str]:
         start = "(" + page[-1]["message_id"]
     live: dict[uuid.UUID, str] = {}
     threshold = _id_key(last_delivered)
-    for entry_id, fields in r.xrange(stream, min="-", max="+"):
-        if entry_id in pending or _id_key(entry_id) > threshold:
-            live[uuid.UUID(fields["task_id"])] = entry_id
-    return live
+    # Only from the oldest pending entry (or past the last delivered one), a page at a time:
+    # the acknowledged entries before it, thousands between trims, are never read.
+    oldest = min(pending, key=_id_key) if pending else None
+    start = oldest if oldest and _id_key(oldest) <= threshold else f"({last_delivered}"
+    while True:
+        page = r.xrange(stream, min=start, max="+", count=1000)
+        for entry_id, fields in page:
+            if entry_id in pending or _id_key(entry_id) > threshold:
+                live[uuid.UUID(fields["task_id"])] = entry_id
+        if len(page) < 1000:
+            return live
+        start = "(" + page[-1][0]
 
 
 def trim(team_id: uuid.UUID, live: dict[uuid.UUID, str]) -> int:

@@ -466,6 +466,31 @@ def test_trimming_keeps_every_unacknowledged_entry(redis_client: redis.Redis) ->
     assert remaining[0] == delivered[1][0]
 
 
+def test_live_entries_are_found_across_pages_of_a_long_stream(redis_client: redis.Redis) -> None:
+    team_id = uuid.uuid4()
+    worker = uuid.uuid4()
+    tasks = [uuid.uuid4() for _ in range(2500)]
+    streams.emit(team_id, [streams.Assignment(t, worker, 5) for t in tasks])
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    delivered = [
+        e for _s, es in redis_client.xreadgroup(group, "c1", {stream: ">"}, count=2400) for e in es
+    ]
+    kept = {5, 1500, 2399}
+    redis_client.xack(stream, group, *[e[0] for i, e in enumerate(delivered) if i not in kept])
+    live = streams.live_entries(team_id)
+    assert live == {
+        **{tasks[i]: delivered[i][0] for i in kept},
+        **{
+            t: e
+            for t, e in zip(
+                tasks[2400:], [x[0] for x in redis_client.xrange(stream)][2400:], strict=True
+            )
+        },
+    }
+    assert streams.trim(team_id, live) == 5
+    assert redis_client.xrange(stream, count=1)[0][0] == delivered[5][0]
+
+
 def test_a_spent_token_budget_pauses_the_team_and_says_why(consumer: AgentConsumer) -> None:
     team_id = active_team(workers=1, capacity=1)
     teams.update_team(team_id, {"token_budget": 25})
