@@ -312,6 +312,11 @@ FROM unnest(CAST(:task_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:en
     AS n(id, start_rank, end_rank)
 WHERE t.id = n.id;
 
+-- insert_edges --
+-- Insert dependency edges (task_ids[i] depends on depends_on[i]) in one statement, not one per row.
+INSERT INTO task_dependencies (task_id, depends_on_task_id)
+SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
+
 -- rank_violations --
 -- Waits-for edges of :team_id its ranks do not order (always 0; for tests and operators).
 SELECT

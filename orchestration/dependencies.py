@@ -13,7 +13,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import any_, cast, delete, insert, select, text
+from sqlalchemy import any_, cast, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
@@ -127,7 +127,10 @@ def _make_room(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID, ranks: R
             )
 
 
-_INSERT_EDGES = insert(TaskDependency.metadata.tables["task_dependencies"])
+def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    session.execute(
+        Q["insert_edges"], {"task_ids": [t for t, _ in edges], "depends_on": [d for _, d in edges]}
+    )
 
 
 def insert_ordered(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]], ranks: Ranks) -> None:
@@ -142,14 +145,12 @@ def insert_ordered(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]], ran
     for t, d in new:
         (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
     if ordered:
-        session.execute(
-            _INSERT_EDGES, [{"task_id": t, "depends_on_task_id": d} for t, d in ordered]
-        )
+        _insert_edges(session, ordered)
     for task_id, dep_id in later:
         # An earlier reorder of this batch may have ordered it already.
         if not ranks[dep_id][1] < ranks[task_id][0]:
             _make_room(session, task_id, dep_id, ranks)
-        session.execute(_INSERT_EDGES, [{"task_id": task_id, "depends_on_task_id": dep_id}])
+        _insert_edges(session, [(task_id, dep_id)])
 
 
 def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> None:
