@@ -259,7 +259,7 @@ SELECT greatest(
 );
 
 -- reach_after --
--- Every point waiting for the start of :task_id, through subtasks, parents and dependents, ranked at most :bound (Pearce-Kelly forward search).
+-- Every point waiting for the start of :task_id, through subtasks, parents and dependents, ranked at most :bound, each with the team's next point above :bound (the gap they may move to).
 WITH RECURSIVE reach(task_id, point, rank) AS (
     SELECT id, 'S'::text, start_rank FROM tasks WHERE id = :task_id
     UNION
@@ -279,38 +279,24 @@ WITH RECURSIVE reach(task_id, point, rank) AS (
     ) n
     WHERE n.rank <= :bound
 )
-SELECT task_id, point, rank FROM reach;
+SELECT task_id, point, rank, least(
+    (SELECT min(start_rank) FROM tasks WHERE team_id = :team_id AND start_rank > :bound),
+    (SELECT min(end_rank) FROM tasks WHERE team_id = :team_id AND end_rank > :bound)
+) AS next_rank
+FROM reach;
 
--- reach_before --
--- Every point the end of :depends_on waits for, through subtasks, parents and dependencies, ranked above :bound (Pearce-Kelly backward search).
-WITH RECURSIVE reach(task_id, point, rank) AS (
-    SELECT id, 'E'::text, end_rank FROM tasks WHERE id = :depends_on
-    UNION
-    SELECT n.task_id, n.point, n.rank
-    FROM reach r CROSS JOIN LATERAL (
-        SELECT t.id AS task_id, 'S'::text AS point, t.start_rank AS rank
-        FROM tasks t WHERE r.point = 'E' AND t.id = r.task_id
-        UNION ALL
-        SELECT c.id, 'E', c.end_rank FROM tasks c
-        WHERE r.point = 'E' AND c.parent_task_id = r.task_id
-        UNION ALL
-        SELECT p.id, 'S', p.start_rank FROM tasks t JOIN tasks p ON p.id = t.parent_task_id
-        WHERE r.point = 'S' AND t.id = r.task_id
-        UNION ALL
-        SELECT t.id, 'E', t.end_rank FROM task_dependencies d JOIN tasks t ON t.id = d.depends_on_task_id
-        WHERE r.point = 'S' AND d.task_id = r.task_id
-    ) n
-    WHERE n.rank > :bound
+-- move_and_add --
+-- Give points new ranks (a null keeps that point's rank) and insert the dependency they make room for, in one statement.
+WITH moved AS (
+    UPDATE tasks t
+    SET start_rank = coalesce(n.start_rank, t.start_rank),
+        end_rank = coalesce(n.end_rank, t.end_rank)
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[])
+    ) AS n(id, start_rank, end_rank)
+    WHERE t.id = n.id
 )
-SELECT task_id, point, rank FROM reach;
-
--- set_ranks --
--- Give points new ranks (a null keeps that point's rank), every moved task in one statement.
-UPDATE tasks t
-SET start_rank = coalesce(n.start_rank, t.start_rank), end_rank = coalesce(n.end_rank, t.end_rank)
-FROM unnest(CAST(:task_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[]))
-    AS n(id, start_rank, end_rank)
-WHERE t.id = n.id;
+INSERT INTO task_dependencies (task_id, depends_on_task_id) VALUES (:task_id, :depends_on);
 
 -- insert_edges --
 -- Insert dependency edges (task_ids[i] depends on depends_on[i]) in one statement, not one per row.

@@ -3,8 +3,8 @@
 
 Cycle checks ride on the tasks' ranks, a topological order of the waits-for graph kept in
 `start_rank`/`end_rank` (see orchestration/graph.py): a new edge the order already allows is
-safe without a walk; any other reorders only the points ranked between its two ends, or finds
-the cycle there. Removing an edge never invalidates the order."""
+safe without a walk; any other searches and moves only points ranked between its two ends, or
+finds the cycle there. Removing an edge never invalidates the order."""
 
 from __future__ import annotations
 
@@ -87,44 +87,41 @@ def _ranks(session: Session, ids: list[uuid.UUID]) -> Ranks:
     }
 
 
-def _make_room(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID, ranks: Ranks) -> None:
-    """Reorder so that `task depends on dep` is ordered, or raise DependencyCycle (Pearce and
-    Kelly): search forward from the task's start over points ranked below the dependency's
-    end; reaching that end is a cycle. Otherwise search backward from it over points ranked
-    above the task's start, and hand the two sets' ranks out again, the backward set first.
-    Only the points between the two ranks are read or moved. `ranks` is kept current."""
-    low, high = ranks[task_id][0], ranks[dep_id][1]
-    forward = {
-        (r.task_id, r.point): r.rank
-        for r in session.execute(Q["reach_after"], {"task_id": task_id, "bound": high})
-    }
+def _add_out_of_order(
+    session: Session, team_id: uuid.UUID, task_id: uuid.UUID, dep_id: uuid.UUID, ranks: Ranks
+) -> None:
+    """Insert `task depends on dep` where dep's end ranks above the task's start, or raise
+    DependencyCycle. One search, forward from the task's start over the points ranked below
+    dep's end: reaching that end is a cycle; otherwise the points found move, in their order,
+    into the free gap just above it (graph.move_above), with the insert in the same statement.
+    Nothing ranked outside the two ranks is read or moved. `ranks` is kept current."""
+    high = ranks[dep_id][1]
+    rows = session.execute(
+        Q["reach_after"], {"task_id": task_id, "bound": high, "team_id": team_id}
+    ).all()
+    forward = {(r.task_id, r.point): r.rank for r in rows}
     if (dep_id, graph.END) in forward:
         raise DependencyCycle(cycle_path(session, task_id, dep_id))
-    backward = {
-        (r.task_id, r.point): r.rank
-        for r in session.execute(Q["reach_before"], {"depends_on": dep_id, "bound": low})
-    }
+    # Nothing above dep's end: any rank above it is free.
+    ceiling = rows[0].next_rank if rows[0].next_rank is not None else high + 1
     moved: dict[uuid.UUID, list[Decimal | None]] = {}
-    for (task, point), rank in graph.reorder_ranks(backward, forward).items():
+    for (task, point), rank in graph.move_above(forward, high, ceiling).items():
         moved.setdefault(task, [None, None])[0 if point == graph.START else 1] = rank
-    if not moved:  # pragma: no cover - the new edge was out of order, so something moves
-        return
     ids = sorted(moved)  # row locks in id order, as the batch takes them
     session.execute(
-        Q["set_ranks"],
+        Q["move_and_add"],
         {
             "task_ids": ids,
             "start_ranks": [moved[i][0] for i in ids],
             "end_ranks": [moved[i][1] for i in ids],
+            "task_id": task_id,
+            "depends_on": dep_id,
         },
     )
     for task, (start, end) in moved.items():
         if task in ranks:
-            old = ranks[task]
-            ranks[task] = (
-                start if start is not None else old[0],
-                end if end is not None else old[1],
-            )
+            old_start, old_end = ranks[task]
+            ranks[task] = (old_start if start is None else start, old_end if end is None else end)
 
 
 def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
@@ -133,13 +130,15 @@ def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) ->
     )
 
 
-def insert_ordered(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]], ranks: Ranks) -> None:
+def insert_ordered(
+    session: Session, team_id: uuid.UUID, new: list[tuple[uuid.UUID, uuid.UUID]], ranks: Ranks
+) -> None:
     """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
     any that would close a cycle (caller holds the graph lock; ranks has every task named).
 
     An edge whose dependency ends below its task's start is ordered already and cannot close
-    a cycle: those go in at once, with no walk. Each other edge reorders the points between
-    its two ranks (or finds the cycle) before it goes in, so later ones see it."""
+    a cycle: those go in at once, with no walk. Each other edge moves the points between its
+    two ranks that must follow it (or finds the cycle) as it goes in, so later ones see it."""
     ordered: list[tuple[uuid.UUID, uuid.UUID]] = []
     later: list[tuple[uuid.UUID, uuid.UUID]] = []
     for t, d in new:
@@ -147,10 +146,11 @@ def insert_ordered(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]], ran
     if ordered:
         _insert_edges(session, ordered)
     for task_id, dep_id in later:
-        # An earlier reorder of this batch may have ordered it already.
-        if not ranks[dep_id][1] < ranks[task_id][0]:
-            _make_room(session, task_id, dep_id, ranks)
-        _insert_edges(session, [(task_id, dep_id)])
+        # An earlier move of this batch may have ordered it already.
+        if ranks[dep_id][1] < ranks[task_id][0]:
+            _insert_edges(session, [(task_id, dep_id)])
+        else:
+            _add_out_of_order(session, team_id, task_id, dep_id, ranks)
 
 
 def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> None:
@@ -158,7 +158,7 @@ def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> Non
     readiness: an unmet dependency blocks the task and the pending tasks below it."""
     if task.id == dep.id:
         raise SelfDependency(task.id)
-    insert_ordered(session, [(task.id, dep.id)], _ranks(session, [task.id, dep.id]))
+    insert_ordered(session, team_id, [(task.id, dep.id)], _ranks(session, [task.id, dep.id]))
     if dep.status is not TaskStatus.COMPLETED:
         session.execute(
             text(
@@ -278,7 +278,9 @@ def add_dependencies(
                     f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
-        insert_ordered(session, new, {i: (r.start_rank, r.end_rank) for i, r in rows.items()})
+        insert_ordered(
+            session, team_id, new, {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
+        )
         waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
         if waiting:
             session.execute(Q["add_unmet"], {"task_ids": waiting})

@@ -283,16 +283,30 @@ def layout_ranks(
     return {task: (r[0], r[1]) for task, r in ranks.items()}
 
 
-def reorder_ranks(backward: Mapping[N, Decimal], forward: Mapping[N, Decimal]) -> dict[N, Decimal]:
-    """Pearce & Kelly's reorder for a new dependency `t depends on d` whose end ranks above
-    t's start. backward: the points d's end waits for (itself included) ranked above t's start;
-    forward: the points waiting for t's start (itself included) ranked below d's end; both with
-    their ranks, and disjoint (else the dependency closes a cycle).
+def ranks_between(low: Decimal, high: Decimal, count: int) -> list[Decimal]:
+    """count short decimals strictly between low and high, increasing, a power of ten apart
+    (no more than an even share of the gap): room is left on both sides for later moves."""
+    if not low < high:
+        raise ValueError(f"no rank between {low} and {high}")
+    with localcontext() as ctx:
+        ctx.prec = RANK_PRECISION
+        # A power of ten no larger than an even share of the gap: short, and the last one
+        # still below high.
+        share = (high - low) / (count + 1)
+        step = Decimal(1).scaleb(share.adjusted())
+        first = (low / step).to_integral_value(rounding=ROUND_FLOOR) * step + step
+        return [first + i * step for i in range(count)]
 
-    The same ranks are handed out again, lowest first to the backward points, then to the
-    forward ones, each set keeping its own order: every edge stays ordered and the new one
-    too. Returns the new rank of every point that moves."""
-    pool = sorted([*backward.values(), *forward.values()])
-    moved = sorted(backward, key=backward.__getitem__) + sorted(forward, key=forward.__getitem__)
-    current = {**backward, **forward}
-    return {p: r for p, r in zip(moved, pool, strict=True) if current[p] != r}
+
+def move_above(forward: Mapping[N, Decimal], low: Decimal, high: Decimal) -> dict[N, Decimal]:
+    """New ranks for a dependency `t depends on d` whose end ranks above t's start.
+
+    forward: the points waiting for t's start (itself included) ranked below d's end, with
+    their ranks (d's end not among them, else the dependency closes a cycle); low: d's end;
+    high: the team's next point above it. The forward points move, in their order, into the
+    free gap between the two (Pearce and Kelly hand the ranks of both searched sets out again;
+    exact decimals leave room to move one set). Every edge stays ordered: a forward point only
+    moves up, past nothing but d's end and points that cannot wait for it, and whatever waits
+    for it ranks above high already (it would be forward otherwise)."""
+    moved = sorted(forward, key=forward.__getitem__)
+    return dict(zip(moved, ranks_between(low, high, len(moved)), strict=True))

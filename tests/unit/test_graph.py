@@ -396,20 +396,20 @@ def test_layout_ranks_refuses_a_loop_and_nests_a_tree() -> None:
     assert ranks == {"r": (1, 6), "a": (2, 3), "b": (4, 5)}
 
 
-def pk_add(
+def add_ranked(
     parent_of: Mapping[int, int | None],
     depends_on: dict[int, list[int]],
     rank: dict[tuple[int, str], Decimal],
     task: int,
     dep: int,
 ) -> bool:
-    """Add `task depends on dep` as the service does (bounded searches, reorder_ranks), on
+    """Add `task depends on dep` as the service does (bounded forward search, move_above), on
     plain dicts; False when it closes a cycle."""
     if rank[(dep, "E")] < rank[(task, "S")]:
         depends_on.setdefault(task, []).append(dep)
         return True
     waits = points_graph(parent_of, depends_on)
-    low, high = rank[(task, "S")], rank[(dep, "E")]
+    high = rank[(dep, "E")]
     forward = {(task, "S")}
     frontier = [(task, "S")]
     while frontier:
@@ -420,21 +420,14 @@ def pk_add(
                 frontier.append(a)
     if (dep, "E") in forward:
         return False
-    backward = {(dep, "E")}
-    frontier = [(dep, "E")]
-    while frontier:
-        point = frontier.pop()
-        for a, b in waits:
-            if a == point and b not in backward and rank[b] > low:
-                backward.add(b)
-                frontier.append(b)
-    rank.update(graph.reorder_ranks({p: rank[p] for p in backward}, {p: rank[p] for p in forward}))
+    ceiling = min((r for r in rank.values() if r > high), default=high + 1)
+    rank.update(graph.move_above({p: rank[p] for p in forward}, high, ceiling))
     depends_on.setdefault(task, []).append(dep)
     return True
 
 
 @given(forests(), st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=20))
-def test_reorder_ranks_keeps_the_order_and_agrees_with_the_oracle(
+def test_move_above_keeps_the_order_and_agrees_with_the_oracle(
     parent_of: dict[int, int | None], edges: list[tuple[int, int]]
 ) -> None:
     ranks = graph.layout_ranks(list(parent_of), parent_of, {}, None)
@@ -446,12 +439,20 @@ def test_reorder_ranks_keeps_the_order_and_agrees_with_the_oracle(
         if task == dep or dep in depends_on.get(task, []):
             continue
         expected = graph.dependency_cycle(parent_of, depends_on, task, dep) is None
-        assert pk_add(parent_of, depends_on, rank, task, dep) == expected
+        assert add_ranked(parent_of, depends_on, rank, task, dep) == expected
         assert ordered(parent_of, depends_on, rank)
 
 
-def test_reorder_ranks_hands_the_same_ranks_out_again() -> None:
-    moved = graph.reorder_ranks(
-        {"d_end": Decimal(9), "d_start": Decimal(7)}, {"t_start": Decimal(3), "t_end": Decimal(8)}
-    )
-    assert moved == {"d_start": 3, "d_end": 7, "t_start": 8, "t_end": 9}
+def test_move_above_keeps_the_moved_points_in_order() -> None:
+    moved = graph.move_above({"t_end": Decimal(8), "t_start": Decimal(3)}, Decimal(9), Decimal(10))
+    assert moved == {"t_start": Decimal("9.1"), "t_end": Decimal("9.2")}
+
+
+@given(decimals, decimals, st.integers(1, 500))
+def test_ranks_between_are_strictly_between_and_increasing(a: Decimal, b: Decimal, n: int) -> None:
+    if a == b:
+        return
+    low, high = min(a, b), max(a, b)
+    ranks = graph.ranks_between(low, high, n)
+    assert len(ranks) == n
+    assert all(x < y for x, y in itertools.pairwise([low, *ranks, high]))
