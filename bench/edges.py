@@ -1,15 +1,19 @@
 """Benchmark 4: dependency inserts with cycle checks, against the size of the team's graph.
 
-A team holding T tasks (pending, in chains of 10 so that cycle checks have a graph to walk).
-Two insert paths are timed:
+A team holding T tasks (pending, in chains of 10), loaded with their ranks (a topological
+order of the waits-for graph, see orchestration/graph.py). Edges go from a random later task to
+a random earlier one, the usual shape (never a cycle): the ranks already order them, so the
+cycle check is a comparison of two ranks; an edge against the order would search and move the
+points ranked between its ends, which tests/integration/test_dependency_ranks.py covers.
+Three insert paths are timed:
 
 - api: dependencies.add_dependency, one edge per transaction as `POST .../dependencies` does
-  (graph lock, row locks, the recursive `reaches` cycle check, unmet count and blocking).
-  Edges go from a random later task to a random earlier one (never a cycle).
+  (graph lock, row locks, the rank check, unmet count and blocking).
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
-  BATCH edges per transaction (one cycle walk per batch), edges of the same shape as api's.
+  BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
 - plan: decomposition.create_plan with a plan of P nodes, each depending on the previous one or
-  two (cycle check in Python over the plan, then bulk inserts): edges per second of the call.
+  two (cycle check and rank layout in Python over the plan, then bulk inserts): edges per
+  second of the call.
 """
 
 from __future__ import annotations

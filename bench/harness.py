@@ -357,12 +357,21 @@ class BulkTask:
 
 def bulk_insert(team_id: uuid.UUID, tasks: list[BulkTask], batch: int = 5000) -> None:
     """Insert tasks and their dependency rows directly (dependencies must be unfinished tasks
-    of the same team: each counts as unmet). No parents, no summaries."""
+    of the same team, with no loop: each counts as unmet). No parents, no summaries. The
+    tasks are ranked after the team's existing ones, in an order of their dependencies, as
+    create_plan ranks a plan (see orchestration/graph.py)."""
     from db.engine import get_engine
     from db.models import Task, TaskDependency
+    from db.queries import Q
+    from orchestration import graph
 
     base = datetime.now(UTC)
     engine = get_engine()
+    with engine.connect() as conn:
+        highest = conn.execute(Q["highest_rank"], {"team_id": team_id}).scalar()
+    ranks = graph.layout_ranks(
+        [t.id for t in tasks], {}, {t.id: t.depends_on for t in tasks}, highest
+    )
     for start in range(0, len(tasks), batch):
         chunk = tasks[start : start + batch]
         rows = [
@@ -378,6 +387,8 @@ def bulk_insert(team_id: uuid.UUID, tasks: list[BulkTask], batch: int = 5000) ->
                 "input_data": {"simulate": {"duration": 0}},
                 "created_at": base + timedelta(microseconds=start + i),
                 "updated_at": base,
+                "start_rank": ranks[t.id][0],
+                "end_rank": ranks[t.id][1],
             }
             for i, t in enumerate(chunk)
         ]

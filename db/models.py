@@ -149,6 +149,7 @@ class Task(Base):
         ),
         CheckConstraint("actual_tokens IS NULL OR actual_tokens >= 0", name="actual_tokens_bound"),
         CheckConstraint("parent_task_id IS NULL OR parent_task_id <> id", name="not_own_parent"),
+        CheckConstraint("start_rank < end_rank", name="ranks_ordered"),
         # The ready-task query reads this index in order and stops at the free capacity.
         Index(
             "ix_tasks_ready",
@@ -160,6 +161,9 @@ class Task(Base):
         ),
         Index("ix_tasks_team_status", "team_id", "status"),
         Index("ix_tasks_parent", "parent_task_id"),
+        # Placing a new task reads the team's highest point, or the highest below a parent's end.
+        Index("ix_tasks_team_start_rank", "team_id", "start_rank"),
+        Index("ix_tasks_team_end_rank", "team_id", "end_rank"),
         Index(
             "ix_tasks_in_flight",
             "assigned_to",
@@ -207,6 +211,10 @@ class Task(Base):
     claim: Mapped[str | None] = mapped_column(Text)
     review_feedback: Mapped[str | None] = mapped_column(Text)
     cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
+    # The task's start and end in a topological order of the team's waits-for graph (see
+    # orchestration/graph.py): a point ranks above every point it waits for. Unique per team.
+    start_rank: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
+    end_rank: Mapped[Decimal] = mapped_column(Numeric, nullable=False)
 
 
 class TaskDependency(Base):

@@ -315,46 +315,75 @@ WHERE p.id = :task_id
   AND (s.failed > 0 OR s.open = 0)
 RETURNING p.id, p.team_id, p.parent_task_id, p.status;
 
--- reaches --
--- Every start (S) and end (E) point the end of :depends_on waits for, through subtasks, parents and dependencies.
-WITH RECURSIVE walk(task_id, point) AS (
-    SELECT CAST(:depends_on AS uuid), 'E'::text
-    UNION
-    SELECT n.task_id, n.point
-    FROM walk w CROSS JOIN LATERAL (
-        SELECT w.task_id AS task_id, 'S'::text AS point WHERE w.point = 'E'
-        UNION ALL
-        SELECT c.id, 'E' FROM tasks c WHERE w.point = 'E' AND c.parent_task_id = w.task_id
-        UNION ALL
-        SELECT t.parent_task_id, 'S' FROM tasks t
-        WHERE w.point = 'S' AND t.id = w.task_id AND t.parent_task_id IS NOT NULL
-        UNION ALL
-        SELECT d.depends_on_task_id, 'E' FROM task_dependencies d
-        WHERE w.point = 'S' AND d.task_id = w.task_id
-    ) n
-)
-SELECT EXISTS (SELECT 1 FROM walk WHERE task_id = :task_id AND point = 'S');
+-- highest_rank --
+-- The team's last point (an end always ranks above its start): a new top-level task goes after it.
+SELECT max(end_rank) FROM tasks WHERE team_id = :team_id;
 
--- walk_from --
--- For each of :depends_on, which of :task_ids' starts its end waits for (one walk for a batch of edges).
-WITH RECURSIVE walk(source, task_id, point) AS (
-    SELECT d, d, 'E'::text FROM unnest(CAST(:depends_on AS uuid[])) AS d
+-- rank_below --
+-- The team's highest point below :rank: a new subtask goes between it and its parent's end.
+SELECT greatest(
+    (SELECT max(start_rank) FROM tasks WHERE team_id = :team_id AND start_rank < :rank),
+    (SELECT max(end_rank) FROM tasks WHERE team_id = :team_id AND end_rank < :rank)
+);
+
+-- reach_after --
+-- Every point waiting for the start of :task_id, through subtasks, parents and dependents, ranked at most :bound, each with the team's next point above :bound (the gap they may move to).
+WITH RECURSIVE reach(task_id, point, rank) AS (
+    SELECT id, 'S'::text, start_rank FROM tasks WHERE id = :task_id
     UNION
-    SELECT w.source, n.task_id, n.point
-    FROM walk w CROSS JOIN LATERAL (
-        SELECT w.task_id AS task_id, 'S'::text AS point WHERE w.point = 'E'
+    SELECT n.task_id, n.point, n.rank
+    FROM reach r CROSS JOIN LATERAL (
+        SELECT t.id AS task_id, 'E'::text AS point, t.end_rank AS rank
+        FROM tasks t WHERE r.point = 'S' AND t.id = r.task_id
         UNION ALL
-        SELECT c.id, 'E' FROM tasks c WHERE w.point = 'E' AND c.parent_task_id = w.task_id
+        SELECT c.id, 'S', c.start_rank FROM tasks c
+        WHERE r.point = 'S' AND c.parent_task_id = r.task_id
         UNION ALL
-        SELECT t.parent_task_id, 'S' FROM tasks t
-        WHERE w.point = 'S' AND t.id = w.task_id AND t.parent_task_id IS NOT NULL
+        SELECT p.id, 'E', p.end_rank FROM tasks t JOIN tasks p ON p.id = t.parent_task_id
+        WHERE r.point = 'E' AND t.id = r.task_id
         UNION ALL
-        SELECT d.depends_on_task_id, 'E' FROM task_dependencies d
-        WHERE w.point = 'S' AND d.task_id = w.task_id
+        SELECT t.id, 'S', t.start_rank FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+        WHERE r.point = 'E' AND d.depends_on_task_id = r.task_id
     ) n
+    WHERE n.rank <= :bound
 )
-SELECT DISTINCT source, task_id FROM walk
-WHERE point = 'S' AND task_id = ANY(CAST(:task_ids AS uuid[]));
+SELECT task_id, point, rank, least(
+    (SELECT min(start_rank) FROM tasks WHERE team_id = :team_id AND start_rank > :bound),
+    (SELECT min(end_rank) FROM tasks WHERE team_id = :team_id AND end_rank > :bound)
+) AS next_rank
+FROM reach;
+
+-- move_and_add --
+-- Give points new ranks (a null keeps that point's rank) and insert the dependency they make room for, in one statement.
+WITH moved AS (
+    UPDATE tasks t
+    SET start_rank = coalesce(n.start_rank, t.start_rank),
+        end_rank = coalesce(n.end_rank, t.end_rank)
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[])
+    ) AS n(id, start_rank, end_rank)
+    WHERE t.id = n.id
+)
+INSERT INTO task_dependencies (task_id, depends_on_task_id) VALUES (:task_id, :depends_on);
+
+-- insert_edges --
+-- Insert dependency edges (task_ids[i] depends on depends_on[i]) in one statement, not one per row.
+INSERT INTO task_dependencies (task_id, depends_on_task_id)
+SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
+
+-- rank_violations --
+-- Waits-for edges of :team_id its ranks do not order (always 0; for tests and operators).
+SELECT
+    (SELECT count(*) FROM tasks c JOIN tasks p ON p.id = c.parent_task_id
+     WHERE c.team_id = :team_id AND NOT (p.start_rank < c.start_rank AND c.end_rank < p.end_rank))
+  + (SELECT count(*) FROM task_dependencies d
+     JOIN tasks t ON t.id = d.task_id JOIN tasks dep ON dep.id = d.depends_on_task_id
+     WHERE t.team_id = :team_id AND NOT dep.end_rank < t.start_rank)
+  + (SELECT count(*) FROM tasks WHERE team_id = :team_id AND NOT start_rank < end_rank)
+  + (SELECT count(*) - count(DISTINCT rank) FROM (
+        SELECT start_rank AS rank FROM tasks WHERE team_id = :team_id
+        UNION ALL
+        SELECT end_rank FROM tasks WHERE team_id = :team_id) points);
 
 -- add_unmet --
 -- New dependencies on unfinished tasks: each task waits for that many more.

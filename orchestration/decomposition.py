@@ -13,8 +13,9 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from db.models import Task, TaskDependency, TaskStatus, Team, TeamMember, TeamStatus
+from db.queries import Q
 from orchestration import events, graph, plans
-from orchestration.dependencies import add_edge
+from orchestration.dependencies import add_edge, place_task
 from orchestration.errors import (
     AgentError,
     DependencyCycle,
@@ -108,10 +109,14 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
         # Absent and empty lists are both stored as null, as plans store them.
         values = {k: data[k] for k in TASK_FIELDS if data.get(k) not in (None, [])}
         blocked = parent is not None and parent.status is TaskStatus.BLOCKED
+        # Placed without its dependencies; add_edge then reorders where they need it.
+        start_rank, end_rank = place_task(session, team_id, parent_id)
         task = Task(
             team_id=team_id,
             parent_task_id=parent_id,
             status=TaskStatus.BLOCKED if blocked else TaskStatus.PENDING,
+            start_rank=start_rank,
+            end_rank=end_rank,
             **values,
         )
         session.add(task)
@@ -188,6 +193,16 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
         team = _team(session, team_id)
         if team_manager(session, team_id) is None:
             raise NoManager("decomposition needs a manager: add a member with role 'manager'")
+        # The plan goes after every point of the team, in an order of its own graph.
+        lock_graph(session, team_id)
+        ranks = graph.layout_ranks(
+            [p.index for p in planned],
+            {p.index: p.parent_index for p in planned},
+            {p.index: p.depends_on for p in planned},
+            session.execute(Q["highest_rank"], {"team_id": team_id}).scalar(),
+        )
+        for p, row in zip(planned, rows, strict=True):
+            row["start_rank"], row["end_rank"] = ranks[p.index]
         session.execute(insert(Task), rows)
         if edges:
             session.execute(insert(TaskDependency), edges)

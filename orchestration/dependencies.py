@@ -1,13 +1,19 @@
 """Dependency edges (seed epic 5): added and removed under the team's graph lock, cycles
-(hierarchy included) refused in the transaction that would close them."""
+(hierarchy included) refused in the transaction that would close them.
+
+Cycle checks ride on the tasks' ranks, a topological order of the waits-for graph kept in
+`start_rank`/`end_rank` (see orchestration/graph.py): a new edge the order already allows is
+safe without a walk; any other searches and moves only points ranked between its two ends, or
+finds the cycle there. Removing an edge never invalidates the order."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import any_, cast, delete, insert, select, text
+from sqlalchemy import any_, cast, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
@@ -33,11 +39,7 @@ def _locked_task(session: Session, task_id: uuid.UUID, *, share: bool = False) -
     return session.execute(query).scalar_one_or_none()
 
 
-def check_cycle(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> None:
-    """Raise DependencyCycle when `task_id depends on depends_on` would close a cycle."""
-    reaches = session.execute(Q["reaches"], {"task_id": task_id, "depends_on": depends_on}).scalar()
-    if reaches:
-        raise DependencyCycle(cycle_path(session, task_id, depends_on))
+Ranks = dict[uuid.UUID, tuple[Decimal, Decimal]]
 
 
 def cycle_path(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> list[Any]:
@@ -57,14 +59,106 @@ def cycle_path(session: Session, task_id: uuid.UUID, depends_on: uuid.UUID) -> l
     return list(cycle or [task_id, depends_on, task_id])
 
 
+def place_task(
+    session: Session, team_id: uuid.UUID, parent_id: uuid.UUID | None
+) -> tuple[Decimal, Decimal]:
+    """(start_rank, end_rank) for a new task without dependencies (caller holds the graph
+    lock): a top-level task after every point of the team, so that later tasks rank after
+    earlier ones and the usual "depends on an earlier task" is ordered already; a subtask
+    inside its parent's interval, after everything already there."""
+    if parent_id is None:
+        start = graph.rank_after(session.execute(Q["highest_rank"], {"team_id": team_id}).scalar())
+        return start, start + 1
+    parent_end = session.execute(select(Task.end_rank).where(Task.id == parent_id)).scalar_one()
+    # Never None: the parent's own start ranks below its end.
+    low = session.execute(Q["rank_below"], {"team_id": team_id, "rank": parent_end}).scalar_one()
+    start = graph.rank_between(low, parent_end)
+    return start, graph.rank_between(start, parent_end)
+
+
+def _ranks(session: Session, ids: list[uuid.UUID]) -> Ranks:
+    return {
+        r.id: (r.start_rank, r.end_rank)
+        for r in session.execute(
+            select(Task.id, Task.start_rank, Task.end_rank).where(
+                Task.id == any_(cast(ids, ARRAY(PG_UUID)))
+            )
+        )
+    }
+
+
+def _add_out_of_order(
+    session: Session, team_id: uuid.UUID, task_id: uuid.UUID, dep_id: uuid.UUID, ranks: Ranks
+) -> None:
+    """Insert `task depends on dep` where dep's end ranks above the task's start, or raise
+    DependencyCycle. One search, forward from the task's start over the points ranked below
+    dep's end: reaching that end is a cycle; otherwise the points found move, in their order,
+    into the free gap just above it (graph.move_above), with the insert in the same statement.
+    Nothing ranked outside the two ranks is read or moved. `ranks` is kept current."""
+    high = ranks[dep_id][1]
+    rows = session.execute(
+        Q["reach_after"], {"task_id": task_id, "bound": high, "team_id": team_id}
+    ).all()
+    forward = {(r.task_id, r.point): r.rank for r in rows}
+    if (dep_id, graph.END) in forward:
+        raise DependencyCycle(cycle_path(session, task_id, dep_id))
+    # Nothing above dep's end: any rank above it is free.
+    ceiling = rows[0].next_rank if rows[0].next_rank is not None else high + 1
+    moved: dict[uuid.UUID, list[Decimal | None]] = {}
+    for (task, point), rank in graph.move_above(forward, high, ceiling).items():
+        moved.setdefault(task, [None, None])[0 if point == graph.START else 1] = rank
+    ids = sorted(moved)  # row locks in id order, as the batch takes them
+    session.execute(
+        Q["move_and_add"],
+        {
+            "task_ids": ids,
+            "start_ranks": [moved[i][0] for i in ids],
+            "end_ranks": [moved[i][1] for i in ids],
+            "task_id": task_id,
+            "depends_on": dep_id,
+        },
+    )
+    for task, (start, end) in moved.items():
+        if task in ranks:
+            old_start, old_end = ranks[task]
+            ranks[task] = (old_start if start is None else start, old_end if end is None else end)
+
+
+def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    session.execute(
+        Q["insert_edges"], {"task_ids": [t for t, _ in edges], "depends_on": [d for _, d in edges]}
+    )
+
+
+def insert_ordered(
+    session: Session, team_id: uuid.UUID, new: list[tuple[uuid.UUID, uuid.UUID]], ranks: Ranks
+) -> None:
+    """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
+    any that would close a cycle (caller holds the graph lock; ranks has every task named).
+
+    An edge whose dependency ends below its task's start is ordered already and cannot close
+    a cycle: those go in at once, with no walk. Each other edge moves the points between its
+    two ranks that must follow it (or finds the cycle) as it goes in, so later ones see it."""
+    ordered: list[tuple[uuid.UUID, uuid.UUID]] = []
+    later: list[tuple[uuid.UUID, uuid.UUID]] = []
+    for t, d in new:
+        (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
+    if ordered:
+        _insert_edges(session, ordered)
+    for task_id, dep_id in later:
+        # An earlier move of this batch may have ordered it already.
+        if ranks[dep_id][1] < ranks[task_id][0]:
+            _insert_edges(session, [(task_id, dep_id)])
+        else:
+            _add_out_of_order(session, team_id, task_id, dep_id, ranks)
+
+
 def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> None:
     """Insert `task depends on dep` (caller holds the graph lock, both rows locked) and keep
     readiness: an unmet dependency blocks the task and the pending tasks below it."""
     if task.id == dep.id:
         raise SelfDependency(task.id)
-    check_cycle(session, task.id, dep.id)
-    session.add(TaskDependency(task_id=task.id, depends_on_task_id=dep.id))
-    session.flush()
+    insert_ordered(session, team_id, [(task.id, dep.id)], _ranks(session, [task.id, dep.id]))
     if dep.status is not TaskStatus.COMPLETED:
         session.execute(
             text(
@@ -130,43 +224,12 @@ def add_dependency(
 MAX_BATCH_EDGES = 10_000
 
 
-def check_batch(session: Session, new: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    """Raise DependencyCycle when adding these edges would close a cycle.
-
-    Any such cycle runs new edge, existing path, new edge, ...: from a new dependency's end,
-    through edges that exist, to the start of some new edge's task. One walk finds, for each new
-    dependency, the new tasks whose start it reaches; a cycle among the new edges linked that way
-    is a cycle of the graph. Only then is the graph around them read to name it."""
-    tasks = sorted({t for t, _ in new})
-    reached: dict[uuid.UUID, set[uuid.UUID]] = defaultdict(set)
-    for source, task in session.execute(
-        Q["walk_from"], {"depends_on": sorted({d for _, d in new}), "task_ids": tasks}
-    ):
-        reached[source].add(task)
-    if not reached:
-        return
-    edges_of: dict[uuid.UUID, list[int]] = defaultdict(list)
-    for i, (task, _) in enumerate(new):
-        edges_of[task].append(i)
-    linked = {
-        i: [j for task in reached.get(dep, ()) for j in edges_of[task]]
-        for i, (_, dep) in enumerate(new)
-    }
-    if graph.find_cycle(linked) is None:
-        return
-    # Name the cycle: add the edges one by one, each checked against the ones before it.
-    for task, dep in new:
-        check_cycle(session, task, dep)
-        session.add(TaskDependency(task_id=task, depends_on_task_id=dep))
-        session.flush()
-    raise AssertionError("a cycle among the new edges was found, then not")  # pragma: no cover
-
-
 def add_dependencies(
     team_id: uuid.UUID, edges: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> tuple[int, int]:
     """Add many edges (task, depends on) in one transaction, all or none: the same checks as
-    add_dependency, with one cycle walk for the whole batch. Returns (created, existing)."""
+    add_dependency; edges the ranks already order need no cycle walk. Returns (created,
+    existing)."""
     pairs = list(dict.fromkeys(edges))
     if len(pairs) > MAX_BATCH_EDGES:
         raise InvalidInput(
@@ -183,7 +246,7 @@ def add_dependencies(
         rows = {
             r.id: r
             for r in session.execute(
-                select(Task.id, Task.team_id, Task.status)
+                select(Task.id, Task.team_id, Task.status, Task.start_rank, Task.end_rank)
                 .where(Task.id == any_(cast(ids, ARRAY(PG_UUID))))
                 .order_by(Task.id)
                 .with_for_update()
@@ -215,10 +278,8 @@ def add_dependencies(
                     f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
-        check_batch(session, new)
-        session.execute(
-            insert(TaskDependency.metadata.tables["task_dependencies"]),
-            [{"task_id": t, "depends_on_task_id": d} for t, d in new],
+        insert_ordered(
+            session, team_id, new, {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
         )
         waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
         if waiting:

@@ -2,7 +2,8 @@
 bound to the current engine (db.engine.get_engine()); the harness resets it after every test.
 
 These write raw rows: they do not maintain readiness (`unmet_dependencies`, `blocked`) or the
-members' counters the way the services do. Use the services when a test needs those.
+members' counters the way the services do. Use the services when a test needs those. Tasks
+get ranks as create_task gives them; DependencyFactory edges are not checked against them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from db.engine import get_engine
 from db.models import MemberRole, Task, TaskDependency, TaskStatus, Team, TeamMember, TeamStatus
+from orchestration.dependencies import place_task
 from orchestration.scoring import SPECIALIZATION_PRESETS
 
 SPECIALIZATIONS = list(SPECIALIZATION_PRESETS)
@@ -126,6 +128,15 @@ class TaskFactory(BaseFactory[Task]):
     description = None
     priority = 5
     status = TaskStatus.PENDING
+
+    @classmethod
+    def _create(cls, model_class: type[Task], *args: Any, **kwargs: Any) -> Task:
+        # Ranked as create_task ranks a new task, so the services' cycle checks stay sound.
+        if "start_rank" not in kwargs:
+            kwargs["start_rank"], kwargs["end_rank"] = place_task(
+                factory_session(), kwargs["team_id"], kwargs.get("parent_task_id")
+            )
+        return cast(Task, super()._create(model_class, *args, **kwargs))
 
 
 class DependencyFactory(BaseFactory[TaskDependency]):

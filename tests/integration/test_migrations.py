@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -11,6 +12,7 @@ from sqlalchemy import Connection, create_engine, pool, text
 
 from db import migrate
 from db.models import Base
+from db.queries import Q
 from tests.conftest import run_tag, scratch_database_url, worker_id
 
 
@@ -103,3 +105,47 @@ def test_models_match_the_migrated_schema(scratch_url: str) -> None:
 def test_migrate_creates_a_missing_database(scratch_url: str) -> None:
     assert migrate.ensure_database(scratch_url) is True
     assert migrate.ensure_database(scratch_url) is False
+
+
+def test_ranks_are_backfilled_in_an_order_of_the_existing_graph(scratch_url: str) -> None:
+    """0002 ranks the tasks already there: every waits-for edge ordered, whatever the order
+    the rows were created in (here an older task waits for a newer one, and a subtask is
+    older than its parent)."""
+    migrate.upgrade(scratch_url, "0001")
+    engine = create_engine(scratch_url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            team = conn.execute(text("INSERT INTO teams (name) VALUES ('t') RETURNING id")).scalar()
+            ids: dict[str | None, Any] = {}
+            for name, parent, age in [
+                ("old", None, 40),
+                ("parent", None, 20),
+                ("child", "parent", 30),
+                ("new", None, 10),
+            ]:
+                ids[name] = conn.execute(
+                    text(
+                        "INSERT INTO tasks (team_id, title, parent_task_id, created_at) "
+                        "VALUES (:team, :title, :parent, now() - make_interval(secs => :age)) "
+                        "RETURNING id"
+                    ),
+                    {"team": team, "title": name, "parent": ids.get(parent), "age": age},
+                ).scalar()
+            for task, dep in [("old", "new"), ("new", "child")]:
+                conn.execute(
+                    text(
+                        "INSERT INTO task_dependencies (task_id, depends_on_task_id) "
+                        "VALUES (:t, :d)"
+                    ),
+                    {"t": ids[task], "d": ids[dep]},
+                )
+        migrate.upgrade(scratch_url)
+        with engine.connect() as conn:
+            assert conn.execute(Q["rank_violations"], {"team_id": team}).scalar() == 0
+            rows = conn.execute(
+                text("SELECT title, end_rank FROM tasks WHERE team_id = :t"), {"t": team}
+            )
+            ranks = {title: rank for title, rank in rows}
+            assert ranks["parent"] < ranks["new"] < ranks["old"]
+    finally:
+        engine.dispose()

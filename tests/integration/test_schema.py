@@ -211,7 +211,14 @@ def test_orm_none_is_sql_null_in_json_columns(session: Session) -> None:
     skills constraint accepts, not the JSON value `null`, which it refuses."""
     team = TeamFactory()
     member = TeamMember(team_id=team.id, agent_id="w", role=MemberRole.WORKER, skills=None)
-    task = Task(team_id=team.id, title="t", required_skills=None, acceptance_criteria=None)
+    task = Task(
+        team_id=team.id,
+        title="t",
+        required_skills=None,
+        acceptance_criteria=None,
+        start_rank=1,
+        end_rank=2,
+    )
     session.add_all([member, task])
     session.commit()
     assert session.scalar(text("SELECT skills IS NULL FROM team_members WHERE agent_id = 'w'"))

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import text
 
 from db.engine import get_engine
+from db.queries import Q
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -68,6 +69,8 @@ class Invariants:
     outcome_drift: list[Any] = field(default_factory=list)
     unmet_drift: list[Any] = field(default_factory=list)
     early_starts: list[Any] = field(default_factory=list)
+    # Waits-for edges the tasks' ranks do not order (see orchestration/graph.py).
+    rank_violations: int = 0
 
     @property
     def lost(self) -> int:
@@ -91,6 +94,9 @@ def measure_invariants(team_id: uuid.UUID) -> Invariants:
                 found.outcome_drift.append(row)
         found.unmet_drift = list(conn.execute(_UNMET, params))
         found.early_starts = list(conn.execute(_EARLY, params))
+        found.rank_violations = int(
+            conn.execute(Q["rank_violations"], {"team_id": team_id}).scalar_one()
+        )
     return found
 
 
@@ -105,6 +111,7 @@ def check_invariants(team_id: uuid.UUID, *, all_done: bool = True) -> dict[str, 
     assert not found.outcome_drift, f"outcome counter drift: {found.outcome_drift}"
     assert not found.unmet_drift, f"unmet dependency counts drifted: {found.unmet_drift}"
     assert not found.early_starts, f"started before their dependencies: {found.early_starts}"
+    assert not found.rank_violations, f"edges out of rank order: {found.rank_violations}"
     if all_done:
         open_tasks = {s: n for s, n in found.status_counts.items() if s not in FINAL}
         assert not open_tasks, f"tasks lost (not finished): {open_tasks}"

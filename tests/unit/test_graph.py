@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -331,3 +332,127 @@ def test_hierarchy_examples() -> None:
     assert graph.dependency_cycle(parent_of, {"q": ["p"]}, "r", "c1") is None
     # a plain loop of dependencies
     assert graph.dependency_cycle(parent_of, {"c1": ["c2"]}, "c2", "c1") == ["c2", "c1", "c2"]
+
+
+# --- ranks: a maintained topological order of the points --------------------------------------
+
+decimals = st.decimals(min_value=-(10**6), max_value=10**6, allow_nan=False, places=6)
+
+
+@given(decimals, decimals)
+def test_rank_between_is_strictly_between(a: Decimal, b: Decimal) -> None:
+    if a == b:
+        with pytest.raises(ValueError):
+            graph.rank_between(a, b)
+        return
+    low, high = min(a, b), max(a, b)
+    rank = graph.rank_between(low, high)
+    assert low < rank < high
+
+
+def test_rank_between_stays_short_when_appending() -> None:
+    # A thousand subtasks appended one by one to one parent, each with a grandchild.
+    low, high = Decimal(5), Decimal(6)
+    for _ in range(1000):
+        start = graph.rank_between(low, high)
+        end = graph.rank_between(start, high)
+        assert low < start < graph.rank_between(start, end) < end < high
+        low = end
+    assert len(str(low)) < 40
+
+
+def test_rank_after() -> None:
+    assert graph.rank_after(None) == 1
+    assert graph.rank_after(Decimal("7.25")) == 8
+    assert graph.rank_after(Decimal(7)) == 8
+
+
+def ordered(
+    parent_of: Mapping[int, int | None],
+    depends_on: Mapping[int, Iterable[int]],
+    rank: Mapping[tuple[int, str], Decimal],
+) -> bool:
+    """Every waits-for edge goes from a higher rank to a lower one, all ranks distinct."""
+    points = points_graph(parent_of, depends_on)
+    distinct = len(set(rank.values())) == len(rank)
+    return distinct and all(rank[a] > rank[b] for a, b in points)
+
+
+@given(task_states())
+def test_layout_ranks_orders_an_acyclic_graph(
+    state: tuple[dict[int, int | None], dict[int, list[int]], int, int],
+) -> None:
+    parent_of, depends_on, _, _ = state
+    ranks = graph.layout_ranks(list(parent_of), parent_of, depends_on, Decimal("41.5"))
+    rank = {(t, p): ranks[t][i] for t in parent_of for i, p in enumerate("SE")}
+    assert ordered(parent_of, depends_on, rank)
+    assert min(rank.values()) == 42
+
+
+def test_layout_ranks_refuses_a_loop_and_nests_a_tree() -> None:
+    with pytest.raises(CycleError):
+        graph.layout_ranks([1, 2], {2: 1}, {1: [2]}, None)
+    ranks = graph.layout_ranks(["r", "a", "b"], {"a": "r", "b": "r"}, {}, None)
+    assert ranks == {"r": (1, 6), "a": (2, 3), "b": (4, 5)}
+
+
+def add_ranked(
+    parent_of: Mapping[int, int | None],
+    depends_on: dict[int, list[int]],
+    rank: dict[tuple[int, str], Decimal],
+    task: int,
+    dep: int,
+) -> bool:
+    """Add `task depends on dep` as the service does (bounded forward search, move_above), on
+    plain dicts; False when it closes a cycle."""
+    if rank[(dep, "E")] < rank[(task, "S")]:
+        depends_on.setdefault(task, []).append(dep)
+        return True
+    waits = points_graph(parent_of, depends_on)
+    high = rank[(dep, "E")]
+    forward = {(task, "S")}
+    frontier = [(task, "S")]
+    while frontier:
+        point = frontier.pop()
+        for a, b in waits:
+            if b == point and a not in forward and rank[a] <= high:
+                forward.add(a)
+                frontier.append(a)
+    if (dep, "E") in forward:
+        return False
+    ceiling = min((r for r in rank.values() if r > high), default=high + 1)
+    rank.update(graph.move_above({p: rank[p] for p in forward}, high, ceiling))
+    depends_on.setdefault(task, []).append(dep)
+    return True
+
+
+@given(forests(), st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=20))
+def test_move_above_keeps_the_order_and_agrees_with_the_oracle(
+    parent_of: dict[int, int | None], edges: list[tuple[int, int]]
+) -> None:
+    ranks = graph.layout_ranks(list(parent_of), parent_of, {}, None)
+    rank = {(t, p): ranks[t][i] for t in parent_of for i, p in enumerate("SE")}
+    depends_on: dict[int, list[int]] = {}
+    n = len(parent_of)
+    for task, dep in edges:
+        task, dep = task % n, dep % n
+        if task == dep or dep in depends_on.get(task, []):
+            continue
+        expected = graph.dependency_cycle(parent_of, depends_on, task, dep) is None
+        assert add_ranked(parent_of, depends_on, rank, task, dep) == expected
+        assert ordered(parent_of, depends_on, rank)
+
+
+def test_move_above_keeps_the_moved_points_in_order() -> None:
+    moved = graph.move_above({"t_end": Decimal(8), "t_start": Decimal(3)}, Decimal(9), Decimal(10))
+    assert moved == {"t_start": Decimal("9.1"), "t_end": Decimal("9.2")}
+
+
+@given(decimals, decimals, st.integers(1, 500))
+def test_ranks_between_are_strictly_between_and_increasing(a: Decimal, b: Decimal, n: int) -> None:
+    if a == b:
+        return
+    low, high = min(a, b), max(a, b)
+    ranks = graph.ranks_between(low, high, n)
+    assert len(ranks) == n
+    assert all(x < y for x, y in itertools.pairwise([low, *ranks, high]))
