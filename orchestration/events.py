@@ -86,10 +86,10 @@ def queue(pipe: Any, batch: list[Event]) -> None:
     """Queue the publication of `batch` on a pipeline that also carries other commands."""
     maxlen = get_settings().events_maxlen
     for e in batch:
-        payload = {"task_id": str(e.task_id) if e.task_id else None, **_jsonable(e.data)}
+        payload = {"task_id": str(e.task_id) if e.task_id else None, **e.data}
         pipe.xadd(
             keys.events(e.team_id),
-            {"event": e.kind, "data": json.dumps(payload)},
+            {"event": e.kind, "data": json.dumps(payload, default=str)},
             maxlen=maxlen,
             approximate=True,
         )

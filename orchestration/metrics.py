@@ -94,13 +94,14 @@ class _Buffer:
         self.pid = os.getpid()
         self.stop = threading.Event()
 
-    def add(self, key: str, field: str, amount: float) -> None:
+    def add(self, key: str, fields: list[tuple[str, float]]) -> None:
         with self.lock:
             if self.pid != os.getpid():  # forked: the parent's thread and counts are not ours
                 self.counts.clear()
                 self.thread = None
                 self.pid = os.getpid()
-            self.counts[(key, field)] += amount
+            for field, amount in fields:
+                self.counts[(key, field)] += amount
             if self.thread is None:
                 self.thread = threading.Thread(target=self.run, name="metrics", daemon=True)
                 self.thread.start()
@@ -136,17 +137,15 @@ def _labels(spec: Spec, labels: dict[str, object]) -> str:
 
 def inc(name: str, amount: float = 1.0, **labels: object) -> None:
     spec = SPECS[name]
-    _buffer.add(PREFIX + name, _labels(spec, labels), float(amount))
+    _buffer.add(PREFIX + name, [(_labels(spec, labels), float(amount))])
 
 
 def observe(name: str, value: float, **labels: object) -> None:
     spec = SPECS[name]
-    key, base = PREFIX + name, _labels(spec, labels)
-    for bound in BUCKETS:
-        if value <= bound:
-            _buffer.add(key, f"{base}#le={bound}", 1.0)
-    _buffer.add(key, f"{base}#sum", float(value))
-    _buffer.add(key, f"{base}#count", 1.0)
+    base = _labels(spec, labels)
+    fields = [(f"{base}#le={bound}", 1.0) for bound in BUCKETS if value <= bound]
+    fields += [(f"{base}#sum", float(value)), (f"{base}#count", 1.0)]
+    _buffer.add(PREFIX + name, fields)
 
 
 def flush() -> None:
