@@ -167,7 +167,7 @@ WHERE id = :task_id AND claim = :claim AND status = 'review'
 RETURNING revision_count;
 
 -- complete --
--- Finish tasks (parallel arrays): completed, each outcome counted once on its worker (members locked in id order), its load released, the completion logged.
+-- Finish tasks (parallel arrays): completed, each outcome counted once on its worker (members locked in id order), its load released, the completion logged; says which have dependents to unblock.
 WITH finishing AS (
     SELECT *
     FROM unnest(
@@ -182,7 +182,9 @@ WITH finishing AS (
         error_message = NULL, claim = NULL, not_before = NULL, updated_at = now()
     FROM finishing f
     WHERE t.id = f.task_id AND t.claim = f.claim AND t.status = f.from_status
-    RETURNING t.id, t.team_id, t.parent_task_id, t.assigned_to, f.tokens, f.cost
+    RETURNING t.id, t.team_id, t.parent_task_id, t.assigned_to, f.tokens, f.cost,
+        EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on_task_id = t.id)
+            AS has_dependents
 ), workers AS (
     SELECT id FROM team_members
     WHERE id IN (SELECT assigned_to FROM done)
@@ -207,7 +209,7 @@ WITH finishing AS (
     SELECT team_id, id, 'task.completed', jsonb_build_object('worker_id', assigned_to::text)
     FROM done
 )
-SELECT id, team_id, parent_task_id, assigned_to FROM done;
+SELECT id, team_id, parent_task_id, assigned_to, has_dependents FROM done;
 
 -- fail --
 -- Fail a task for good (:claim NULL: whoever holds it): counted once on its worker, its load released.

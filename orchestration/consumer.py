@@ -559,8 +559,16 @@ class AgentConsumer:
             batch, self._finishing = self._finishing, []
         if not batch:
             return
+        entries = [item.entry for item in batch]
+
+        def complete(completions: list[lifecycle.Completion]) -> set[uuid.UUID]:
+            # Acknowledged in the round trip that publishes the events, after the commit.
+            return lifecycle.complete_many(
+                completions, also=lambda pipe: streams.queue_ack(pipe, entries)
+            )
+
         try:
-            done = _retried(lifecycle.complete_many, [item.completion for item in batch])
+            done = _retried(complete, [item.completion for item in batch])
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout, and run again.
             log.exception("outcomes of %d entries not committed", len(batch))
@@ -569,11 +577,6 @@ class AgentConsumer:
                     self.monitor.crashed(item.uid, exc)
             self._forget(batch)
             return
-        try:
-            streams.ack_many([item.entry for item in batch])
-        except redis.RedisError as exc:
-            # Committed: a redelivery finds the task completed and changes nothing.
-            log.warning("entries not acknowledged: %s", exc)
         for item in batch:
             result = "completed" if item.entry.task_id in done else "stale"
             with log_context(team_id=item.entry.team_id, task_id=item.entry.task_id):

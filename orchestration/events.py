@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -70,16 +70,19 @@ def take_pending(session: Session) -> list[Event]:
     return list(session.info.pop(PENDING_KEY, []))
 
 
-def publish(batch: list[Event]) -> None:
-    """Best effort: PostgreSQL keeps the history even when Redis is down."""
-    if not batch:
+def publish(batch: list[Event], also: Callable[[Any], object] | None = None) -> None:
+    """Best effort: PostgreSQL keeps the history even when Redis is down. `also` queues
+    other commands that follow the commit on the same pipeline (one round trip)."""
+    if not batch and also is None:
         return
     try:
         pipe = get_redis().pipeline(transaction=False)
         queue(pipe, batch)
+        if also is not None:
+            also(pipe)
         pipe.execute()
     except redis.RedisError as exc:
-        log.warning("events not published: %s", exc)
+        log.warning("events (and what followed the commit) not sent to Redis: %s", exc)
 
 
 def queue(pipe: Any, batch: list[Event]) -> None:
@@ -113,9 +116,10 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def transaction() -> Iterator[Session]:
-    """A unit of work; the events it recorded are published once it has committed."""
+def transaction(also: Callable[[Any], object] | None = None) -> Iterator[Session]:
+    """A unit of work; the events it recorded are published once it has committed (with
+    `also`'s commands, see publish)."""
     with session_scope() as session:
         yield session
         batch = take_pending(session)
-    publish(batch)
+    publish(batch, also)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -351,12 +352,15 @@ def complete(
     return task_id in done
 
 
-def complete_many(completions: list[Completion]) -> set[uuid.UUID]:
+def complete_many(
+    completions: list[Completion], also: Callable[[Any], object] | None = None
+) -> set[uuid.UUID]:
     """Finish several tasks in one transaction (one statement, then the unblocking and
-    roll-ups they cause); returns the ids completed, leaving out stale claims."""
+    roll-ups they cause); returns the ids completed, leaving out stale claims. `also` queues
+    Redis commands to send after the commit with the events (events.publish)."""
     if not completions:
         return set()
-    with events.transaction() as session:
+    with events.transaction(also) as session:
         done = session.execute(
             Q["complete"],
             {
@@ -387,9 +391,10 @@ def complete_many(completions: list[Completion]) -> set[uuid.UUID]:
             by_team.setdefault(row.team_id, []).append(
                 (row.id, row.parent_task_id, TaskStatus.COMPLETED)
             )
+        dependents = {row.id for row in done if row.has_dependents}
         # Teams in a fixed order: each settle takes its team's graph lock.
         for team_id in sorted(by_team):
-            settle(session, team_id, by_team[team_id])
+            settle(session, team_id, by_team[team_id], dependents)
         return {row.id for row in done}
 
 
@@ -450,18 +455,22 @@ def settle(
     session: Session,
     team_id: uuid.UUID,
     finished: list[tuple[uuid.UUID, uuid.UUID | None, TaskStatus]],
+    dependents: set[uuid.UUID] | None = None,
 ) -> None:
     """After tasks of the team reached a final state: unblock dependents of completed ones and
-    roll up their summary tasks, repeating for every summary task that becomes final."""
+    roll up their summary tasks, repeating for every summary task that becomes final.
+    `dependents`: which of `finished` have dependents, when the caller knows already."""
     queue = list(finished)
     locked = False
     while queue:
         completed = [task_id for task_id, _, status in queue if status is TaskStatus.COMPLETED]
-        unblocking = (
-            [r[0] for r in session.execute(_WITH_DEPENDENTS, {"ids": completed})]
-            if completed
-            else []
-        )
+        if dependents is not None:
+            unblocking = [task_id for task_id in completed if task_id in dependents]
+            dependents = None  # summary tasks rolled up below are not known: ask
+        elif completed:
+            unblocking = [r[0] for r in session.execute(_WITH_DEPENDENTS, {"ids": completed})]
+        else:
+            unblocking = []
         parents = [(task_id, parent_id) for task_id, parent_id, _ in queue if parent_id]
         queue = []
         if not unblocking and not parents:

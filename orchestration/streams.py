@@ -109,15 +109,19 @@ def emitted(replies: list[Any]) -> list[str]:
 
 def ack_many(entries: Iterable[Entry]) -> None:
     """Acknowledge entries of any teams: one XACK per team, in one round trip."""
+    pipe = get_redis().pipeline(transaction=False)
+    if queue_ack(pipe, entries):
+        pipe.execute()
+
+
+def queue_ack(pipe: Any, entries: Iterable[Entry]) -> int:
+    """Queue one XACK per team of `entries` on a pipeline; returns how many."""
     by_team: dict[uuid.UUID, list[str]] = {}
     for entry in entries:
         by_team.setdefault(entry.team_id, []).append(entry.entry_id)
-    if not by_team:
-        return
-    pipe = get_redis().pipeline(transaction=False)
     for team_id, ids in by_team.items():
         pipe.xack(keys.task_stream(team_id), keys.consumer_group(team_id), *ids)
-    pipe.execute()
+    return len(by_team)
 
 
 def dead_letter(entry: Entry, deliveries: int, reason: str) -> None:
