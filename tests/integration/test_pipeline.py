@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from db.engine import get_engine, session_scope
 from db.models import Message, Task, TaskEvent, TaskStatus, Team, TeamMember, TeamStatus
@@ -616,3 +616,38 @@ def test_read_ahead_is_automatic_unless_set(monkeypatch: pytest.MonkeyPatch) -> 
         reload_settings()
     monkeypatch.undo()
     reload_settings()
+
+
+@pytest.mark.parametrize("change", ["status = 'offline'", "max_concurrent_tasks = 1"])
+def test_a_worker_changed_between_the_pass_read_and_its_assignment_is_not_overfilled(
+    change: str,
+) -> None:
+    """The pass reads workers without locking them; a worker set offline or given less
+    capacity before the assign statement runs makes the pass roll back and go round again."""
+    team_id = active_team(workers=1, capacity=2)
+    for title in ("a", "b"):
+        new_task(team_id, title)
+    engine = get_engine()
+    changed: list[bool] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().startswith("WITH chosen AS") and not changed:
+            changed.append(True)
+            with engine.begin() as other:
+                other.execute(
+                    text(
+                        f"UPDATE team_members SET {change} WHERE team_id = :t AND role = 'worker'"
+                    ),
+                    {"t": team_id},
+                )
+
+    event.listen(engine, "before_cursor_execute", meanwhile)
+    try:
+        result = orchestrator.run_pass(team_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", meanwhile)
+    assert changed
+    expected = 0 if "offline" in change else 1
+    assert len(result.assigned) == expected
+    assert statuses(team_id) == {"pending": 2 - expected, **({"assigned": 1} if expected else {})}
+    check_invariants(team_id, all_done=False)
