@@ -17,27 +17,31 @@ LEFT JOIN LATERAL (
 WHERE t.id = :team_id
 FOR SHARE OF t;
 
--- ready_tasks --
--- The team's assignable tasks, best first, no more than the free capacity (reads ix_tasks_ready in order).
-SELECT id, title, priority, required_skills, created_at
-FROM tasks
-WHERE team_id = :team_id
-  AND status = 'pending'
-  AND NOT is_summary
-  AND (not_before IS NULL OR not_before <= now())
-ORDER BY priority DESC, created_at, id
-LIMIT :limit;
-
--- available_workers --
--- Workers that can take work now. Not locked: only passes (one at a time per team) raise a load, so what this reads stays an upper bound until assign re-checks it.
-SELECT id, agent_id, specialization, skills, current_workload, max_concurrent_tasks,
-       tasks_completed, tasks_failed
-FROM team_members
-WHERE team_id = :team_id
-  AND role = 'worker'
-  AND status <> 'offline'
-  AND current_workload < max_concurrent_tasks
-ORDER BY current_workload, joined_at, id;
+-- workers_and_ready_tasks --
+-- What a pass works on, in one round trip: the workers that can take work now (not locked: only passes raise a load, so what this reads stays an upper bound until assign re-checks it), and the team's assignable tasks best first, no more than the free capacity (reads ix_tasks_ready in order).
+WITH workers AS (
+    SELECT id, agent_id, specialization, skills, current_workload, max_concurrent_tasks,
+           tasks_completed, tasks_failed, joined_at
+    FROM team_members
+    WHERE team_id = :team_id
+      AND role = 'worker'
+      AND status <> 'offline'
+      AND current_workload < max_concurrent_tasks
+), ready AS (
+    SELECT id, title, priority, required_skills, created_at
+    FROM tasks
+    WHERE team_id = :team_id
+      AND status = 'pending'
+      AND NOT is_summary
+      AND (not_before IS NULL OR not_before <= now())
+    ORDER BY priority DESC, created_at, id
+    LIMIT (SELECT coalesce(sum(max_concurrent_tasks - current_workload), 0) FROM workers)
+)
+SELECT
+    (SELECT coalesce(json_agg(w ORDER BY w.current_workload, w.joined_at, w.id), '[]')
+     FROM workers w) AS workers,
+    (SELECT coalesce(json_agg(r ORDER BY r.priority DESC, r.created_at, r.id), '[]')
+     FROM ready r) AS ready;
 
 -- assign --
 -- Assign the chosen tasks that are still pending, count them on their workers (locked in id order; fits is false if a worker went offline or lost capacity meanwhile: roll back), log each assignment and its event, in one statement.

@@ -47,8 +47,7 @@ class PassResult:
 
 @dataclass
 class _Candidate:
-    """A worker as the pass scores it (a row of available_workers); its load is raised after
-    each assignment."""
+    """A worker as the pass scores it; its load is raised after each assignment."""
 
     id: uuid.UUID
     agent_id: str
@@ -58,6 +57,28 @@ class _Candidate:
     max_concurrent_tasks: int
     tasks_completed: int
     tasks_failed: int
+
+    @classmethod
+    def of(cls, w: dict[str, Any]) -> _Candidate:
+        return cls(
+            uuid.UUID(w["id"]),
+            w["agent_id"],
+            w["specialization"],
+            w["skills"],
+            w["current_workload"],
+            w["max_concurrent_tasks"],
+            w["tasks_completed"],
+            w["tasks_failed"],
+        )
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A ready task as the pass scores it."""
+
+    id: uuid.UUID
+    priority: int
+    required_skills: list[str] | None
 
 
 def run_pass(team_id: uuid.UUID) -> PassResult:
@@ -114,15 +135,10 @@ def _assign(session: Session, team: Any, result: PassResult) -> None:
     team_id = result.team_id
     if team.token_budget is not None and _budget_spent(session, team_id, team.token_budget):
         return
-    loads = [
-        _Candidate(**row._mapping)
-        for row in session.execute(Q["available_workers"], {"team_id": team_id})
-    ]
+    work = session.execute(Q["workers_and_ready_tasks"], {"team_id": team_id}).one()
+    loads = [_Candidate.of(w) for w in work.workers]
     result.workers = len(loads)
-    capacity = sum(max(0, w.max_concurrent_tasks - w.current_workload) for w in loads)
-    if capacity == 0:
-        return
-    ready = session.execute(Q["ready_tasks"], {"team_id": team_id, "limit": capacity}).all()
+    ready = [_Ready(uuid.UUID(t["id"]), t["priority"], t["required_skills"]) for t in work.ready]
     result.ready = len(ready)
     if not ready:
         return
