@@ -407,9 +407,3 @@ WITH RECURSIVE held(id) AS (
 UPDATE tasks SET status = 'blocked', updated_at = now()
 WHERE id IN (SELECT id FROM held) AND status = 'pending'
 RETURNING id;
-
--- in_flight --
--- Tasks a worker holds, for reconciling the stream with the database.
-SELECT id, assigned_to, priority, status, updated_at
-FROM tasks
-WHERE team_id = :team_id AND status IN ('assigned', 'in_progress', 'review');
