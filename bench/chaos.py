@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench import harness
+from bench import harness, report
 from bench.harness import BulkTask, log
 
 FINAL = ("completed", "failed", "cancelled")
@@ -348,6 +348,8 @@ def main(argv: list[str]) -> int:
     result = campaign(args)
     name = "chaos" if args.tasks >= 10_000 else f"chaos-{args.tasks}"
     path = harness.write_json(name, result)
+    if name == "chaos":
+        report.write_chaos_summary(result)
     verdict = {
         k: result[k] for k in ("finished", "tasks_lost", "completed_twice", "workers_over_capacity")
     }

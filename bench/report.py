@@ -7,9 +7,12 @@ from typing import Any
 
 from bench.harness import REPO_ROOT
 
-README = REPO_ROOT / "bench" / "README.md"
+# The bench README and the project README show the same latest figures.
+READMES = (REPO_ROOT / "bench" / "README.md", REPO_ROOT / "README.md")
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
+CHAOS_BEGIN = "<!-- chaos:begin -->"
+CHAOS_END = "<!-- chaos:end -->"
 
 
 def _ok(value: Any) -> str:
@@ -168,14 +171,49 @@ def write_readme(results: dict[str, Any]) -> None:
             END,
         ]
     )
-    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    README.write_text(text)
+    _replace_block(BEGIN, END, block)
+
+
+def write_chaos_summary(result: dict[str, Any]) -> None:
+    details = result.get("details", {})
+    block = "\n".join(
+        [
+            CHAOS_BEGIN,
+            f"`{result.get('command', 'python -m bench.chaos').strip()}` at commit "
+            f"`{result.get('commit')}` (`bench/results/chaos.json`): {result.get('tasks'):,} tasks "
+            f"in diamonds, a worker SIGKILLed {result.get('sigkills')} times, Redis restarted "
+            f"empty: {_yes(result.get('redis_restarted_empty'))}, PostgreSQL crash-restarted: "
+            f"{_yes(result.get('postgres_restarted'))}, {result.get('beats')} beats at once. "
+            f"Tasks lost {result.get('tasks_lost')}, completed twice "
+            f"{result.get('completed_twice')}, workers over capacity "
+            f"{result.get('workers_over_capacity')} (sampled every 0.5 s and at the end), "
+            f"counter drift {result.get('counter_drift')}; "
+            + (
+                f"finished in {result.get('seconds')} s"
+                if result.get("finished")
+                else "**did not finish**"
+            )
+            + f" ({details.get('tasks_executed_more_than_once', 0)} tasks ran more than once after "
+            "a kill, each completed once).",
+            CHAOS_END,
+        ]
+    )
+    _replace_block(CHAOS_BEGIN, CHAOS_END, block)
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _replace_block(begin: str, end: str, block: str) -> None:
+    for readme in READMES:
+        text = readme.read_text()
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.rstrip() + "\n\n" + block + "\n"
+        readme.write_text(text)
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
