@@ -21,6 +21,18 @@ def _ok(value: Any) -> str:
     return "met" if value else "**missed**"
 
 
+def _peer(tp: dict[str, Any], key: str, flag: str) -> str:
+    """A peer's figure used for the ratio, then its other configurations."""
+    best = tp[key]
+    text = f"{best['tasks_per_s']}/s"
+    if "worker_concurrency" in best:
+        text += f" ({flag}{best['worker_concurrency']}"
+        others = [r for r in tp.get(f"{key}_runs", []) if r != best]
+        text += "".join(f"; {flag}{r['worker_concurrency']}: {r['tasks_per_s']}/s" for r in others)
+        text += ")"
+    return text
+
+
 def _latest_reruns(reruns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The newest re-run of each command (the figures in the table are the newest ones)."""
     latest: dict[str, dict[str, Any]] = {}
@@ -36,12 +48,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out: list[tuple[str, str, str, str]] = []
     tp = results.get("throughput") or {}
     if "engine" in tp:
-        e, c, p = tp["engine"], tp["celery_noop"], tp["procrastinate_noop"]
+        e = tp["engine"]
         out.append(
             (
                 f"1. end-to-end throughput ({e['tasks']} tasks, 2 worker processes)",
-                f"engine {e['tasks_per_s']}/s; raw Celery no-op {c['tasks_per_s']}/s; "
-                f"procrastinate no-op {p['tasks_per_s']}/s",
+                f"engine {e['tasks_per_s']}/s ({e.get('agent_concurrency', 4)} agent threads "
+                f"each); raw Celery no-op {_peer(tp, 'celery_noop', '-c ')}; "
+                f"procrastinate no-op {_peer(tp, 'procrastinate_noop', 'concurrency ')}",
                 "-",
                 "-",
             )
@@ -226,7 +239,12 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ax = axes[0][0]
     tp = results.get("throughput") or {}
     if "engine" in tp:
-        names = ["engine", "raw Celery\nno-op", "procrastinate\nno-op"]
+        names = [
+            f"engine\n{tp['engine'].get('agent_concurrency', 4)} threads",
+            f"raw Celery no-op\n-c {tp['celery_noop'].get('worker_concurrency', 1)}",
+            "procrastinate no-op\nconcurrency "
+            f"{tp['procrastinate_noop'].get('worker_concurrency', 1)}",
+        ]
         values = [
             tp["engine"]["tasks_per_s"],
             tp["celery_noop"]["tasks_per_s"],

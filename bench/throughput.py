@@ -1,6 +1,7 @@
 """Benchmark 1: end-to-end throughput, beside raw Celery no-op tasks and procrastinate no-op
 jobs, with the same broker (one private redis-server), the same machine and the same number of
-worker processes (2).
+worker processes (2). Each peer runs with one execution per process and with as many as the
+engine's agent threads; the ratios are against its faster configuration.
 
 Each run loads the whole backlog first and then releases it at once, timing from the release
 to the last completion:
@@ -80,21 +81,24 @@ def engine_run(tasks: int, agent_concurrency: int = 4, timeout: float = 900) -> 
         }
 
 
-def celery_run(tasks: int, timeout: float = 600) -> dict[str, Any]:
+def celery_run(tasks: int, concurrency: int = 1, timeout: float = 600) -> dict[str, Any]:
     with harness.stack("celery") as st:
         env = {"REDIS_URL": st.redis_url}
         from bench import celery_noop
 
-        celery_noop.app.conf.broker_url = st.redis_url
         r = st.redis.client()
-        with celery_noop.app.producer_or_acquire() as producer:
+        # Its own connection, not the app's pool: each run has a new redis-server.
+        with (
+            celery_noop.app.connection_for_write(st.redis_url) as conn,
+            conn.Producer() as producer,
+        ):
             for _ in range(tasks):
                 celery_noop.noop.apply_async(queue=celery_noop.HOLD_QUEUE, producer=producer)
         queued = int(r.llen(celery_noop.HOLD_QUEUE))
         if queued != tasks:
             raise RuntimeError(f"{queued} of {tasks} noop messages on the hold queue")
         with harness.processes(st.directory, env) as procs:
-            workers = [procs.worker("bench.celery_noop") for _ in range(PROCESSES)]
+            workers = [procs.worker("bench.celery_noop", concurrency) for _ in range(PROCESSES)]
             for w in workers:
                 procs.wait_for_log(w, "noop worker ready.")
             time.sleep(0.5)
@@ -114,10 +118,11 @@ def celery_run(tasks: int, timeout: float = 600) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "tasks_per_s": round(tasks / elapsed, 1),
             "processes": PROCESSES,
+            "worker_concurrency": concurrency,
         }
 
 
-def procrastinate_run(tasks: int, timeout: float = 900) -> dict[str, Any]:
+def procrastinate_run(tasks: int, concurrency: int = 1, timeout: float = 900) -> dict[str, Any]:
     url = harness.database_url("procrastinate")
     dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     from db.migrate import drop_database, ensure_database
@@ -130,7 +135,7 @@ def procrastinate_run(tasks: int, timeout: float = 900) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="orch-bench-procrastinate-"))
     engine = create_engine(url)
     try:
-        env = {"PROCRASTINATE_DSN": dsn, "PROCRASTINATE_CONCURRENCY": "1"}
+        env = {"PROCRASTINATE_DSN": dsn, "PROCRASTINATE_CONCURRENCY": str(concurrency)}
         import os
 
         os.environ["PROCRASTINATE_DSN"] = dsn
@@ -183,7 +188,7 @@ def procrastinate_run(tasks: int, timeout: float = 900) -> dict[str, Any]:
             "seconds": round(elapsed, 3),
             "tasks_per_s": round(tasks / elapsed, 1),
             "processes": PROCESSES,
-            "worker_concurrency": 1,
+            "worker_concurrency": concurrency,
         }
     finally:
         engine.dispose()
@@ -193,23 +198,36 @@ def procrastinate_run(tasks: int, timeout: float = 900) -> dict[str, Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(tasks: int, peer_tasks: int | None = None) -> dict[str, Any]:
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(runs, key=lambda r: r["tasks_per_s"])
+
+
+def run(tasks: int, peer_tasks: int | None = None, agent_concurrency: int = 4) -> dict[str, Any]:
+    """The engine, then each peer with one execution per worker process and with as many as the
+    engine's agent threads; the ratios are against each peer's faster configuration."""
     peer_tasks = peer_tasks or tasks
     log(f"throughput: engine, {tasks} tasks")
-    engine = engine_run(tasks)
+    engine = engine_run(tasks, agent_concurrency)
     log(f"  engine: {engine['tasks_per_s']} tasks/s")
-    log(f"throughput: raw celery no-op, {peer_tasks} tasks")
-    celery = celery_run(peer_tasks)
-    log(f"  celery: {celery['tasks_per_s']} tasks/s")
-    log(f"throughput: procrastinate no-op, {peer_tasks} jobs")
-    peer = procrastinate_run(peer_tasks)
-    log(f"  procrastinate: {peer['tasks_per_s']} jobs/s")
+    concurrencies = sorted({1, agent_concurrency})
+    celery_runs, peer_runs = [], []
+    for c in concurrencies:
+        log(f"throughput: raw celery no-op, {peer_tasks} tasks, -c {c}")
+        celery_runs.append(celery_run(peer_tasks, c))
+        log(f"  celery -c {c}: {celery_runs[-1]['tasks_per_s']} tasks/s")
+    for c in concurrencies:
+        log(f"throughput: procrastinate no-op, {peer_tasks} jobs, concurrency {c}")
+        peer_runs.append(procrastinate_run(peer_tasks, c))
+        log(f"  procrastinate concurrency {c}: {peer_runs[-1]['tasks_per_s']} jobs/s")
+    celery, peer = _best(celery_runs), _best(peer_runs)
     vs_celery = engine["tasks_per_s"] / celery["tasks_per_s"]
     vs_peer = engine["tasks_per_s"] / peer["tasks_per_s"]
     return {
         "engine": engine,
         "celery_noop": celery,
         "procrastinate_noop": peer,
+        "celery_noop_runs": celery_runs,
+        "procrastinate_noop_runs": peer_runs,
         "ratio_vs_celery": round(vs_celery, 3),
         "ratio_vs_procrastinate": round(vs_peer, 3),
         "targets": {
