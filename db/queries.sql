@@ -360,7 +360,7 @@ SELECT task_id, point, rank, least(
 FROM reach;
 
 -- batch_plans --
--- For the rest of a batch's transaction: no JIT (the recursive search's row estimates are wild and compiling costs ~10x running it) and no hash or merge joins (joining a few thousand ids to tasks or task_dependencies by hash reads the whole table; by index it reads those rows).
+-- For the rest of a transaction adding dependencies: no JIT (the recursive search's row estimates are wild and compiling costs ~10x running it) and no hash or merge joins (joining a few thousand ids to tasks or task_dependencies by hash reads the whole table; by index it reads those rows).
 SELECT set_config('jit', 'off', true), set_config('enable_hashjoin', 'off', true),
     set_config('enable_mergejoin', 'off', true);
 

@@ -205,7 +205,7 @@ def insert_ordered(
     new: list[tuple[uuid.UUID, uuid.UUID]],
     ranks: Ranks,
     *,
-    cap: int = JOINT_SEARCH_CAP,
+    cap: int | None = None,
 ) -> None:
     """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
     any that would close a cycle (caller holds the graph lock; ranks has every task named).
@@ -213,15 +213,21 @@ def insert_ordered(
     An edge whose dependency ends below its task's start is ordered already and cannot close
     a cycle: those go in at once, with no walk (and before the search, which then follows
     them). The others go in together (_add_jointly); one alone, or a batch whose search would
-    read more than cap rows, goes edge by edge, each moving the points between its two ranks
-    that must follow it (or finding the cycle there), so later ones see it."""
+    read more than cap rows (default JOINT_SEARCH_CAP), goes edge by edge, each moving the
+    points between its two ranks that must follow it (or finding the cycle there), so later
+    ones see it."""
     ordered: list[tuple[uuid.UUID, uuid.UUID]] = []
     later: list[tuple[uuid.UUID, uuid.UUID]] = []
     for t, d in new:
         (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
     if ordered:
         _insert_edges(session, ordered)
-    if len(later) > 1 and _add_jointly(session, team_id, later, ranks, cap):
+    if not later:
+        return
+    session.execute(Q["batch_plans"])  # no JIT or hash joins for what follows
+    if len(later) > 1 and _add_jointly(
+        session, team_id, later, ranks, JOINT_SEARCH_CAP if cap is None else cap
+    ):
         return
     for task_id, dep_id in later:
         # An earlier move of this batch may have ordered it already.
@@ -320,6 +326,7 @@ def add_dependencies(
         if session.get(Team, team_id) is None:
             raise NotFound(f"team {team_id} not found")
         lock_graph(session, team_id)
+        # Joins of the batch's ids to tasks and task_dependencies by index, not by hash.
         session.execute(Q["batch_plans"])
         ids = sorted({x for pair in pairs for x in pair})
         rows = {
