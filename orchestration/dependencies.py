@@ -155,17 +155,18 @@ def _add_jointly(
     rows = session.execute(
         Q["reach_after_many"],
         {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap},
-    ).all()
-    if len(rows) >= cap:
+    )
+    found = rows.all()
+    if len(found) >= cap:
         return False
     # Points as (task id as text, "S" or "E"), as the search returns them.
     rank: dict[tuple[str, str], Decimal] = {}
     waits: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
-    for r in rows:
-        point = (r.task_id, r.point)
-        rank[point] = r.rank
-        if r.via_id is not None:
-            waits[point].append((r.via_id, r.via_point))
+    for task_id, which, point_rank, via_id, via_point in found:
+        point = (task_id, which)
+        rank[point] = point_rank
+        if via_id is not None:
+            waits[point].append((via_id, via_point))
     new = [((str(t), graph.START), (str(d), graph.END)) for t, d in later]
     for (_, waited), (_, dep_id) in zip(new, later, strict=True):
         rank.setdefault(waited, ranks[dep_id][1])

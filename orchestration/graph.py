@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import TypeVar
 
@@ -326,7 +326,7 @@ Place = tuple[Decimal, int]
 
 def lift(
     rank: Mapping[N, Decimal],
-    waits: Mapping[N, Iterable[N]],
+    waits: Mapping[N, Sequence[N]],
     new: Iterable[tuple[N, N]],
 ) -> dict[N, Place]:
     """Where the points that must move go when many dependencies are added at once, or
@@ -344,9 +344,11 @@ def lift(
     point outside the search that waits for it ranks above the bound, above any gap used;
     what it waits for outside the search ranks below it and does not move. Only the points
     that must move are returned; `place` gives them ranks."""
-    preds: dict[N, list[N]] = {p: list(waits.get(p, ())) for p in rank}
+    # The caller's lists as they are (a new edge's waiting point gets a new one).
+    preds: dict[N, Sequence[N]] = dict.fromkeys(rank, ())
+    preds.update(waits)
     for waiting, waited in new:
-        preds[waiting].append(waited)
+        preds[waiting] = [*preds[waiting], waited]
     dependents: dict[N, list[N]] = {p: [] for p in preds}
     remaining: dict[N, int] = {}
     for point, before in preds.items():

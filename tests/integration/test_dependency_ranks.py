@@ -270,7 +270,7 @@ def random_batches(model: Model, rng: random.Random, rounds: int) -> None:
     def root(task: uuid.UUID) -> uuid.UUID:
         return ([task, *graph.ancestors(model.parent_of, task)])[-1]
 
-    roots = sorted({root(t) for t in model.parent_of})
+    roots = list(dict.fromkeys(root(t) for t in model.parent_of))  # in creation order
     rng.shuffle(roots)
     position = {r: i for i, r in enumerate(roots)}
     tasks = list(model.parent_of)
@@ -326,10 +326,10 @@ def test_random_direction_batches_agree_with_the_oracle(
     rng = random.Random(seed)
     model = small_team(rng)
     random_batches(model, rng, 40)
-    assert model.reordered > 5
-    assert model.refused > 2
-    assert spy.joint > 5  # batches went in through the joint search (one such edge alone
-    # takes the single path)
+    counts = (model.reordered, model.refused, spy.joint)
+    # All three outcomes ran; batches went in through the joint search (one out-of-order
+    # edge alone takes the single path).
+    assert model.reordered > 3 and model.refused > 1 and spy.joint > 3, counts
 
 
 def test_a_cycle_through_the_batch_s_own_edges_is_refused_whole(
