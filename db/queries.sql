@@ -366,22 +366,25 @@ SELECT set_config('jit', 'off', true), set_config('enable_hashjoin', 'off', true
 
 -- reach_after_many --
 -- Every point waiting for the start of any of :task_ids, through subtasks, parents and dependents, ranked at most :bound, once per waits-for edge it was reached by (via: the point it waits for there; null for the starts themselves); no more than :cap rows, the search stopping there.
-WITH RECURSIVE reach(task_id, point, rank, via_id, via_point) AS (
-    SELECT id, 'S'::text, start_rank, NULL::uuid, NULL::text
+-- Each row carries its task's end rank and parent, so a start reaches its end and an end its parent without looking the task up again.
+WITH RECURSIVE reach(task_id, point, rank, end_rank, parent_id, via_id, via_point) AS (
+    SELECT id, 'S'::text, start_rank, end_rank, parent_task_id, NULL::uuid, NULL::text
     FROM tasks WHERE id = ANY(CAST(:task_ids AS uuid[]))
     UNION
-    SELECT n.task_id, n.point, n.rank, r.task_id, r.point
+    SELECT n.task_id, n.point, n.rank, n.end_rank, n.parent_id, r.task_id, r.point
     FROM reach r CROSS JOIN LATERAL (
-        SELECT t.id AS task_id, 'E'::text AS point, t.end_rank AS rank
-        FROM tasks t WHERE r.point = 'S' AND t.id = r.task_id
+        SELECT r.task_id, 'E'::text AS point, r.end_rank AS rank, r.end_rank,
+            r.parent_id
+        WHERE r.point = 'S'
         UNION ALL
-        SELECT c.id, 'S', c.start_rank FROM tasks c
+        SELECT c.id, 'S', c.start_rank, c.end_rank, c.parent_task_id FROM tasks c
         WHERE r.point = 'S' AND c.parent_task_id = r.task_id
         UNION ALL
-        SELECT p.id, 'E', p.end_rank FROM tasks t JOIN tasks p ON p.id = t.parent_task_id
-        WHERE r.point = 'E' AND t.id = r.task_id
+        SELECT p.id, 'E', p.end_rank, p.end_rank, p.parent_task_id FROM tasks p
+        WHERE r.point = 'E' AND p.id = r.parent_id
         UNION ALL
-        SELECT t.id, 'S', t.start_rank FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+        SELECT t.id, 'S', t.start_rank, t.end_rank, t.parent_task_id
+        FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
         WHERE r.point = 'E' AND d.depends_on_task_id = r.task_id
     ) n
     WHERE n.rank <= :bound
