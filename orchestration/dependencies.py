@@ -152,12 +152,11 @@ def _add_jointly(
     when the search would read more than cap rows. `ranks` is not kept current: nothing
     after it reads them."""
     bound = max(ranks[d][1] for _, d in later)
-    rows = session.execute(
+    found = session.execute(
         Q["reach_after_many"],
-        {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap},
-    )
-    found = rows.all()
-    if len(found) >= cap:
+        {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap + 1},
+    ).all()
+    if len(found) > cap:
         return False
     # Points as (task id as text, "S" or "E"), as the search returns them.
     rank: dict[tuple[str, str], Decimal] = {}
@@ -327,7 +326,8 @@ def add_dependencies(
         if session.get(Team, team_id) is None:
             raise NotFound(f"team {team_id} not found")
         lock_graph(session, team_id)
-        # Joins of the batch's ids to tasks and task_dependencies by index, not by hash.
+        # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
+        # the row locks on (insert_ordered sets it again for its own callers: harmless).
         session.execute(Q["batch_plans"])
         ids = sorted({x for pair in pairs for x in pair})
         rows = {
