@@ -359,6 +359,69 @@ SELECT task_id, point, rank, least(
 ) AS next_rank
 FROM reach;
 
+-- batch_plans --
+-- For the rest of a transaction adding dependencies: no JIT (the recursive search's row estimates are wild and compiling costs ~10x running it) and no hash or merge joins (joining a few thousand ids to tasks or task_dependencies by hash reads the whole table; by index it reads those rows).
+SELECT set_config('jit', 'off', true), set_config('enable_hashjoin', 'off', true),
+    set_config('enable_mergejoin', 'off', true);
+
+-- reach_after_many --
+-- Every point waiting for the start of any of :task_ids, through subtasks, parents and dependents, ranked at most :bound, once per waits-for edge it was reached by (via: the point it waits for there; null for the starts themselves); no more than :cap rows, the search stopping there.
+-- Each row carries its task's end rank and parent, so a start reaches its end and an end its parent without looking the task up again.
+WITH RECURSIVE reach(task_id, point, rank, end_rank, parent_id, via_id, via_point) AS (
+    SELECT id, 'S'::text, start_rank, end_rank, parent_task_id, NULL::uuid, NULL::text
+    FROM tasks WHERE id = ANY(CAST(:task_ids AS uuid[]))
+    UNION
+    SELECT n.task_id, n.point, n.rank, n.end_rank, n.parent_id, r.task_id, r.point
+    FROM reach r CROSS JOIN LATERAL (
+        SELECT r.task_id, 'E'::text AS point, r.end_rank AS rank, r.end_rank,
+            r.parent_id
+        WHERE r.point = 'S'
+        UNION ALL
+        SELECT c.id, 'S', c.start_rank, c.end_rank, c.parent_task_id FROM tasks c
+        WHERE r.point = 'S' AND c.parent_task_id = r.task_id
+        UNION ALL
+        SELECT p.id, 'E', p.end_rank, p.end_rank, p.parent_task_id FROM tasks p
+        WHERE r.point = 'E' AND p.id = r.parent_id
+        UNION ALL
+        SELECT t.id, 'S', t.start_rank, t.end_rank, t.parent_task_id
+        FROM task_dependencies d JOIN tasks t ON t.id = d.task_id
+        WHERE r.point = 'E' AND d.depends_on_task_id = r.task_id
+    ) n
+    WHERE n.rank <= :bound
+)
+-- Ids as text: the caller only compares and hashes them, and a str caches its hash.
+SELECT task_id::text AS task_id, point, rank, via_id::text AS via_id, via_point
+FROM reach LIMIT :cap;
+
+-- next_ranks --
+-- For each of :ranks (in order), the team's next point above it, or null: the free gap above it.
+SELECT least(
+    (SELECT min(start_rank) FROM tasks WHERE team_id = :team_id AND start_rank > r.rank),
+    (SELECT min(end_rank) FROM tasks WHERE team_id = :team_id AND end_rank > r.rank)
+) AS next_rank
+FROM unnest(CAST(:ranks AS numeric[])) WITH ORDINALITY AS r(rank, i)
+ORDER BY r.i;
+
+-- move_and_insert --
+-- Give points new ranks (a null keeps that point's rank) and insert the dependency edges (task_ids[i] depends on depends_on[i]) they make room for, in one statement.
+WITH moved AS (
+    UPDATE tasks t
+    SET start_rank = coalesce(n.start_rank, t.start_rank),
+        end_rank = coalesce(n.end_rank, t.end_rank)
+    FROM unnest(
+        CAST(:moved_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[])
+    ) AS n(id, start_rank, end_rank)
+    WHERE t.id = n.id
+)
+INSERT INTO task_dependencies (task_id, depends_on_task_id)
+SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
+
+-- existing_edges --
+-- Which of the edges (task_ids[i] depends on depends_on[i]) are there already.
+SELECT d.task_id, d.depends_on_task_id
+FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[])) AS e(task_id, depends_on)
+JOIN task_dependencies d ON d.task_id = e.task_id AND d.depends_on_task_id = e.depends_on;
+
 -- move_and_add --
 -- Give points new ranks (a null keeps that point's rank) and insert the dependency they make room for, in one statement.
 WITH moved AS (

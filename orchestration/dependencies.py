@@ -4,10 +4,12 @@
 Cycle checks ride on the tasks' ranks, a topological order of the waits-for graph kept in
 `start_rank`/`end_rank` (see orchestration/graph.py): a new edge the order already allows is
 safe without a walk; any other searches and moves only points ranked between its two ends, or
-finds the cycle there. Removing an edge never invalidates the order."""
+finds the cycle there (a batch's such edges share one search). Removing an edge never
+invalidates the order."""
 
 from __future__ import annotations
 
+import typing
 import uuid
 from collections import defaultdict
 from decimal import Decimal
@@ -130,21 +132,103 @@ def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) ->
     )
 
 
+# A batch's joint search reads at most this many rows (one per waits-for edge it crosses); a
+# batch that reaches further goes edge by edge instead, each search bounded by its own edge,
+# so no batch holds an unbounded part of the graph in memory at once.
+JOINT_SEARCH_CAP = 200_000
+
+
+def _add_jointly(
+    session: Session,
+    team_id: uuid.UUID,
+    later: list[tuple[uuid.UUID, uuid.UUID]],
+    ranks: Ranks,
+    cap: int,
+) -> bool:
+    """Insert edges none of which the ranks order yet, or raise DependencyCycle: one search
+    forward from all their tasks' starts over the points ranked below the highest of their
+    dependencies' ends (any cycle they close runs there), graph.lift and graph.place over what
+    it found, and one statement for the moves and the inserts. False, with nothing written,
+    when the search would read more than cap rows. `ranks` is not kept current: nothing
+    after it reads them."""
+    bound = max(ranks[d][1] for _, d in later)
+    found = session.execute(
+        Q["reach_after_many"],
+        {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap + 1},
+    ).all()
+    if len(found) > cap:
+        return False
+    # Points as (task id as text, "S" or "E"), as the search returns them.
+    rank: dict[tuple[str, str], Decimal] = {}
+    waits: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for task_id, which, point_rank, via_id, via_point in found:
+        point = (task_id, which)
+        rank[point] = point_rank
+        if via_id is not None:
+            waits[point].append((via_id, via_point))
+    new = [((str(t), graph.START), (str(d), graph.END)) for t, d in later]
+    for (_, waited), (_, dep_id) in zip(new, later, strict=True):
+        rank.setdefault(waited, ranks[dep_id][1])
+    try:
+        lifted = graph.lift(rank, waits, new)
+    except graph.CycleError as error:
+        cycle = typing.cast(list[tuple[str, str]], error.cycle)
+        raise DependencyCycle(graph.cycle_tasks(cycle)) from None
+    anchors = sorted({anchor for anchor, _ in lifted.values()})
+    above = dict(
+        zip(
+            anchors,
+            session.execute(Q["next_ranks"], {"team_id": team_id, "ranks": anchors}).scalars(),
+            strict=True,
+        )
+    )
+    moved: dict[str, list[Decimal | None]] = {}
+    for (task, which), new_rank in graph.place(lifted, above).items():
+        moved.setdefault(task, [None, None])[0 if which == graph.START else 1] = new_rank
+    ids = sorted(moved)
+    session.execute(
+        Q["move_and_insert"],
+        {
+            "moved_ids": ids,
+            "start_ranks": [moved[i][0] for i in ids],
+            "end_ranks": [moved[i][1] for i in ids],
+            "task_ids": [t for t, _ in later],
+            "depends_on": [d for _, d in later],
+        },
+    )
+    return True
+
+
 def insert_ordered(
-    session: Session, team_id: uuid.UUID, new: list[tuple[uuid.UUID, uuid.UUID]], ranks: Ranks
+    session: Session,
+    team_id: uuid.UUID,
+    new: list[tuple[uuid.UUID, uuid.UUID]],
+    ranks: Ranks,
+    *,
+    cap: int | None = None,
 ) -> None:
     """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
     any that would close a cycle (caller holds the graph lock; ranks has every task named).
 
     An edge whose dependency ends below its task's start is ordered already and cannot close
-    a cycle: those go in at once, with no walk. Each other edge moves the points between its
-    two ranks that must follow it (or finds the cycle) as it goes in, so later ones see it."""
+    a cycle: those go in at once, with no walk (and before the search, which then follows
+    them). The others go in together (_add_jointly); one alone, or a batch whose search would
+    read more than cap rows (default JOINT_SEARCH_CAP), goes edge by edge, each moving the
+    points between its two ranks that must follow it (or finding the cycle there), so later
+    ones see it."""
     ordered: list[tuple[uuid.UUID, uuid.UUID]] = []
     later: list[tuple[uuid.UUID, uuid.UUID]] = []
     for t, d in new:
         (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
     if ordered:
         _insert_edges(session, ordered)
+    if not later:
+        return
+    session.execute(Q["batch_plans"])  # no JIT or hash joins for what follows
+    if len(later) > 1 and _add_jointly(
+        session, team_id, later, ranks, JOINT_SEARCH_CAP if cap is None else cap
+    ):
+        return
     for task_id, dep_id in later:
         # An earlier move of this batch may have ordered it already.
         if ranks[dep_id][1] < ranks[task_id][0]:
@@ -242,6 +326,9 @@ def add_dependencies(
         if session.get(Team, team_id) is None:
             raise NotFound(f"team {team_id} not found")
         lock_graph(session, team_id)
+        # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
+        # the row locks on (insert_ordered sets it again for its own callers: harmless).
+        session.execute(Q["batch_plans"])
         ids = sorted({x for pair in pairs for x in pair})
         rows = {
             r.id: r
@@ -260,13 +347,11 @@ def add_dependencies(
                     f"depends_on_task_id {dep_id} is not a task of this team",
                     {"edges": [f"{dep_id} is not a task of this team"]},
                 )
-        tasks = sorted({task_id for task_id, _ in pairs})
         existing = {
             (r.task_id, r.depends_on_task_id)
             for r in session.execute(
-                select(TaskDependency.task_id, TaskDependency.depends_on_task_id).where(
-                    TaskDependency.task_id == any_(cast(tasks, ARRAY(PG_UUID)))
-                )
+                Q["existing_edges"],
+                {"task_ids": [t for t, _ in pairs], "depends_on": [d for _, d in pairs]},
             )
         }
         new = [p for p in pairs if p not in existing]

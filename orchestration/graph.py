@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import TypeVar
 
@@ -290,10 +290,17 @@ def ranks_between(low: Decimal, high: Decimal, count: int) -> list[Decimal]:
         raise ValueError(f"no rank between {low} and {high}")
     with localcontext() as ctx:
         ctx.prec = RANK_PRECISION
+        gap = high - low
         # A power of ten no larger than an even share of the gap: short, and the last one
-        # still below high.
-        share = (high - low) / (count + 1)
-        step = Decimal(1).scaleb(share.adjusted())
+        # still below high. The share's exponent is read at low precision (at full precision
+        # a division by 3 spells out ten thousand digits) and checked exactly: rounding up to
+        # the next power of ten makes the step ten times too large.
+        ctx.prec = 28
+        exponent = (gap / (count + 1)).adjusted()
+        ctx.prec = RANK_PRECISION
+        step = Decimal(1).scaleb(exponent)
+        if step * (count + 1) > gap:
+            step = step.scaleb(-1)
         first = (low / step).to_integral_value(rounding=ROUND_FLOOR) * step + step
         return [first + i * step for i in range(count)]
 
@@ -310,3 +317,83 @@ def move_above(forward: Mapping[N, Decimal], low: Decimal, high: Decimal) -> dic
     for it ranks above high already (it would be forward otherwise)."""
     moved = sorted(forward, key=forward.__getitem__)
     return dict(zip(moved, ranks_between(low, high, len(moved)), strict=True))
+
+
+# A moved point's place before its rank is known: (rank of the unmoved point it goes just
+# above, its position among the points going there). An unmoved point's is (rank, 0).
+Place = tuple[Decimal, int]
+
+
+def lift(
+    rank: Mapping[N, Decimal],
+    waits: Mapping[N, Sequence[N]],
+    new: Iterable[tuple[N, N]],
+) -> dict[N, Place]:
+    """Where the points that must move go when many dependencies are added at once, or
+    CycleError (the cycle as points, each waiting for the next, first repeated last).
+
+    rank: the points a forward search reached from the new edges' waiting points, over every
+    point ranked no higher than the highest point they wait for, with the ranks of those
+    waited-for points too; waits: for each reached point, the reached points it waits for (all
+    of them); new: the new edges (waiting point, point it waits for). Any cycle the new edges
+    close runs through reached points only, so it is found here.
+
+    The points are visited in an order of the new graph; a point stays when it still ranks
+    above everything it waits for, else it goes just above the highest of those, after the
+    points already sent there. A point that stays ranks at most the search's bound, so every
+    point outside the search that waits for it ranks above the bound, above any gap used;
+    what it waits for outside the search ranks below it and does not move. Only the points
+    that must move are returned; `place` gives them ranks."""
+    # The caller's lists as they are (a new edge's waiting point gets a new one).
+    preds: dict[N, Sequence[N]] = dict.fromkeys(rank, ())
+    preds.update(waits)
+    for waiting, waited in new:
+        preds[waiting] = [*preds[waiting], waited]
+    dependents: dict[N, list[N]] = {p: [] for p in preds}
+    remaining: dict[N, int] = {}
+    for point, before in preds.items():
+        remaining[point] = len(before)
+        for b in before:
+            dependents[b].append(point)
+    queue = deque(p for p, n in remaining.items() if n == 0)
+    key: dict[N, Place] = {}
+    used: dict[Decimal, int] = {}
+    moved: dict[N, Place] = {}
+    while queue:
+        point = queue.popleft()
+        own: Place = (rank[point], 0)
+        before = preds[point]
+        if before:
+            highest = max(key[b] for b in before)
+            if highest >= own:
+                anchor = highest[0]
+                used[anchor] = used.get(anchor, 0) + 1
+                own = moved[point] = (anchor, used[anchor])
+        key[point] = own
+        for nxt in dependents[point]:
+            remaining[nxt] -= 1
+            if remaining[nxt] == 0:
+                queue.append(nxt)
+    if len(key) != len(remaining):
+        stuck = {p: [b for b in preds[p] if b not in key] for p in remaining if p not in key}
+        cycle: list[N] = find_cycle(stuck) or list(stuck)
+        raise CycleError(list(cycle))
+    return moved
+
+
+def place(moved: Mapping[N, Place], above: Mapping[Decimal, Decimal | None]) -> dict[N, Decimal]:
+    """Ranks for lift's moved points: those going above one unmoved point share the free gap
+    between it and the team's next point (above[anchor]; None: nothing above, any rank is
+    free), in their order there, a power of ten apart (ranks_between)."""
+    by_anchor: dict[Decimal, list[tuple[int, N]]] = {}
+    for point, (anchor, position) in moved.items():
+        by_anchor.setdefault(anchor, []).append((position, point))
+    ranks: dict[N, Decimal] = {}
+    for anchor, points in by_anchor.items():
+        points.sort(key=lambda item: item[0])
+        ceiling = above.get(anchor)
+        high = anchor + 1 if ceiling is None else ceiling
+        ranks.update(
+            zip((p for _, p in points), ranks_between(anchor, high, len(points)), strict=True)
+        )
+    return ranks

@@ -13,6 +13,7 @@ import random
 import uuid
 from collections import defaultdict
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -20,7 +21,7 @@ from sqlalchemy import select, text
 from db.engine import get_engine
 from db.models import Task, TaskDependency
 from db.queries import Q
-from orchestration import graph
+from orchestration import dependencies, graph
 from orchestration.decomposition import create_plan, create_task
 from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
 from orchestration.errors import DependencyCycle
@@ -235,3 +236,175 @@ def test_plans_and_subtasks_are_ranked_inside_their_parents() -> None:
     assert ranks[by_title["y"]][1] < ranks[by_title["x"]][0]  # x waits for y
     with get_engine().connect() as conn:
         assert conn.execute(Q["rank_violations"], {"team_id": team.id}).scalar() == 0
+
+
+# -- batches: one joint search and reorder for a batch's out-of-order edges -------------------
+
+
+class JointSpy:
+    """Counts how a batch's out-of-order edges went in: together, or edge by edge."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.joint = 0
+        self.single = 0
+        joint, single = dependencies._add_jointly, dependencies._add_out_of_order
+
+        def counted_joint(*args: Any, **kwargs: Any) -> bool:
+            done = joint(*args, **kwargs)
+            self.joint += done
+            return done
+
+        def counted_single(*args: Any, **kwargs: Any) -> None:
+            self.single += 1
+            single(*args, **kwargs)
+
+        monkeypatch.setattr(dependencies, "_add_jointly", counted_joint)
+        monkeypatch.setattr(dependencies, "_add_out_of_order", counted_single)
+
+
+def random_batches(model: Model, rng: random.Random, rounds: int) -> None:
+    """Batches of up to 20 edges in random directions: most run between two task trees in a
+    hidden order of the trees (about half against the ranks, none closing a cycle), a few are
+    random; each batch goes in whole or is refused whole, as the oracle says."""
+
+    def root(task: uuid.UUID) -> uuid.UUID:
+        return ([task, *graph.ancestors(model.parent_of, task)])[-1]
+
+    roots = list(dict.fromkeys(root(t) for t in model.parent_of))  # in creation order
+    rng.shuffle(roots)
+    position = {r: i for i, r in enumerate(roots)}
+    tasks = list(model.parent_of)
+    for _ in range(rounds):
+        batch: list[Edge] = []
+        size = rng.randint(2, 20)
+        while len(batch) < size:
+            a, b = rng.sample(tasks, 2)
+            if rng.random() < 0.95:
+                if root(a) == root(b):
+                    continue
+                if position[root(a)] < position[root(b)]:
+                    a, b = b, a
+            batch.append((a, b))
+        pairs = list(dict.fromkeys(batch))
+        new = [p for p in pairs if p not in model.edges]
+        refused = model.closes_cycle(new)
+        before = model.ranks()
+        try:
+            created, existing = add_dependencies(model.team_id, pairs)
+        except DependencyCycle as error:
+            assert refused, f"batch {new} refused, the oracle accepts it"
+            assert_names_a_cycle(model, error, new)
+            assert model.ranks() == before
+            model.refused += 1
+            model.check()
+            continue
+        assert not refused, f"batch {new} accepted, it closes a cycle"
+        assert (created, existing) == (len(new), len(pairs) - len(new))
+        model.edges.update(new)
+        model.reordered += model.ranks() != before
+        model.ordered_already += model.ranks() == before
+        model.check()
+
+
+def small_team(rng: random.Random, tasks: int = 40) -> Model:
+    model = Model(TeamFactory().id)
+    for i in range(tasks):
+        tasks_so_far = list(model.parent_of)
+        parent = rng.choice(tasks_so_far) if tasks_so_far and rng.random() < 0.3 else None
+        data: dict[str, object] = {"title": f"t{i}"}
+        if parent is not None:
+            data["parent_task_id"] = parent
+        model.parent_of[create_task(model.team_id, data).id] = parent
+    return model
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_direction_batches_agree_with_the_oracle(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = JointSpy(monkeypatch)
+    rng = random.Random(seed)
+    model = small_team(rng)
+    random_batches(model, rng, 40)
+    counts = (model.reordered, model.refused, spy.joint)
+    # All three outcomes ran; batches went in through the joint search (one out-of-order
+    # edge alone takes the single path).
+    assert model.reordered > 3 and model.refused > 1 and spy.joint > 3, counts
+
+
+def test_a_cycle_through_the_batch_s_own_edges_is_refused_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a, b, c, d in creation order: a on b and b on c run against the ranks, c on d too, and
+    d on a closes the loop; no edge of the graph is part of it. Nothing goes in."""
+    spy = JointSpy(monkeypatch)
+    model = Model(TeamFactory().id)
+    a, b, c, d, e = (create_task(model.team_id, {"title": n}).id for n in "abcde")
+    model.parent_of = dict.fromkeys([a, b, c, d, e])
+    add_dependencies(model.team_id, [(e, a)])
+    model.edges = {(e, a)}
+    before = model.ranks()
+    batch = [(a, b), (b, c), (c, d), (d, a), (e, b)]
+    with pytest.raises(DependencyCycle) as error:
+        add_dependencies(model.team_id, batch)
+    cycle = [uuid.UUID(x) for x in error.value.cycle]
+    assert set(cycle) == {a, b, c, d}
+    assert_names_a_cycle(model, error.value, batch)
+    assert model.ranks() == before
+    model.check()
+    assert spy.joint == 0 and spy.single == 0  # refused by the joint search, nothing moved
+    # Without the closing edge the same batch goes in, reordered: d, c, b, a, then e.
+    add_dependencies(model.team_id, [p for p in batch if p != (d, a)])
+    model.edges.update(p for p in batch if p != (d, a))
+    ranks = model.ranks()
+    assert ranks[d][1] < ranks[c][0] and ranks[c][1] < ranks[b][0]
+    assert ranks[b][1] < ranks[a][0] and ranks[a][1] < ranks[e][0]
+    model.check()
+    assert spy.joint == 1
+
+
+def test_batches_mixing_ordered_and_out_of_order_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ordered edges go in first and the joint search follows them: an out-of-order edge that
+    closes a loop only through an ordered edge of the same batch is refused; a mix that closes
+    nothing goes in, with subtasks moving inside their parents."""
+    spy = JointSpy(monkeypatch)
+    model = Model(TeamFactory().id)
+    p = create_task(model.team_id, {"title": "p"}).id
+    p1 = create_task(model.team_id, {"title": "p1", "parent_task_id": p}).id
+    q = create_task(model.team_id, {"title": "q"}).id
+    r = create_task(model.team_id, {"title": "r"}).id
+    s = create_task(model.team_id, {"title": "s"}).id
+    model.parent_of = {p: None, p1: p, q: None, r: None, s: None}
+    # r on p1 is ordered; p on r runs against the ranks and, with it, makes p wait for its own
+    # subtask: refused by the joint search (q on s is out of order too), the ordered edge and
+    # the harmless one with it.
+    refused = [(r, p1), (p, r), (q, s)]
+    with pytest.raises(DependencyCycle) as error:
+        add_dependencies(model.team_id, refused)
+    assert_names_a_cycle(model, error.value, refused)
+    model.check()
+    assert spy.joint == 0 and spy.single == 0
+    # s on q is ordered; p1 on r, q on r and p on s run against the ranks.
+    batch = [(s, q), (p1, r), (q, r), (p, s)]
+    assert not model.closes_cycle(batch)
+    assert add_dependencies(model.team_id, batch) == (4, 0)
+    assert spy.joint == 1
+    model.edges.update(batch)
+    model.check()
+    ranks = model.ranks()
+    assert ranks[p][0] < ranks[p1][0] < ranks[p1][1] < ranks[p][1]
+    assert ranks[s][1] < ranks[p][0] and ranks[r][1] < ranks[q][0]
+
+
+def test_a_batch_whose_search_would_read_too_much_goes_edge_by_edge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above the cap the joint search gives up (nothing written) and each out-of-order edge
+    takes the single path: the same answers, the same invariant."""
+    monkeypatch.setattr(dependencies, "JOINT_SEARCH_CAP", 3)
+    spy = JointSpy(monkeypatch)
+    rng = random.Random(5)
+    model = small_team(rng, tasks=25)
+    random_batches(model, rng, 25)
+    assert spy.single > 10
+    assert model.refused > 0 and model.reordered > 3

@@ -456,3 +456,94 @@ def test_ranks_between_are_strictly_between_and_increasing(a: Decimal, b: Decima
     ranks = graph.ranks_between(low, high, n)
     assert len(ranks) == n
     assert all(x < y for x, y in itertools.pairwise([low, *ranks, high]))
+
+
+def add_batch_ranked(
+    parent_of: Mapping[int, int | None],
+    depends_on: dict[int, list[int]],
+    rank: dict[tuple[int, str], Decimal],
+    batch: list[tuple[int, int]],
+) -> list[object] | None:
+    """Add a batch as the service does (edges the ranks order at once, then one bounded forward
+    search for all the others, lift and place), on plain dicts; the cycle found (points), or
+    None when the batch went in. A refused batch leaves nothing changed."""
+    later = [(t, d) for t, d in batch if rank[(d, "E")] > rank[(t, "S")]]
+    after = {t: list(ds) for t, ds in depends_on.items()}
+    for t, d in batch:
+        if (t, d) not in later:
+            after.setdefault(t, []).append(d)
+    moved: dict[tuple[int, str], Decimal] = {}
+    if later:
+        waits = points_graph(parent_of, after)
+        bound = max(rank[(d, "E")] for _, d in later)
+        forward = {(t, "S") for t, _ in later}
+        frontier = list(forward)
+        while frontier:
+            point = frontier.pop()
+            for a, b in waits:
+                if b == point and a not in forward and rank[a] <= bound:
+                    forward.add(a)
+                    frontier.append(a)
+        reached = {p: rank[p] for p in forward} | {(d, "E"): rank[(d, "E")] for _, d in later}
+        within = {p: [b for a, b in waits if a == p and b in forward] for p in forward}
+        try:
+            lifted = graph.lift(reached, within, [((t, "S"), (d, "E")) for t, d in later])
+        except CycleError as error:
+            return list(error.cycle)
+        every = sorted(rank.values())
+        above = {a: next((r for r in every if r > a), None) for a, _ in lifted.values()}
+        moved = graph.place(lifted, above)
+        # Only points of the search move.
+        assert set(moved) <= forward
+    for t, d in later:
+        after.setdefault(t, []).append(d)
+    depends_on.clear()
+    depends_on.update(after)
+    rank.update(moved)
+    return None
+
+
+@given(
+    forests(),
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=6),
+        max_size=6,
+    ),
+)
+def test_lift_and_place_agree_with_the_oracle(
+    parent_of: dict[int, int | None], batches: list[list[tuple[int, int]]]
+) -> None:
+    ranks = graph.layout_ranks(list(parent_of), parent_of, {}, None)
+    rank = {(t, p): ranks[t][i] for t in parent_of for i, p in enumerate("SE")}
+    depends_on: dict[int, list[int]] = {}
+    n = len(parent_of)
+    for raw in batches:
+        batch = list(dict.fromkeys((t % n, d % n) for t, d in raw))
+        batch = [(t, d) for t, d in batch if t != d and d not in depends_on.get(t, [])]
+        after = {t: list(ds) for t, ds in depends_on.items()}
+        for t, d in batch:
+            after.setdefault(t, []).append(d)
+        before = dict(rank)
+        cycle = add_batch_ranked(parent_of, depends_on, rank, batch)
+        assert (cycle is not None) == deadlocked(parent_of, after)
+        if cycle is not None:
+            new_points = {((t, "S"), (d, "E")) for t, d in batch}
+            assert_is_cycle(cycle, points_graph(parent_of, after) | new_points)
+            assert rank == before
+        assert ordered(parent_of, depends_on, rank)
+
+
+def test_lift_moves_only_what_must_move() -> None:
+    """a (ranked 1 to 5) depends on b (ending at 4): a's start goes just above b's end; a's
+    end, above it already, stays."""
+    rank = {("a", "S"): Decimal(1), ("b", "E"): Decimal(4), ("a", "E"): Decimal(5)}
+    waits = {("a", "S"): [], ("a", "E"): [("a", "S")]}
+    lifted = graph.lift(rank, waits, [(("a", "S"), ("b", "E"))])
+    assert lifted == {("a", "S"): (Decimal(4), 1)}
+    assert graph.place(lifted, {Decimal(4): Decimal(5)}) == {("a", "S"): Decimal("4.1")}
+    with pytest.raises(CycleError) as error:
+        graph.lift(rank, waits, [(("a", "S"), ("a", "E"))])
+    assert error.value.cycle in (
+        [("a", "S"), ("a", "E"), ("a", "S")],
+        [("a", "E"), ("a", "S"), ("a", "E")],
+    )
