@@ -21,14 +21,22 @@ def _ok(value: Any) -> str:
     return "met" if value else "**missed**"
 
 
+def _rate(run: dict[str, Any]) -> str:
+    """A configuration's median rate, and each round's when there were several."""
+    rounds = run.get("rounds_tasks_per_s", [])
+    if len(rounds) < 2:
+        return f"{run['tasks_per_s']}/s"
+    return f"{run['tasks_per_s']}/s [rounds {', '.join(str(r) for r in rounds)}]"
+
+
 def _peer(tp: dict[str, Any], key: str, flag: str) -> str:
     """A peer's figure used for the ratio, then its other configurations."""
     best = tp[key]
-    text = f"{best['tasks_per_s']}/s"
+    text = _rate(best)
     if "worker_concurrency" in best:
         text += f" ({flag}{best['worker_concurrency']}"
         others = [r for r in tp.get(f"{key}_runs", []) if r != best]
-        text += "".join(f"; {flag}{r['worker_concurrency']}: {r['tasks_per_s']}/s" for r in others)
+        text += "".join(f"; {flag}{r['worker_concurrency']}: {_rate(r)}" for r in others)
         text += ")"
     return text
 
@@ -51,8 +59,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         e = tp["engine"]
         out.append(
             (
-                f"1. end-to-end throughput ({e['tasks']} tasks, 2 worker processes)",
-                f"engine {e['tasks_per_s']}/s ({e.get('agent_concurrency', 4)} agent threads "
+                f"1. end-to-end throughput ({e['tasks']} tasks, 2 worker processes"
+                + (f", median of {tp['rounds']} rounds)" if tp.get("rounds", 1) > 1 else ")"),
+                f"engine {_rate(e)} ({e.get('agent_concurrency', 4)} agent threads "
                 f"each); raw Celery no-op {_peer(tp, 'celery_noop', '-c ')}; "
                 f"procrastinate no-op {_peer(tp, 'procrastinate_noop', 'concurrency ')}",
                 "-",

@@ -22,6 +22,7 @@ from bench.harness import log
 FULL = {
     "throughput_tasks": 5000,
     "peer_tasks": 5000,
+    "throughput_rounds": 3,
     "chain": 500,
     "seed_chain": 20,
     "backlogs": [100, 10_000, 100_000],
@@ -34,6 +35,7 @@ FULL = {
 QUICK = {
     "throughput_tasks": 500,
     "peer_tasks": 1000,
+    "throughput_rounds": 1,
     "chain": 100,
     "seed_chain": 4,
     "backlogs": [100, 1_000, 10_000],
@@ -52,6 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", nargs="*", choices=BENCHES, help="run only these benchmarks")
     p.add_argument("--throughput-tasks", type=int)
     p.add_argument("--peer-tasks", type=int)
+    p.add_argument("--throughput-rounds", type=int)
     p.add_argument("--chain", type=int)
     p.add_argument("--seed-chain", type=int)
     p.add_argument("--backlogs", type=int, nargs="+")
@@ -95,7 +98,12 @@ def main(argv: list[str]) -> int:
     from bench import edges, latency, passcost, soak, throughput
 
     plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("throughput", lambda: throughput.run(size["throughput_tasks"], size["peer_tasks"])),
+        (
+            "throughput",
+            lambda: throughput.run(
+                size["throughput_tasks"], size["peer_tasks"], rounds=size["throughput_rounds"]
+            ),
+        ),
         ("latency", lambda: latency.run(size["chain"], size["seed_chain"])),
         ("passcost", lambda: passcost.run(size["backlogs"], ready=size["pass_ready"])),
         ("edges", lambda: edges.run(size["edge_sizes"], size["api_edges"], size["plan_nodes"])),

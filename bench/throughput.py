@@ -3,8 +3,9 @@ jobs, with the same broker (one private redis-server), the same machine and the 
 worker processes (2). Each peer runs with one execution per process and with as many as the
 engine's agent threads; the ratios are against its faster configuration.
 
-Each run loads the whole backlog first and then releases it at once, timing from the release
-to the last completion:
+Each configuration runs once per round, the rounds one after another; its figure is its median
+round. Each run loads the whole backlog first and then releases it at once, timing from the
+release to the last completion:
 
 - engine: N independent pending tasks are inserted while the team is inactive; two
   `celery -A orchestration worker -c 1` (agent consumer with ORCH_AGENT_CONCURRENCY threads in
@@ -202,27 +203,51 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return max(runs, key=lambda r: r["tasks_per_s"])
 
 
-def run(tasks: int, peer_tasks: int | None = None, agent_concurrency: int = 4) -> dict[str, Any]:
-    """The engine, then each peer with one execution per worker process and with as many as the
-    engine's agent threads; the ratios are against each peer's faster configuration."""
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, carrying every round's rate."""
+    ordered = sorted(runs, key=lambda r: r["tasks_per_s"])
+    return {
+        **ordered[(len(ordered) - 1) // 2],
+        "rounds_tasks_per_s": [r["tasks_per_s"] for r in runs],
+    }
+
+
+def run(
+    tasks: int, peer_tasks: int | None = None, agent_concurrency: int = 4, rounds: int = 3
+) -> dict[str, Any]:
+    """`rounds` rounds, each running the engine, then each peer with one execution per worker
+    process and with as many as the engine's agent threads. A configuration's figure is its
+    median round (the machine's noise, several tenths between back-to-back runs, and the first
+    run's cold caches fall out); the ratios are against each peer's faster configuration."""
     peer_tasks = peer_tasks or tasks
-    log(f"throughput: engine, {tasks} tasks")
-    engine = engine_run(tasks, agent_concurrency)
-    log(f"  engine: {engine['tasks_per_s']} tasks/s")
     concurrencies = sorted({1, agent_concurrency})
-    celery_runs, peer_runs = [], []
-    for c in concurrencies:
-        log(f"throughput: raw celery no-op, {peer_tasks} tasks, -c {c}")
-        celery_runs.append(celery_run(peer_tasks, c))
-        log(f"  celery -c {c}: {celery_runs[-1]['tasks_per_s']} tasks/s")
-    for c in concurrencies:
-        log(f"throughput: procrastinate no-op, {peer_tasks} jobs, concurrency {c}")
-        peer_runs.append(procrastinate_run(peer_tasks, c))
-        log(f"  procrastinate concurrency {c}: {peer_runs[-1]['tasks_per_s']} jobs/s")
+    engine_rounds: list[dict[str, Any]] = []
+    celery_rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
+    peer_rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
+    for n in range(1, rounds + 1):
+        log(f"throughput round {n} of {rounds}: engine, {tasks} tasks")
+        engine_rounds.append(engine_run(tasks, agent_concurrency))
+        log(f"  engine: {engine_rounds[-1]['tasks_per_s']} tasks/s")
+        for c in concurrencies:
+            log(f"throughput round {n}: raw celery no-op, {peer_tasks} tasks, -c {c}")
+            celery_rounds[c].append(celery_run(peer_tasks, c))
+            log(f"  celery -c {c}: {celery_rounds[c][-1]['tasks_per_s']} tasks/s")
+        for c in concurrencies:
+            log(f"throughput round {n}: procrastinate no-op, {peer_tasks} jobs, concurrency {c}")
+            peer_rounds[c].append(procrastinate_run(peer_tasks, c))
+            log(f"  procrastinate concurrency {c}: {peer_rounds[c][-1]['tasks_per_s']} jobs/s")
+    engine = _median(engine_rounds)
+    celery_runs = [_median(celery_rounds[c]) for c in concurrencies]
+    peer_runs = [_median(peer_rounds[c]) for c in concurrencies]
     celery, peer = _best(celery_runs), _best(peer_runs)
     vs_celery = engine["tasks_per_s"] / celery["tasks_per_s"]
     vs_peer = engine["tasks_per_s"] / peer["tasks_per_s"]
+    log(
+        f"  medians of {rounds}: engine {engine['tasks_per_s']}, celery {celery['tasks_per_s']}, "
+        f"procrastinate {peer['tasks_per_s']}: {vs_celery:.3f} and {vs_peer:.2f}"
+    )
     return {
+        "rounds": rounds,
         "engine": engine,
         "celery_noop": celery,
         "procrastinate_noop": peer,
