@@ -32,11 +32,21 @@ def get_engine() -> Engine:
             max_overflow=20,
             pool_recycle=1800,
         )
+        event.listen(_engine, "connect", _binary_arrays)
         event.listen(_engine, "checkin", _checked_in)
         event.listen(_engine, "checkout", _ping_if_idle)
         _engine_pid = os.getpid()
         _sessions = sessionmaker(_engine, expire_on_commit=False)
     return _engine
+
+
+def _binary_arrays(dbapi_connection: Any, record: Any) -> None:
+    """Send list parameters (the batches of ids and ranks of the hot path) as binary arrays:
+    the text form quotes each element through a regular expression, about 2.5x slower for
+    thousands of uuids and numerics."""
+    from psycopg.types.array import ListBinaryDumper
+
+    dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 IDLE_BEFORE_PING = 1.0
