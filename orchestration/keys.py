@@ -32,3 +32,7 @@ def pass_requested(team_id: uuid.UUID | str) -> str:
 
 def pass_again(team_id: uuid.UUID | str) -> str:
     return f"team:{_tag(team_id)}:pass_again"
+
+
+def pass_running(team_id: uuid.UUID | str) -> str:
+    return f"team:{_tag(team_id)}:pass_running"

@@ -89,9 +89,12 @@ def run_pass(team_id: uuid.UUID) -> PassResult:
         began = time.perf_counter()
         result, again = _one_pass(team_id)
         if result is None:
-            # Another process holds the pass: flag it, then try once more, so that either
-            # we run or the holder sees the flag after its commit.
-            _flag_again(team_id)
+            # Another process holds the pass: flag it. The holder takes the flag after its
+            # commit; if it may have done so already, try once more, so that either we run
+            # or the holder sees the flag.
+            if _flag_again(team_id):
+                total.skipped = True
+                break
             began = time.perf_counter()
             result, again = _one_pass(team_id)
             if result is None:
@@ -118,11 +121,13 @@ def _one_pass(team_id: uuid.UUID) -> tuple[PassResult | None, bool]:
             team = session.execute(Q["pass_start"], {"team_id": team_id}).first()
             if team is not None and not team.locked:
                 return None, False
+            _mark_running(team_id)
             if team is not None and team.status == TeamStatus.ACTIVE.value:
                 _assign(session, team, result)
             published = events.take_pending(session)
     except _CapacityChanged:
         log.info("team %s: a worker's capacity changed during the pass; passing again", team_id)
+        _deliver(team_id, [], [])  # clears the running mark, as every pass that set it does
         return PassResult(team_id), True
     return result, _deliver(team_id, result.assigned, published)
 
@@ -202,9 +207,11 @@ def _deliver(
     """After the commit, one round trip: emit the assignments, publish the events, and take
     the flag of a pass asked for meanwhile."""
     try:
-        pipe = get_redis().pipeline(transaction=False)
+        # One MULTI: the running mark goes with the flag's taking (see _flag_again).
+        pipe = get_redis().pipeline(transaction=True)
         queued = streams.queue_emit(pipe, team_id, assigned) if assigned else 0
         events.queue(pipe, published)
+        pipe.delete(keys.pass_running(team_id))
         pipe.getdel(keys.pass_again(team_id))
         replies = pipe.execute(raise_on_error=False)
     except redis.RedisError as exc:
@@ -247,9 +254,28 @@ def _budget_spent(session: Session, team_id: uuid.UUID, budget: int) -> bool:
     return True
 
 
-def _flag_again(team_id: uuid.UUID) -> None:
+# Longer than any pass: a mark left by a process that died goes, and then flaggers retry.
+RUNNING_MARK_MS = 10_000
+
+
+def _mark_running(team_id: uuid.UUID) -> None:
+    """Mark that this process holds the team's pass and has not yet taken the flag."""
     with contextlib.suppress(redis.RedisError):
-        get_redis().set(keys.pass_again(team_id), "1", ex=60)
+        get_redis().set(keys.pass_running(team_id), "1", px=RUNNING_MARK_MS)
+
+
+def _flag_again(team_id: uuid.UUID) -> bool:
+    """Ask the pass holder to go round again; True when it is sure to see the flag: the
+    running mark was there when the flag was set (both in one MULTI), and the holder deletes
+    the mark and takes the flag together, after its commit. Without it, the caller tries
+    the pass itself, as a pass that ran on a stale flag costs less than one never run."""
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.set(keys.pass_again(team_id), "1", ex=60)
+        pipe.exists(keys.pass_running(team_id))
+        return bool(pipe.execute()[1])
+    except redis.RedisError:
+        return False
 
 
 def request_pass(team_id: uuid.UUID, countdown: float = 0.0) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import event, select, text
 
 from db.engine import get_engine, session_scope
 from db.models import Message, Task, TaskEvent, TaskStatus, Team, TeamMember, TeamStatus
+from db.queries import Q
 from orchestration import keys, lifecycle, orchestrator, streams, teams
 from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.config import reload_settings
@@ -224,6 +225,59 @@ def test_concurrent_passes_never_double_assign_or_overfill() -> None:
     assigned = [a.task_id for r in results for a in r.assigned]
     assert len(assigned) == len(set(assigned)) == 6
     check_invariants(team_id, all_done=False)
+
+
+@pytest.fixture
+def pass_attempts() -> Iterator[Callable[[], int]]:
+    """How many times a pass has tried the pass lock, from any session of this process."""
+    attempts = [0]
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "'pass:'" in statement:
+            attempts[0] += 1
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", seen)
+    yield lambda: attempts[0]
+    event.remove(engine, "before_cursor_execute", seen)
+
+
+def test_a_pass_asked_for_while_another_runs_is_never_lost(
+    redis_client: redis.Redis, pass_attempts: Callable[[], int]
+) -> None:
+    team_id = active_team(workers=1, capacity=2)
+    with session_scope() as holder:
+        # Another process's pass, which has read no ready task yet and not taken the flag.
+        assert holder.execute(Q["pass_start"], {"team_id": team_id}).one().locked
+        orchestrator._mark_running(team_id)
+        task = new_task(team_id, "ready while the pass runs")
+        skipped = orchestrator.run_pass(team_id)
+        assert skipped.skipped and not skipped.assigned
+        # The holder is sure to see the flag: no second attempt.
+        assert pass_attempts() == 2
+        assert redis_client.get(keys.pass_again(team_id)) is not None
+    assert orchestrator._deliver(team_id, [], []) is True
+    assert redis_client.get(keys.pass_running(team_id)) is None
+    assert [a.task_id for a in orchestrator.run_pass(team_id).assigned] == [task]
+    check_invariants(team_id, all_done=False)
+
+
+def test_a_pass_retries_when_the_holder_may_have_taken_the_flag_already(
+    pass_attempts: Callable[[], int],
+) -> None:
+    team_id = active_team(workers=1, capacity=2)
+    with session_scope() as holder:
+        # A holder past its flag: no running mark, so the flag may never be seen.
+        assert holder.execute(Q["pass_start"], {"team_id": team_id}).one().locked
+        assert orchestrator.run_pass(team_id).skipped
+        assert pass_attempts() == 3  # the holder's, then ours twice
+    # A holder that marks and then delivers sees the flag we left, and clears its mark, so
+    # the next flagger retries rather than trust a pass that is over.
+    with session_scope() as holder:
+        assert holder.execute(Q["pass_start"], {"team_id": team_id}).one().locked
+        orchestrator._mark_running(team_id)
+    assert orchestrator._deliver(team_id, [], []) is True
+    assert orchestrator._flag_again(team_id) is False
 
 
 # -- dependencies and cycles -------------------------------------------------------------------
