@@ -1,5 +1,6 @@
 """The ceiling of the engine we stand on: a Celery app with the project's broker settings
-(acks late, prefetch 1, JSON) and a task that does nothing but count itself.
+(acks late, prefetch 1, JSON, task events for Flower as ORCH_TASK_EVENTS sets them, as
+celeryconfig.py does) and a task that does nothing but count itself.
 
 `celery -A bench.celery_noop worker -c 1` against REDIS_URL.
 """
@@ -19,6 +20,7 @@ COUNT_KEY = "bench:noop:count"
 LAST_KEY = "bench:noop:last"
 QUEUE = "noop"
 HOLD_QUEUE = "noop_hold"
+TASK_EVENTS = os.environ.get("ORCH_TASK_EVENTS", "on").lower() not in ("off", "0", "false")
 
 app = Celery("bench_noop", broker=REDIS_URL)
 app.conf.update(
@@ -31,6 +33,10 @@ app.conf.update(
     task_default_queue=QUEUE,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # The engine's workers send these for every agent execution (orchestration/monitoring.py).
+    worker_send_task_events=TASK_EVENTS,
+    task_send_sent_event=TASK_EVENTS,
+    task_track_started=True,
 )
 
 _client: redis.Redis | None = None

@@ -63,19 +63,36 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 + (f", median of {tp['rounds']} rounds)" if tp.get("rounds", 1) > 1 else ")"),
                 f"engine {_rate(e)} ({e.get('agent_concurrency', 4)} agent threads "
                 f"each); raw Celery no-op {_peer(tp, 'celery_noop', '-c ')}; "
-                f"procrastinate no-op {_peer(tp, 'procrastinate_noop', 'concurrency ')}",
+                f"procrastinate no-op {_peer(tp, 'procrastinate_noop', 'concurrency ')}"
+                + (
+                    "; with Flower's task events on, as celeryconfig.py has them"
+                    if "engine_without_events" in tp
+                    else ""
+                ),
                 "-",
                 "-",
             )
         )
         out.append(
             (
-                "1a. engine / raw Celery no-op",
+                "1a. engine / raw Celery no-op"
+                + (", task events on" if "engine_without_events" in tp else ""),
                 f"{tp['ratio_vs_celery']}",
                 ">= 0.5",
                 _ok(tp["targets"]["at_least_half_of_celery"]),
             )
         )
+        if "engine_without_events" in tp:
+            out.append(
+                (
+                    "1a. engine / raw Celery no-op, task events off (ORCH_TASK_EVENTS=off)",
+                    f"{tp['ratio_vs_celery_without_events']}: engine "
+                    f"{_rate(tp['engine_without_events'])}; raw Celery no-op "
+                    f"{_peer(tp, 'celery_noop_without_events', '-c ')}",
+                    ">= 0.5",
+                    _ok(tp["targets"]["at_least_half_of_celery_without_events"]),
+                )
+            )
         out.append(
             (
                 "1b. engine / procrastinate no-op",
@@ -273,7 +290,21 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             tp["celery_noop"]["tasks_per_s"],
             tp["procrastinate_noop"]["tasks_per_s"],
         ]
-        ax.bar(names, values, color=["tab:blue", "tab:gray", "tab:orange"])
+        colors = ["tab:blue", "tab:gray", "tab:orange"]
+        if "engine_without_events" in tp:
+            names[:2] = [n + "\nevents on" for n in names[:2]]
+            names[2:2] = [
+                "engine\nevents off",
+                "raw Celery no-op\n-c "
+                f"{tp['celery_noop_without_events'].get('worker_concurrency', 1)}\nevents off",
+            ]
+            values[2:2] = [
+                tp["engine_without_events"]["tasks_per_s"],
+                tp["celery_noop_without_events"]["tasks_per_s"],
+            ]
+            colors[2:2] = ["tab:cyan", "silver"]
+        ax.bar(names, values, color=colors)
+        ax.tick_params(axis="x", labelsize=7)
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
     ax.set_title("1. throughput (tasks/s, 2 worker processes)")

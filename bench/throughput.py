@@ -1,7 +1,9 @@
 """Benchmark 1: end-to-end throughput, beside raw Celery no-op tasks and procrastinate no-op
 jobs, with the same broker (one private redis-server), the same machine and the same number of
 worker processes (2). Each peer runs with one execution per process and with as many as the
-engine's agent threads; the ratios are against its faster configuration.
+engine's agent threads; the ratios are against its faster configuration. The engine and raw
+Celery run with Flower's task events on (celeryconfig.py's default) and off (ORCH_TASK_EVENTS),
+and are compared like for like.
 
 Each configuration runs once per round, the rounds one after another; its figure is its median
 round. Each run loads the whole backlog first and then releases it at once, timing from the
@@ -35,12 +37,20 @@ from bench.harness import BulkTask, log
 PROCESSES = 2
 
 
-def engine_run(tasks: int, agent_concurrency: int = 4, timeout: float = 900) -> dict[str, Any]:
+def _events(on: bool) -> str:
+    return "on" if on else "off"
+
+
+def engine_run(
+    tasks: int, agent_concurrency: int = 4, events: bool = True, timeout: float = 900
+) -> dict[str, Any]:
     from db.engine import get_engine
     from orchestration import lifecycle
 
     with harness.stack("throughput") as st:
-        env = harness.worker_env(st, ORCH_AGENT_CONCURRENCY=str(agent_concurrency))
+        env = harness.worker_env(
+            st, ORCH_AGENT_CONCURRENCY=str(agent_concurrency), ORCH_TASK_EVENTS=_events(events)
+        )
         harness.use_env(st.database, st.redis_url, env)
         team = harness.make_team(workers=8, capacity=agent_concurrency)
         harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
@@ -79,12 +89,15 @@ def engine_run(tasks: int, agent_concurrency: int = 4, timeout: float = 900) -> 
             "first_start_after_release_s": round(float(row.first) - released, 3),
             "processes": PROCESSES,
             "agent_concurrency": agent_concurrency,
+            "task_events": events,
         }
 
 
-def celery_run(tasks: int, concurrency: int = 1, timeout: float = 600) -> dict[str, Any]:
+def celery_run(
+    tasks: int, concurrency: int = 1, events: bool = True, timeout: float = 600
+) -> dict[str, Any]:
     with harness.stack("celery") as st:
-        env = {"REDIS_URL": st.redis_url}
+        env = {"REDIS_URL": st.redis_url, "ORCH_TASK_EVENTS": _events(events)}
         from bench import celery_noop
 
         r = st.redis.client()
@@ -120,6 +133,7 @@ def celery_run(tasks: int, concurrency: int = 1, timeout: float = 600) -> dict[s
             "tasks_per_s": round(tasks / elapsed, 1),
             "processes": PROCESSES,
             "worker_concurrency": concurrency,
+            "task_events": events,
         }
 
 
@@ -215,48 +229,62 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(
     tasks: int, peer_tasks: int | None = None, agent_concurrency: int = 4, rounds: int = 3
 ) -> dict[str, Any]:
-    """`rounds` rounds, each running the engine, then each peer with one execution per worker
-    process and with as many as the engine's agent threads. A configuration's figure is its
-    median round (the machine's noise, several tenths between back-to-back runs, and the first
-    run's cold caches fall out); the ratios are against each peer's faster configuration."""
+    """`rounds` rounds, each running the engine and raw Celery with Flower's task events on (the
+    project's default) and off, each Celery with one execution per worker process and with as
+    many as the engine's agent threads, then procrastinate at both concurrencies. A
+    configuration's figure is its median round (the machine's noise, several tenths between
+    back-to-back runs, and the first run's cold caches fall out); the ratios are against each
+    peer's faster configuration, like for like on task events."""
     peer_tasks = peer_tasks or tasks
     concurrencies = sorted({1, agent_concurrency})
-    engine_rounds: list[dict[str, Any]] = []
-    celery_rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
+    engine_rounds: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    celery_rounds: dict[tuple[bool, int], list[dict[str, Any]]] = {
+        (e, c): [] for e in (True, False) for c in concurrencies
+    }
     peer_rounds: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
     for n in range(1, rounds + 1):
-        log(f"throughput round {n} of {rounds}: engine, {tasks} tasks")
-        engine_rounds.append(engine_run(tasks, agent_concurrency))
-        log(f"  engine: {engine_rounds[-1]['tasks_per_s']} tasks/s")
-        for c in concurrencies:
-            log(f"throughput round {n}: raw celery no-op, {peer_tasks} tasks, -c {c}")
-            celery_rounds[c].append(celery_run(peer_tasks, c))
-            log(f"  celery -c {c}: {celery_rounds[c][-1]['tasks_per_s']} tasks/s")
+        for events in (True, False):
+            log(f"throughput round {n}/{rounds}: engine, {tasks} tasks, events {_events(events)}")
+            engine_rounds[events].append(engine_run(tasks, agent_concurrency, events))
+            log(f"  engine: {engine_rounds[events][-1]['tasks_per_s']} tasks/s")
+            for c in concurrencies:
+                log(f"throughput round {n}: raw celery no-op, -c {c}, events {_events(events)}")
+                celery_rounds[events, c].append(celery_run(peer_tasks, c, events))
+                log(f"  celery -c {c}: {celery_rounds[events, c][-1]['tasks_per_s']} tasks/s")
         for c in concurrencies:
             log(f"throughput round {n}: procrastinate no-op, {peer_tasks} jobs, concurrency {c}")
             peer_rounds[c].append(procrastinate_run(peer_tasks, c))
             log(f"  procrastinate concurrency {c}: {peer_rounds[c][-1]['tasks_per_s']} jobs/s")
-    engine = _median(engine_rounds)
-    celery_runs = [_median(celery_rounds[c]) for c in concurrencies]
+    engine, bare = _median(engine_rounds[True]), _median(engine_rounds[False])
+    celery_runs = [_median(celery_rounds[True, c]) for c in concurrencies]
+    bare_celery_runs = [_median(celery_rounds[False, c]) for c in concurrencies]
     peer_runs = [_median(peer_rounds[c]) for c in concurrencies]
-    celery, peer = _best(celery_runs), _best(peer_runs)
+    celery, bare_celery, peer = _best(celery_runs), _best(bare_celery_runs), _best(peer_runs)
     vs_celery = engine["tasks_per_s"] / celery["tasks_per_s"]
+    bare_vs_celery = bare["tasks_per_s"] / bare_celery["tasks_per_s"]
     vs_peer = engine["tasks_per_s"] / peer["tasks_per_s"]
     log(
-        f"  medians of {rounds}: engine {engine['tasks_per_s']}, celery {celery['tasks_per_s']}, "
-        f"procrastinate {peer['tasks_per_s']}: {vs_celery:.3f} and {vs_peer:.2f}"
+        f"  medians of {rounds}: engine {engine['tasks_per_s']} / celery {celery['tasks_per_s']}"
+        f" = {vs_celery:.3f}; without events {bare['tasks_per_s']} / "
+        f"{bare_celery['tasks_per_s']} = {bare_vs_celery:.3f}; / procrastinate "
+        f"{peer['tasks_per_s']} = {vs_peer:.2f}"
     )
     return {
         "rounds": rounds,
         "engine": engine,
+        "engine_without_events": bare,
         "celery_noop": celery,
-        "procrastinate_noop": peer,
         "celery_noop_runs": celery_runs,
+        "celery_noop_without_events": bare_celery,
+        "celery_noop_without_events_runs": bare_celery_runs,
+        "procrastinate_noop": peer,
         "procrastinate_noop_runs": peer_runs,
         "ratio_vs_celery": round(vs_celery, 3),
+        "ratio_vs_celery_without_events": round(bare_vs_celery, 3),
         "ratio_vs_procrastinate": round(vs_peer, 3),
         "targets": {
             "at_least_half_of_celery": vs_celery >= 0.5,
+            "at_least_half_of_celery_without_events": bare_vs_celery >= 0.5,
             "at_least_twice_procrastinate": vs_peer >= 2.0,
         },
     }

@@ -29,7 +29,9 @@ class AgentConsumerStep(bootsteps.StartStopStep):
         from orchestration.consumer import AgentConsumer
         from orchestration.monitoring import CeleryEvents
 
-        self.consumer = AgentConsumer(monitor=CeleryEvents(parent.app, parent.hostname))
+        # Flower's task events, as Celery sends them for its own tasks: when the worker does.
+        monitor = CeleryEvents(parent.app, parent.hostname) if parent.task_events else None
+        self.consumer = AgentConsumer(monitor=monitor)
         self.consumer.start()
 
     def stop(self, parent: Any) -> None:

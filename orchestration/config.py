@@ -61,6 +61,7 @@ class Settings:
     read_ahead: int | None  # None: automatic (see consumer.AgentConsumer.read_ahead)
     reconcile_interval: float
     events_maxlen: int
+    task_events: bool
     log_format: str
     log_level: str
 
@@ -92,6 +93,8 @@ class Settings:
             read_ahead=_read_ahead(),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0),
             events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000),
+            task_events=os.environ.get("ORCH_TASK_EVENTS", "on").lower()
+            not in ("off", "0", "false"),
             log_format=(os.environ.get("ORCH_LOG_FORMAT") or "json").strip().lower(),
             log_level=(os.environ.get("ORCH_LOG_LEVEL") or "INFO").strip().upper(),
         )

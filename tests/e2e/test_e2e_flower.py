@@ -130,3 +130,24 @@ def test_e2e_agent_executions_are_sent_as_celery_task_events(
     assert set(received) <= set(shown)
     assert all(shown[u]["name"] == "orchestration.execute_task" for u in received)
     assert all(shown[u]["state"] == "SUCCESS" for u in received)
+
+
+def test_e2e_task_events_off_sends_none_and_the_work_still_runs(workers: Workers) -> None:
+    log = EventLog()
+    log.thread.start()
+    assert log.ready.wait(10)
+    workers.extra_env["ORCH_TASK_EVENTS"] = "off"
+    workers.start_workers(1)
+    team = create_team(f"quiet-{uuid.uuid4().hex[:6]}")
+    team_id = uuid.UUID(str(team.id))
+    add_member(team_id, "worker", agent_id="w")
+    lifecycle.start_team(team_id)
+    for i in range(3):
+        create_task(team_id, {"title": f"t{i}"})
+    wait_until("the tasks to finish", all_final(team_id), team_id, workers, timeout=30)
+    time.sleep(1.0)  # longer than the events' flush interval
+    log.stop.set()
+    # (task-sent events come from this process, which publishes the passes.)
+    worker_kinds = ("task-received", "task-started", "task-succeeded", "task-failed")
+    assert [e for e in log.events if e["type"] in worker_kinds] == []
+    check_invariants(team_id)
