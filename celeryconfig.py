@@ -32,7 +32,7 @@ worker_max_tasks_per_child = 10_000
 worker_hijack_root_logger = False
 
 # Flower shows tasks (and agent executions) from these events; ORCH_TASK_EVENTS=off saves
-# their cost (about 7% of a worker process's time with no-op tasks).
+# their cost (bench 1 measures both).
 worker_send_task_events = _settings.task_events
 task_send_sent_event = _settings.task_events
 task_track_started = True
