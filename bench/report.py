@@ -281,8 +281,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     if "engine" in tp:
         names = [
             f"engine\n{tp['engine'].get('agent_concurrency', 4)} threads",
-            f"raw Celery no-op\n-c {tp['celery_noop'].get('worker_concurrency', 1)}",
-            "procrastinate no-op\nconcurrency "
+            f"Celery no-op\n-c {tp['celery_noop'].get('worker_concurrency', 1)}",
+            "procrastinate\nconcurrency "
             f"{tp['procrastinate_noop'].get('worker_concurrency', 1)}",
         ]
         values = [
@@ -295,7 +295,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             names[:2] = [n + "\nevents on" for n in names[:2]]
             names[2:2] = [
                 "engine\nevents off",
-                "raw Celery no-op\n-c "
+                "Celery no-op\n-c "
                 f"{tp['celery_noop_without_events'].get('worker_concurrency', 1)}\nevents off",
             ]
             values[2:2] = [
