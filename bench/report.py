@@ -282,8 +282,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         names = [
             f"engine\n{tp['engine'].get('agent_concurrency', 4)} threads",
             f"Celery no-op\n-c {tp['celery_noop'].get('worker_concurrency', 1)}",
-            "procrastinate\nconcurrency "
-            f"{tp['procrastinate_noop'].get('worker_concurrency', 1)}",
+            f"procrastinate\nconcurrency {tp['procrastinate_noop'].get('worker_concurrency', 1)}",
         ]
         values = [
             tp["engine"]["tasks_per_s"],
