@@ -416,6 +416,36 @@ WITH moved AS (
 INSERT INTO task_dependencies (task_id, depends_on_task_id)
 SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
 
+-- edge_ends --
+-- Lock a new edge's two tasks in id order (as a batch locks its tasks), with what adding it reads: a claim or completion of either waits until it commits.
+SELECT id, team_id, status::text AS status, is_summary, start_rank, end_rank
+FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
+ORDER BY id
+FOR NO KEY UPDATE;
+
+-- add_ordered_edge --
+-- Insert one dependency the ranks already order (its dependency ends below its task's start: no cycle is possible) unless it is there, with its events (:kinds, :data); when :unfinished, its task waits for one more, and a pending task that is not a summary is blocked in the same statement (a summary's subtasks go through block_tasks). No row, and nothing written, when the edge existed.
+WITH edge AS (
+    INSERT INTO task_dependencies (task_id, depends_on_task_id)
+    VALUES (:task_id, :depends_on)
+    ON CONFLICT ON CONSTRAINT task_dependencies_unique DO NOTHING
+    RETURNING id, task_id, depends_on_task_id, dependency_type, created_at
+), waits AS (
+    UPDATE tasks t
+    SET unmet_dependencies = t.unmet_dependencies + 1,
+        status = CASE WHEN t.status = 'pending' AND NOT t.is_summary
+                 THEN 'blocked'::task_status ELSE t.status END,
+        updated_at = now()
+    FROM edge WHERE t.id = edge.task_id AND :unfinished
+), logged AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT :team_id, edge.task_id, e.kind, e.data
+    FROM edge,
+        unnest(CAST(:kinds AS text[]), CAST(:data AS jsonb[])) WITH ORDINALITY AS e(kind, data, i)
+    ORDER BY e.i
+)
+SELECT id, task_id, depends_on_task_id, dependency_type, created_at FROM edge;
+
 -- existing_edges --
 -- Which of the edges (task_ids[i] depends on depends_on[i]) are there already.
 SELECT d.task_id, d.depends_on_task_id

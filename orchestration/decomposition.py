@@ -124,7 +124,13 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
         if parent is not None and not parent.is_summary:
             parent.is_summary = True
         for dep in deps:
-            add_edge(session, team_id, task, dep)
+            add_edge(
+                session,
+                team_id,
+                task.id,
+                dep.id,
+                dep_completed=dep.status is TaskStatus.COMPLETED,
+            )
         session.flush()
         session.refresh(task)
         events.record(

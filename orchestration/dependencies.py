@@ -9,6 +9,7 @@ invalidates the order."""
 
 from __future__ import annotations
 
+import json
 import typing
 import uuid
 from collections import defaultdict
@@ -30,7 +31,7 @@ from orchestration.errors import (
     NotFound,
     SelfDependency,
 )
-from orchestration.locks import lock_graph
+from orchestration.locks import lock_graph, lock_team_graph
 
 NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
 
@@ -237,72 +238,114 @@ def insert_ordered(
             _add_out_of_order(session, team_id, task_id, dep_id, ranks)
 
 
-def add_edge(session: Session, team_id: uuid.UUID, task: Task, dep: Task) -> None:
-    """Insert `task depends on dep` (caller holds the graph lock, both rows locked) and keep
-    readiness: an unmet dependency blocks the task and the pending tasks below it."""
-    if task.id == dep.id:
-        raise SelfDependency(task.id)
-    insert_ordered(session, team_id, [(task.id, dep.id)], _ranks(session, [task.id, dep.id]))
-    if dep.status is not TaskStatus.COMPLETED:
-        session.execute(
-            text(
-                "UPDATE tasks SET unmet_dependencies = unmet_dependencies + 1, updated_at = now() "
-                "WHERE id = :id"
-            ),
-            {"id": task.id},
+def add_edge(
+    session: Session,
+    team_id: uuid.UUID,
+    task_id: uuid.UUID,
+    dep_id: uuid.UUID,
+    *,
+    dep_completed: bool,
+) -> None:
+    """Insert `task depends on dep`, not there yet (caller holds the graph lock, both rows
+    locked), and keep readiness: an unmet dependency blocks the task and the pending tasks
+    below it."""
+    if task_id == dep_id:
+        raise SelfDependency(task_id)
+    insert_ordered(session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]))
+    if not dep_completed:
+        session.execute(Q["add_unmet"], {"task_ids": [task_id]})
+        _blocked(session, team_id, task_id, dep_id)
+
+
+def _blocked(session: Session, team_id: uuid.UUID, task_id: uuid.UUID, dep_id: uuid.UUID) -> None:
+    """The task gained an unmet dependency: it and the pending tasks below it wait."""
+    held = session.execute(Q["block_tasks"], {"task_id": task_id}).all()
+    events.record_many(
+        session,
+        [events.Event(team_id, "task.blocked", r.id, {"by": str(dep_id)}) for r in held],
+    )
+
+
+def _edge(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDependency | None:
+    return session.execute(
+        select(TaskDependency).where(
+            TaskDependency.task_id == task_id, TaskDependency.depends_on_task_id == dep_id
         )
-        held = session.execute(Q["block_tasks"], {"task_id": task.id}).all()
-        events.record_many(
-            session,
-            [events.Event(team_id, "task.blocked", r.id, {"by": str(dep.id)}) for r in held],
-        )
+    ).scalar_one_or_none()
+
+
+def _existing(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDependency:
+    edge = _edge(session, task_id, dep_id)
+    assert edge is not None
+    return edge
 
 
 def add_dependency(
     team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
 ) -> tuple[TaskDependency, bool]:
     """Make task_id wait for depends_on_task_id; (edge, True) when created, (edge, False)
-    when it already existed."""
+    when it already existed.
+
+    The usual edge, one the ranks already order on a task not started, is one statement
+    after the locks (add_ordered_edge); any other first reads whether it exists."""
     with events.transaction() as session:
-        if session.get(Team, team_id) is None:
+        if not lock_team_graph(session, team_id):
             raise NotFound(f"team {team_id} not found")
-        lock_graph(session, team_id)
-        task = _locked_task(session, task_id)
+        ends = {
+            r.id: r
+            for r in session.execute(Q["edge_ends"], {"ids": sorted({task_id, depends_on_task_id})})
+        }
+        task = ends.get(task_id)
         if task is None or task.team_id != team_id:
             raise NotFound(f"task {task_id} not found")
         if task_id == depends_on_task_id:
             raise SelfDependency(task_id)
-        # Share-locked: a completion of it in flight commits before we read its status.
-        dep = _locked_task(session, depends_on_task_id, share=True)
+        dep = ends.get(depends_on_task_id)
         if dep is None or dep.team_id != team_id:
             raise InvalidInput(
                 f"depends_on_task_id {depends_on_task_id} is not a task of this team",
                 {"depends_on_task_id": ["not a task of this team"]},
             )
-        existing = session.execute(
-            select(TaskDependency).where(
-                TaskDependency.task_id == task_id,
-                TaskDependency.depends_on_task_id == depends_on_task_id,
-            )
-        ).scalar_one_or_none()
+        status = TaskStatus(task.status)
+        completed = dep.status == TaskStatus.COMPLETED.value
+        added = events.Event(
+            team_id, "dependency.added", task_id, {"depends_on": str(depends_on_task_id)}
+        )
+        if status in NOT_STARTED and dep.end_rank < task.start_rank:
+            waits_now = not completed and status is TaskStatus.PENDING
+            logged = [added]
+            if waits_now and not task.is_summary:
+                logged.insert(
+                    0,
+                    events.Event(team_id, "task.blocked", task_id, {"by": str(depends_on_task_id)}),
+                )
+            edge = session.scalars(
+                select(TaskDependency).from_statement(Q["add_ordered_edge"]),
+                {
+                    "task_id": task_id,
+                    "depends_on": depends_on_task_id,
+                    "unfinished": not completed,
+                    "team_id": team_id,
+                    "kinds": [e.kind for e in logged],
+                    "data": [json.dumps(e.data) for e in logged],
+                },
+            ).one_or_none()
+            if edge is None:
+                return _existing(session, task_id, depends_on_task_id), False
+            events.written(session, logged)
+            if waits_now and task.is_summary:
+                _blocked(session, team_id, task_id, depends_on_task_id)
+            return edge, True
+        existing = _edge(session, task_id, depends_on_task_id)
         if existing is not None:
             return existing, False
-        if task.status not in NOT_STARTED:
+        if status not in NOT_STARTED:
             raise InvalidTransition(
-                f"task {task_id} is {task.status.value}; dependencies can only be added "
-                "before it starts"
+                f"task {task_id} is {status.value}; dependencies can only be added before it starts"
             )
-        add_edge(session, team_id, task, dep)
-        edge = session.execute(
-            select(TaskDependency).where(
-                TaskDependency.task_id == task_id,
-                TaskDependency.depends_on_task_id == depends_on_task_id,
-            )
-        ).scalar_one()
-        events.record(
-            session, team_id, "dependency.added", task_id, depends_on=str(depends_on_task_id)
-        )
-        return edge, True
+        add_edge(session, team_id, task_id, depends_on_task_id, dep_completed=completed)
+        events.record_many(session, [added])
+        return _existing(session, task_id, depends_on_task_id), True
 
 
 MAX_BATCH_EDGES = 10_000

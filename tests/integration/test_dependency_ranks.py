@@ -3,8 +3,8 @@
 Random tasks (random parents, some created with dependencies), random edges in random
 directions added one at a time and in batches, and removals, on the real database. Each accept
 or refusal is compared with orchestration.graph.dependency_cycle over the model of the graph
-the test keeps itself; after every step the ranks order every waits-for edge and the database
-holds exactly the model's edges."""
+the test keeps itself; after every step the ranks order every waits-for edge, the database
+holds exactly the model's edges, and each task's unmet count and readiness follow from them."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ from orchestration.decomposition import create_plan, create_task
 from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
 from orchestration.errors import DependencyCycle
 from tests.factories import ManagerFactory, TeamFactory
+from tests.support.invariants import measure_invariants
+
+# Tasks whose readiness disagrees with their counts: blocked exactly when they wait for a
+# dependency or their parent is blocked (nothing here completes).
+_MISREADY = text(
+    """
+    SELECT t.id, t.status, t.unmet_dependencies FROM tasks t
+    LEFT JOIN tasks p ON p.id = t.parent_task_id
+    WHERE t.team_id = :team_id
+      AND (t.status = 'blocked')
+          <> (t.unmet_dependencies > 0 OR coalesce(p.status = 'blocked', false))
+    """
+)
 
 Edge = tuple[uuid.UUID, uuid.UUID]
 
@@ -66,6 +79,7 @@ class Model:
     def check(self) -> None:
         with get_engine().connect() as conn:
             violations = conn.execute(Q["rank_violations"], {"team_id": self.team_id}).scalar()
+            misready = list(conn.execute(_MISREADY, {"team_id": self.team_id}))
             stored = {
                 (r.task_id, r.depends_on_task_id)
                 for r in conn.execute(
@@ -76,6 +90,8 @@ class Model:
             }
         assert violations == 0
         assert stored == self.edges
+        assert not misready, f"readiness disagrees with the counts: {misready}"
+        assert not measure_invariants(self.team_id).unmet_drift
 
     def count(self, before: dict[uuid.UUID, tuple[Decimal, Decimal]]) -> None:
         if self.ranks() == before:

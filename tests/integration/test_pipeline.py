@@ -3,6 +3,7 @@ in this process (tests/e2e runs it in real `celery worker` processes)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -301,6 +302,64 @@ def test_cycles_are_refused_including_through_the_hierarchy() -> None:
         add_dependency(team_id, parent, child)
     edge, created = add_dependency(team_id, b, a)
     assert not created and edge.task_id == b
+
+
+def test_each_way_of_adding_an_edge_records_and_publishes_its_events(
+    redis_client: redis.Redis,
+) -> None:
+    """An ordered edge (one statement), an edge against the ranks (the search), an edge on a
+    summary task (its subtasks wait too), and an edge that exists: the same events in
+    task_events and on the team's stream, none for the existing edge."""
+    team_id = active_team()
+    a, b = new_task(team_id, "a"), new_task(team_id, "b")
+    parent = new_task(team_id, "parent")
+    child = new_task(team_id, "child", parent_task_id=parent)
+    later = new_task(team_id, "later")
+    add_dependency(team_id, b, a)  # ordered: b was created after a
+    add_dependency(team_id, a, later)  # against the ranks: a moves above later
+    add_dependency(team_id, parent, later)
+    add_dependency(team_id, b, a)  # exists: nothing recorded
+    with session_scope() as session:
+        rows = session.execute(
+            select(TaskEvent.kind, TaskEvent.task_id, TaskEvent.data)
+            .where(
+                TaskEvent.team_id == team_id,
+                TaskEvent.kind.in_(["task.blocked", "dependency.added"]),
+            )
+            .order_by(TaskEvent.id)
+        ).all()
+    recorded = [(r.kind, r.task_id, r.data) for r in rows]
+    assert recorded[:4] == [
+        ("task.blocked", b, {"by": str(a)}),
+        ("dependency.added", b, {"depends_on": str(a)}),
+        ("task.blocked", a, {"by": str(later)}),
+        ("dependency.added", a, {"depends_on": str(later)}),
+    ]
+    assert sorted(recorded[4:], key=str) == sorted(
+        [
+            ("dependency.added", parent, {"depends_on": str(later)}),
+            ("task.blocked", parent, {"by": str(later)}),
+            ("task.blocked", child, {"by": str(later)}),
+        ],
+        key=str,
+    )
+    published = [
+        (fields["event"], json.loads(fields["data"]).get("task_id"))
+        for _, fields in redis_client.xrange(keys.events(team_id))
+        if fields["event"] in ("task.blocked", "dependency.added")
+    ]
+    assert published == [(kind, str(task)) for kind, task, _ in recorded]
+    statuses = dict(
+        (t.id, t.status) for t in list_tasks(team_id) if t.id in (a, b, parent, child, later)
+    )
+    assert statuses == {
+        a: TaskStatus.BLOCKED,
+        b: TaskStatus.BLOCKED,
+        parent: TaskStatus.BLOCKED,
+        child: TaskStatus.BLOCKED,
+        later: TaskStatus.PENDING,
+    }
+    check_invariants(team_id, all_done=False)
 
 
 def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
