@@ -403,18 +403,21 @@ FROM unnest(CAST(:ranks AS numeric[])) WITH ORDINALITY AS r(rank, i)
 ORDER BY r.i;
 
 -- move_and_insert --
--- Give points new ranks (a null keeps that point's rank) and insert the dependency edges (task_ids[i] depends on depends_on[i]) they make room for, in one statement.
-WITH moved AS (
-    UPDATE tasks t
-    SET start_rank = coalesce(n.start_rank, t.start_rank),
-        end_rank = coalesce(n.end_rank, t.end_rank)
-    FROM unnest(
-        CAST(:moved_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[])
-    ) AS n(id, start_rank, end_rank)
-    WHERE t.id = n.id
+-- Insert dependency edges (task_ids[i] depends on depends_on[i]) and update the tasks they touch, in one statement: ids[i] gets new ranks (a null keeps that point's rank) and added[i] more unmet dependencies, so a task both moved and waiting is written once.
+WITH edges AS (
+    INSERT INTO task_dependencies (task_id, depends_on_task_id)
+    SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]))
 )
-INSERT INTO task_dependencies (task_id, depends_on_task_id)
-SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
+UPDATE tasks t
+SET start_rank = coalesce(n.start_rank, t.start_rank),
+    end_rank = coalesce(n.end_rank, t.end_rank),
+    unmet_dependencies = t.unmet_dependencies + n.added,
+    updated_at = CASE WHEN n.added > 0 THEN now() ELSE t.updated_at END
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[]),
+    CAST(:added AS integer[])
+) AS n(id, start_rank, end_rank, added)
+WHERE t.id = n.id;
 
 -- edge_ends --
 -- Lock a new edge's two tasks in id order (as a batch locks its tasks), with what adding it reads: a claim or completion of either waits until it commits.
@@ -452,24 +455,6 @@ SELECT d.task_id, d.depends_on_task_id
 FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[])) AS e(task_id, depends_on)
 JOIN task_dependencies d ON d.task_id = e.task_id AND d.depends_on_task_id = e.depends_on;
 
--- move_and_add --
--- Give points new ranks (a null keeps that point's rank) and insert the dependency they make room for, in one statement.
-WITH moved AS (
-    UPDATE tasks t
-    SET start_rank = coalesce(n.start_rank, t.start_rank),
-        end_rank = coalesce(n.end_rank, t.end_rank)
-    FROM unnest(
-        CAST(:task_ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[])
-    ) AS n(id, start_rank, end_rank)
-    WHERE t.id = n.id
-)
-INSERT INTO task_dependencies (task_id, depends_on_task_id) VALUES (:task_id, :depends_on);
-
--- insert_edges --
--- Insert dependency edges (task_ids[i] depends on depends_on[i]) in one statement, not one per row.
-INSERT INTO task_dependencies (task_id, depends_on_task_id)
-SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]));
-
 -- rank_violations --
 -- Waits-for edges of :team_id its ranks do not order (always 0; for tests and operators).
 SELECT
@@ -483,12 +468,6 @@ SELECT
         SELECT start_rank AS rank FROM tasks WHERE team_id = :team_id
         UNION ALL
         SELECT end_rank FROM tasks WHERE team_id = :team_id) points);
-
--- add_unmet --
--- New dependencies on unfinished tasks: each task waits for that many more.
-UPDATE tasks t SET unmet_dependencies = t.unmet_dependencies + n.added, updated_at = now()
-FROM (SELECT id, count(*) AS added FROM unnest(CAST(:task_ids AS uuid[])) AS id GROUP BY id) n
-WHERE t.id = n.id;
 
 -- block_many --
 -- Tasks that gained unmet dependencies wait, with the pending tasks below them.

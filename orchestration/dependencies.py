@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import typing
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
@@ -110,26 +110,38 @@ def _add_out_of_order(
     moved: dict[uuid.UUID, list[Decimal | None]] = {}
     for (task, point), rank in graph.move_above(forward, high, ceiling).items():
         moved.setdefault(task, [None, None])[0 if point == graph.START else 1] = rank
-    ids = sorted(moved)  # row locks in id order, as the batch takes them
-    session.execute(
-        Q["move_and_add"],
-        {
-            "task_ids": ids,
-            "start_ranks": [moved[i][0] for i in ids],
-            "end_ranks": [moved[i][1] for i in ids],
-            "task_id": task_id,
-            "depends_on": dep_id,
-        },
-    )
+    _write(session, [(task_id, dep_id)], {str(t): r for t, r in moved.items()})
     for task, (start, end) in moved.items():
         if task in ranks:
             old_start, old_end = ranks[task]
             ranks[task] = (old_start if start is None else start, old_end if end is None else end)
 
 
-def _insert_edges(session: Session, edges: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+# Points given new ranks, by task id as text: [start rank, end rank], None for one not moved.
+Moves = dict[str, list[Decimal | None]]
+
+
+def _write(
+    session: Session,
+    edges: list[tuple[uuid.UUID, uuid.UUID]],
+    moved: Moves,
+    added: Counter[str] | None = None,
+) -> None:
+    """Insert edges, move points and count new unmet dependencies (added: task id as text ->
+    how many more), in one statement: a task both moved and waiting is written once."""
+    added = added or Counter()
+    ids = sorted(moved.keys() | added.keys())  # row locks in id order, as the batch takes them
+    kept: list[Decimal | None] = [None, None]
     session.execute(
-        Q["insert_edges"], {"task_ids": [t for t, _ in edges], "depends_on": [d for _, d in edges]}
+        Q["move_and_insert"],
+        {
+            "task_ids": [t for t, _ in edges],
+            "depends_on": [d for _, d in edges],
+            "ids": ids,
+            "start_ranks": [moved.get(i, kept)[0] for i in ids],
+            "end_ranks": [moved.get(i, kept)[1] for i in ids],
+            "added": [added[i] for i in ids],
+        },
     )
 
 
@@ -145,20 +157,19 @@ def _add_jointly(
     later: list[tuple[uuid.UUID, uuid.UUID]],
     ranks: Ranks,
     cap: int,
-) -> bool:
-    """Insert edges none of which the ranks order yet, or raise DependencyCycle: one search
-    forward from all their tasks' starts over the points ranked below the highest of their
-    dependencies' ends (any cycle they close runs there), graph.lift and graph.place over what
-    it found, and one statement for the moves and the inserts. False, with nothing written,
-    when the search would read more than cap rows. `ranks` is not kept current: nothing
-    after it reads them."""
+) -> Moves | None:
+    """The moves that make room for edges none of which the ranks order yet, or
+    DependencyCycle: one search forward from all their tasks' starts over the points ranked
+    below the highest of their dependencies' ends (any cycle they close runs there), then
+    graph.lift and graph.place over what it found. None when the search would read more than
+    cap rows. Nothing is written."""
     bound = max(ranks[d][1] for _, d in later)
     found = session.execute(
         Q["reach_after_many"],
         {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap + 1},
     ).all()
     if len(found) > cap:
-        return False
+        return None
     # Points as (task id as text, "S" or "E"), as the search returns them.
     rank: dict[tuple[str, str], Decimal] = {}
     waits: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
@@ -183,21 +194,10 @@ def _add_jointly(
             strict=True,
         )
     )
-    moved: dict[str, list[Decimal | None]] = {}
+    moved: Moves = {}
     for (task, which), new_rank in graph.place(lifted, above).items():
         moved.setdefault(task, [None, None])[0 if which == graph.START else 1] = new_rank
-    ids = sorted(moved)
-    session.execute(
-        Q["move_and_insert"],
-        {
-            "moved_ids": ids,
-            "start_ranks": [moved[i][0] for i in ids],
-            "end_ranks": [moved[i][1] for i in ids],
-            "task_ids": [t for t, _ in later],
-            "depends_on": [d for _, d in later],
-        },
-    )
-    return True
+    return moved
 
 
 def insert_ordered(
@@ -205,37 +205,46 @@ def insert_ordered(
     team_id: uuid.UUID,
     new: list[tuple[uuid.UUID, uuid.UUID]],
     ranks: Ranks,
+    waiting: list[uuid.UUID],
     *,
     cap: int | None = None,
 ) -> None:
     """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
-    any that would close a cycle (caller holds the graph lock; ranks has every task named).
+    any that would close a cycle (caller holds the graph lock; ranks has every task named),
+    and count the unmet dependencies they add: one per occurrence of a task in `waiting`
+    (blocking is the caller's).
 
     An edge whose dependency ends below its task's start is ordered already and cannot close
     a cycle: those go in at once, with no walk (and before the search, which then follows
     them). The others go in together (_add_jointly); one alone, or a batch whose search would
     read more than cap rows (default JOINT_SEARCH_CAP), goes edge by edge, each moving the
     points between its two ranks that must follow it (or finding the cycle there), so later
-    ones see it."""
+    ones see it. The counts go with the last statement."""
+    added = Counter(str(t) for t in waiting)
     ordered: list[tuple[uuid.UUID, uuid.UUID]] = []
     later: list[tuple[uuid.UUID, uuid.UUID]] = []
     for t, d in new:
         (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
-    if ordered:
-        _insert_edges(session, ordered)
     if not later:
+        _write(session, ordered, {}, added)
         return
+    if ordered:
+        _write(session, ordered, {})
     session.execute(Q["batch_plans"])  # no JIT or hash joins for what follows
-    if len(later) > 1 and _add_jointly(
-        session, team_id, later, ranks, JOINT_SEARCH_CAP if cap is None else cap
-    ):
-        return
+    if len(later) > 1:
+        moved = _add_jointly(
+            session, team_id, later, ranks, JOINT_SEARCH_CAP if cap is None else cap
+        )
+        if moved is not None:
+            _write(session, later, moved, added)
+            return
     for task_id, dep_id in later:
         # An earlier move of this batch may have ordered it already.
         if ranks[dep_id][1] < ranks[task_id][0]:
-            _insert_edges(session, [(task_id, dep_id)])
+            _write(session, [(task_id, dep_id)], {})
         else:
             _add_out_of_order(session, team_id, task_id, dep_id, ranks)
+    _write(session, [], {}, added)
 
 
 def add_edge(
@@ -251,9 +260,11 @@ def add_edge(
     below it."""
     if task_id == dep_id:
         raise SelfDependency(task_id)
-    insert_ordered(session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]))
-    if not dep_completed:
-        session.execute(Q["add_unmet"], {"task_ids": [task_id]})
+    waiting = [] if dep_completed else [task_id]
+    insert_ordered(
+        session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]), waiting
+    )
+    if waiting:
         _blocked(session, team_id, task_id, dep_id)
 
 
@@ -406,12 +417,15 @@ def add_dependencies(
                     f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
-        insert_ordered(
-            session, team_id, new, {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
-        )
         waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
+        insert_ordered(
+            session,
+            team_id,
+            new,
+            {i: (r.start_rank, r.end_rank) for i, r in rows.items()},
+            waiting,
+        )
         if waiting:
-            session.execute(Q["add_unmet"], {"task_ids": waiting})
             held = session.execute(Q["block_many"], {"task_ids": sorted(set(waiting))}).all()
             events.record_many(
                 session, [events.Event(team_id, "task.blocked", r.id, {}) for r in held]

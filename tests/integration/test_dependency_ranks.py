@@ -265,10 +265,10 @@ class JointSpy:
         self.single = 0
         joint, single = dependencies._add_jointly, dependencies._add_out_of_order
 
-        def counted_joint(*args: Any, **kwargs: Any) -> bool:
-            done = joint(*args, **kwargs)
-            self.joint += done
-            return done
+        def counted_joint(*args: Any, **kwargs: Any) -> dependencies.Moves | None:
+            moves = joint(*args, **kwargs)
+            self.joint += moves is not None
+            return moves
 
         def counted_single(*args: Any, **kwargs: Any) -> None:
             self.single += 1
