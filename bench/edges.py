@@ -8,7 +8,10 @@ points ranked between its ends, which tests/integration/test_dependency_ranks.py
 Three insert paths are timed:
 
 - api: dependencies.add_dependency, one edge per transaction as `POST .../dependencies` does
-  (graph lock, row locks, the rank check, unmet count and blocking).
+  (graph lock, row locks, the rank check, unmet count and blocking). Beside it, in the same
+  run and through the same engine, its floor: transactions that insert one row and commit
+  durably, nothing else (`commit_floor_per_s`); one edge per durable transaction cannot go
+  faster.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
 - plan: decomposition.create_plan with a plan of P nodes, each depending on the previous one or
@@ -33,6 +36,27 @@ from bench.harness import BulkTask, log
 CHAIN = 10
 BATCH = 1000
 PLANS = 3
+COMMITS = 1000
+
+
+def commit_floor(commits: int = COMMITS) -> float:
+    """Transactions per second that insert one row into a logged table and commit (the server's
+    synchronous_commit as configured: durable by default), through the engine's pool."""
+    from sqlalchemy import text
+
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS bench_commit_floor (n integer NOT NULL)"))
+        conn.commit()
+        started = time.perf_counter()
+        for n in range(commits):
+            conn.execute(text("INSERT INTO bench_commit_floor VALUES (:n)"), {"n": n})
+            conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute(text("DROP TABLE bench_commit_floor"))
+        conn.commit()
+    return round(commits / elapsed, 1)
 
 
 def _background(total: int) -> list[BulkTask]:
@@ -85,6 +109,7 @@ def measure(
             a, b = rng.randrange(tasks), rng.randrange(tasks)
             if a // CHAIN != b // CHAIN and a != b:
                 pairs.append((ids[max(a, b)], ids[min(a, b)]))
+        floor = commit_floor()
         started = time.perf_counter()
         for task_id, dep_id in pairs:
             add_dependency(team, task_id, dep_id)
@@ -132,6 +157,8 @@ def measure(
         "api_edges": api_edges,
         "api_edges_per_s": round(api_edges / api_s, 1),
         "api_ms_per_edge": round(api_s * 1000 / api_edges, 2),
+        "commit_floor_per_s": floor,
+        "api_vs_commit_floor": round(api_edges / api_s / floor, 3),
         "batch_edges": batch_edges,
         "batch_size": BATCH,
         "batch_edges_per_s": round(batch_edges / batch_s, 1),
@@ -148,7 +175,8 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
         log(f"edges: {size} tasks, {api_edges} single inserts, a plan of {plan_nodes} nodes")
         row = measure(size, api_edges, plan_nodes)
         log(
-            f"  api {row['api_edges_per_s']} edges/s, batch {row['batch_edges_per_s']} edges/s, "
+            f"  api {row['api_edges_per_s']} edges/s (one-row durable commits: "
+            f"{row['commit_floor_per_s']}/s), batch {row['batch_edges_per_s']} edges/s, "
             f"random {row['random_edges_per_s']} edges/s, plan {row['plan_edges_per_s']} edges/s"
         )
         rows.append(row)

@@ -134,6 +134,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ed = results.get("edges") or {}
     if "rows" in ed:
         api = "; ".join(f"{r['tasks']:,} tasks: {r['api_edges_per_s']}/s" for r in ed["rows"])
+        floors = [r["commit_floor_per_s"] for r in ed["rows"] if "commit_floor_per_s" in r]
+        if floors:
+            api += (
+                f" (its floor, a transaction inserting one row and committing durably: "
+                f"{min(floors):,}-{max(floors):,}/s)"
+            )
         plan = "; ".join(f"{r['tasks']:,} tasks: {r['plan_edges_per_s']}/s" for r in ed["rows"])
         batch = "; ".join(
             f"{r['tasks']:,} tasks: {r['batch_edges_per_s']}/s"
