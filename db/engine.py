@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from psycopg.errors import DeadlockDetected
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestration.config import get_settings
@@ -94,3 +97,29 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+DEADLOCK_ATTEMPTS = 3
+
+
+def retry_deadlocks(unit: Callable[P, R]) -> Callable[P, R]:
+    """Run a whole unit of work (its own transaction) again when PostgreSQL broke a deadlock
+    by failing it: nothing of it committed. Graph edits lock a team's graph, then tasks; a
+    completion locks its tasks, then the graph to unblock their dependents: the two can meet."""
+
+    @functools.wraps(unit)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                return unit(*args, **kwargs)
+            except OperationalError as exc:
+                if attempt == DEADLOCK_ATTEMPTS or not isinstance(exc.orig, DeadlockDetected):
+                    raise
+                # The survivor commits meanwhile; jitter keeps two victims from meeting again.
+                time.sleep(random.uniform(0.005, 0.02) * attempt)
+        raise AssertionError("unreachable")
+
+    return run

@@ -12,6 +12,7 @@ from marshmallow import ValidationError
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
+from db.engine import retry_deadlocks
 from db.models import Task, TaskDependency, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, graph, plans
@@ -68,6 +69,7 @@ _DEPTH = text(
 )
 
 
+@retry_deadlocks
 def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
     """Create one task, optionally under a parent and depending on other tasks."""
     depends_on = list(dict.fromkeys(data.get("depends_on") or []))
@@ -142,6 +144,7 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
     return task
 
 
+@retry_deadlocks
 def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> list[Task]:
     """Create a TaskNode tree (already loaded by PlanSchema) in one transaction, parents first.
     Nodes deeper than max_depth are not created."""

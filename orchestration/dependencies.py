@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
+from db.engine import retry_deadlocks
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
@@ -291,6 +292,7 @@ def _existing(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDe
     return edge
 
 
+@retry_deadlocks
 def add_dependency(
     team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
 ) -> tuple[TaskDependency, bool]:
@@ -362,6 +364,7 @@ def add_dependency(
 MAX_BATCH_EDGES = 10_000
 
 
+@retry_deadlocks
 def add_dependencies(
     team_id: uuid.UUID, edges: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> tuple[int, int]:
@@ -434,6 +437,7 @@ def add_dependencies(
         return len(new), len(pairs) - len(new)
 
 
+@retry_deadlocks
 def remove_dependency(
     team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
 ) -> None:

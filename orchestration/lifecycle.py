@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from db.engine import retry_deadlocks
 from db.models import (
     FINAL,
     IN_FLIGHT,
@@ -558,6 +559,7 @@ def _task_of_team(session: Session, team_id: uuid.UUID, task_id: uuid.UUID) -> T
     return task
 
 
+@retry_deadlocks
 def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     """Cancel a task that has not finished, and everything unfinished below it."""
     with events.transaction() as session:
@@ -584,6 +586,7 @@ def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     return task
 
 
+@retry_deadlocks
 def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     """Run a failed or cancelled task again (for a summary task: its failed or cancelled
     subtasks); its summary tasks reopen."""

@@ -25,6 +25,7 @@ from orchestration.consumer import AgentConsumer
 from orchestration.decomposition import create_plan, create_task, list_tasks
 from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
 from orchestration.errors import DependencyCycle, InvalidTransition, SelfDependency
+from orchestration.locks import lock_graph
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
 from tests.support.plans import DIAMOND_AND_HIERARCHY
@@ -359,6 +360,43 @@ def test_each_way_of_adding_an_edge_records_and_publishes_its_events(
         child: TaskStatus.BLOCKED,
         later: TaskStatus.PENDING,
     }
+    check_invariants(team_id, all_done=False)
+
+
+def test_an_edge_added_while_its_dependency_completes_goes_in() -> None:
+    """A completion locks its task, then the team's graph (to unblock its dependents); an
+    edge on that task, added meanwhile, holds the graph and waits for the task's row. That is
+    a deadlock, which PostgreSQL breaks by failing one of the two: the edge's transaction is
+    run again rather than failing the request."""
+    team_id = active_team()
+    dep = new_task(team_id, "dep")
+    new_task(team_id, "waits for dep", depends_on=[dep])
+    task = new_task(team_id, "task")
+    outcome: dict[str, Any] = {}
+
+    def add() -> None:
+        try:
+            outcome["added"] = add_dependency(team_id, task, dep)[1]
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    adder = threading.Thread(target=add)
+    with session_scope() as completion:
+        # The completion's row lock on its task.
+        completion.execute(text("UPDATE tasks SET updated_at = now() WHERE id = :id"), {"id": dep})
+        adder.start()
+        deadline = time.monotonic() + 10
+        with get_engine().connect() as conn:
+            while not conn.execute(waiting).scalar():
+                assert time.monotonic() < deadline, "the edge never waited for the row"
+                time.sleep(0.01)
+        lock_graph(completion, team_id)  # ... then the graph's: a deadlock with the edge
+    adder.join(timeout=20)
+    assert outcome == {"added": True}
     check_invariants(team_id, all_done=False)
 
 
