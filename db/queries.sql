@@ -263,17 +263,47 @@ WITH back AS (
 SELECT id, team_id, worker_id FROM back;
 
 -- dependents_met --
--- Tasks completed: each task depending on them has that many unmet dependencies fewer.
-UPDATE tasks t
-SET unmet_dependencies = greatest(t.unmet_dependencies - n.met, 0), updated_at = now()
-FROM (
+-- Tasks completed: each task depending on them has that many unmet dependencies fewer, and a blocked one left with none, under a parent not blocked, is pending again with its task.unblocked event (after: the first of the completed tasks it waited for), in one statement. Returns every task counted down, whether it was freed, and whether it is a summary task (a freed one's waiting subtasks go through free_subtasks).
+WITH met AS (
     SELECT d.task_id, count(*) AS met, min(d.depends_on_task_id::text) AS after
     FROM task_dependencies d
     WHERE d.depends_on_task_id = ANY(CAST(:task_ids AS uuid[]))
     GROUP BY d.task_id
-) n
-WHERE t.id = n.task_id AND t.unmet_dependencies > 0
-RETURNING t.id, n.after;
+), counted AS (
+    UPDATE tasks t
+    SET unmet_dependencies = greatest(t.unmet_dependencies - m.met, 0),
+        status = CASE
+            WHEN t.status = 'blocked' AND t.unmet_dependencies <= m.met
+                 AND NOT EXISTS (
+                     SELECT 1 FROM tasks p WHERE p.id = t.parent_task_id AND p.status = 'blocked'
+                 )
+            THEN 'pending'::task_status ELSE t.status END,
+        updated_at = now()
+    FROM met m
+    WHERE t.id = m.task_id AND t.unmet_dependencies > 0
+    -- Freed: pending now, from blocked (a task waiting for a dependency is never pending).
+    RETURNING t.id, t.team_id, t.is_summary, m.after, t.status = 'pending' AS freed
+), logged AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.unblocked', jsonb_build_object('after', after)
+    FROM counted WHERE freed
+    ORDER BY id
+)
+SELECT id, is_summary, after, freed FROM counted ORDER BY id;
+
+-- free_subtasks --
+-- Summary tasks just freed: their blocked subtasks with nothing to wait for become pending, with the waiting tasks below them.
+WITH RECURSIVE freed(id) AS (
+    SELECT c.id FROM tasks c
+    WHERE c.parent_task_id = ANY(CAST(:task_ids AS uuid[]))
+      AND c.status = 'blocked' AND c.unmet_dependencies = 0
+    UNION
+    SELECT c.id FROM tasks c JOIN freed f ON c.parent_task_id = f.id
+    WHERE c.status = 'blocked' AND c.unmet_dependencies = 0
+)
+UPDATE tasks SET status = 'pending', updated_at = now()
+WHERE id IN (SELECT id FROM freed) AND status = 'blocked'
+RETURNING id;
 
 -- free_tasks --
 -- Blocked tasks with nothing left to wait for become pending, with the waiting tasks below them.

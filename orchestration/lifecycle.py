@@ -482,10 +482,20 @@ def settle(
             lock_graph(session, team_id)
             locked = True
         if unblocking:
-            met = session.execute(Q["dependents_met"], {"task_ids": unblocking}).all()
-            if met:
-                after = {r.id: r.after for r in met}
-                freed = session.execute(Q["free_tasks"], {"task_ids": list(after)}).all()
+            counted = session.execute(Q["dependents_met"], {"task_ids": unblocking}).all()
+            # The statement logged these itself.
+            events.written(
+                session,
+                [
+                    events.Event(team_id, "task.unblocked", r.id, {"after": r.after})
+                    for r in counted
+                    if r.freed
+                ],
+            )
+            summaries = [r.id for r in counted if r.freed and r.is_summary]
+            if summaries:
+                after = {r.id: r.after for r in counted}
+                below = session.execute(Q["free_subtasks"], {"task_ids": summaries}).all()
                 events.record_many(
                     session,
                     [
@@ -496,7 +506,7 @@ def settle(
                             # A subtask freed with its summary task: after the same one.
                             {"after": after.get(r.id, str(unblocking[0]))},
                         )
-                        for r in freed
+                        for r in below
                     ],
                 )
         for task_id, parent_id in parents:
