@@ -13,10 +13,10 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from db.engine import retry_deadlocks
-from db.models import Task, TaskDependency, TaskStatus, Team, TeamMember, TeamStatus
+from db.models import Task, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, graph, plans
-from orchestration.dependencies import add_edge, place_task
+from orchestration.dependencies import add_edge, insert_ordered, place_task
 from orchestration.errors import (
     AgentError,
     DependencyCycle,
@@ -193,11 +193,7 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
                 "updated_at": base,
             }
         )
-    edges = [
-        {"task_id": ids[p.index], "depends_on_task_id": ids[d]}
-        for p in planned
-        for d in p.depends_on
-    ]
+    edges = [(ids[p.index], ids[d]) for p in planned for d in p.depends_on]
     with events.transaction() as session:
         team = _team(session, team_id)
         if team_manager(session, team_id) is None:
@@ -214,7 +210,14 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
             row["start_rank"], row["end_rank"] = ranks[p.index]
         session.execute(insert(Task), rows)
         if edges:
-            session.execute(insert(TaskDependency), edges)
+            # All ordered by the layout (no walk) and counted in the rows: one statement.
+            insert_ordered(
+                session,
+                team_id,
+                edges,
+                {ids[i]: rank for i, rank in ranks.items()},
+                waiting=[],
+            )
         events.record_many(
             session,
             [events.Event(team_id, "task.created", r["id"], {"title": r["title"]}) for r in rows],
