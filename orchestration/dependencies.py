@@ -167,7 +167,7 @@ def _add_jointly(
     bound = max(ranks[d][1] for _, d in later)
     found = session.execute(
         Q["reach_after_many"],
-        {"task_ids": sorted({t for t, _ in later}), "bound": bound, "cap": cap + 1},
+        {"task_ids": list({t for t, _ in later}), "bound": bound, "cap": cap + 1},
     ).all()
     if len(found) > cap:
         return None
@@ -386,7 +386,8 @@ def add_dependencies(
         # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
         # the row locks on (insert_ordered sets it again for its own callers: harmless).
         session.execute(Q["batch_plans"])
-        ids = sorted({x for pair in pairs for x in pair})
+        # Locked in id order by the statement itself.
+        ids = list({x for pair in pairs for x in pair})
         rows = {
             r.id: r
             for r in session.execute(
@@ -429,7 +430,7 @@ def add_dependencies(
             waiting,
         )
         if waiting:
-            held = session.execute(Q["block_many"], {"task_ids": sorted(set(waiting))}).all()
+            held = session.execute(Q["block_many"], {"task_ids": list(set(waiting))}).all()
             events.record_many(
                 session, [events.Event(team_id, "task.blocked", r.id, {}) for r in held]
             )
