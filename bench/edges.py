@@ -12,6 +12,8 @@ Three insert paths are timed:
   run and through the same engine, its floor: transactions that insert one row and commit
   durably, nothing else (`commit_floor_per_s`); one edge per durable transaction cannot go
   faster.
+- clients: the same, from CLIENTS threads at once (as concurrent requests do): such edges
+  share the team's graph lock, so their commits overlap.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
 - plan: decomposition.create_plan with a plan of P nodes, each depending on the previous one or
@@ -26,6 +28,7 @@ Three insert paths are timed:
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from typing import Any
@@ -37,6 +40,7 @@ CHAIN = 10
 BATCH = 1000
 PLANS = 3
 COMMITS = 1000
+CLIENTS = 8
 
 
 def commit_floor(commits: int = COMMITS) -> float:
@@ -57,6 +61,27 @@ def commit_floor(commits: int = COMMITS) -> float:
         conn.execute(text("DROP TABLE bench_commit_floor"))
         conn.commit()
     return round(commits / elapsed, 1)
+
+
+def _from_clients(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
+    """Seconds for CLIENTS threads, started together, to add the pairs one per call."""
+    from orchestration.dependencies import add_dependency
+
+    gate = threading.Barrier(CLIENTS + 1)
+
+    def client(part: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+        gate.wait()
+        for task_id, dep_id in part:
+            add_dependency(team, task_id, dep_id)
+
+    threads = [threading.Thread(target=client, args=(pairs[i::CLIENTS],)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
 
 
 def _background(total: int) -> list[BulkTask]:
@@ -115,6 +140,14 @@ def measure(
             add_dependency(team, task_id, dep_id)
         api_s = time.perf_counter() - started
         taken = set(pairs)
+        shared_pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
+        while len(shared_pairs) < api_edges:
+            a, b = rng.randrange(tasks), rng.randrange(tasks)
+            pair = (ids[max(a, b)], ids[min(a, b)])
+            if a // CHAIN != b // CHAIN and pair not in taken:
+                taken.add(pair)
+                shared_pairs.append(pair)
+        clients_s = _from_clients(team, shared_pairs)
         batch_pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
         while len(batch_pairs) < batch_edges:
             a, b = rng.randrange(tasks), rng.randrange(tasks)
@@ -159,6 +192,9 @@ def measure(
         "api_ms_per_edge": round(api_s * 1000 / api_edges, 2),
         "commit_floor_per_s": floor,
         "api_vs_commit_floor": round(api_edges / api_s / floor, 3),
+        "clients": CLIENTS,
+        "clients_edges_per_s": round(api_edges / clients_s, 1),
+        "clients_vs_api": round(api_s / clients_s, 2),
         "batch_edges": batch_edges,
         "batch_size": BATCH,
         "batch_edges_per_s": round(batch_edges / batch_s, 1),
@@ -176,7 +212,8 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
         row = measure(size, api_edges, plan_nodes)
         log(
             f"  api {row['api_edges_per_s']} edges/s (one-row durable commits: "
-            f"{row['commit_floor_per_s']}/s), batch {row['batch_edges_per_s']} edges/s, "
+            f"{row['commit_floor_per_s']}/s), {CLIENTS} clients "
+            f"{row['clients_edges_per_s']} edges/s, batch {row['batch_edges_per_s']} edges/s, "
             f"random {row['random_edges_per_s']} edges/s, plan {row['plan_edges_per_s']} edges/s"
         )
         rows.append(row)
@@ -185,6 +222,7 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
         "rows": rows,
         "targets": {
             "api_5000_per_s_at_largest": bool(last) and last["api_edges_per_s"] >= 5000,
+            "clients_5000_per_s_at_largest": bool(last) and last["clients_edges_per_s"] >= 5000,
             "batch_5000_per_s_at_largest": bool(last) and last["batch_edges_per_s"] >= 5000,
             "random_5000_per_s_at_largest": bool(last) and last["random_edges_per_s"] >= 5000,
             "plan_5000_per_s_at_largest": bool(last) and last["plan_edges_per_s"] >= 5000,

@@ -292,6 +292,11 @@ def _existing(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDe
     return edge
 
 
+class _AgainstRanks(Exception):
+    """Raised under the shared graph lock by an edge the ranks do not order: adding it moves
+    ranks, which needs the lock alone."""
+
+
 @retry_deadlocks
 def add_dependency(
     team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
@@ -300,9 +305,21 @@ def add_dependency(
     when it already existed.
 
     The usual edge, one the ranks already order on a task not started, is one statement
-    after the locks (add_ordered_edge); any other first reads whether it exists."""
+    after the locks (add_ordered_edge); any other first reads whether it exists. Such edges
+    move no rank and cannot close a cycle while no rank moves, so they hold the team's graph
+    lock shared and go in beside each other; an edge against the ranks finds that out under
+    the shared lock and runs again holding the lock alone."""
+    try:
+        return _add_dependency(team_id, task_id, depends_on_task_id, alone=False)
+    except _AgainstRanks:
+        return _add_dependency(team_id, task_id, depends_on_task_id, alone=True)
+
+
+def _add_dependency(
+    team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID, *, alone: bool
+) -> tuple[TaskDependency, bool]:
     with events.transaction() as session:
-        if not lock_team_graph(session, team_id):
+        if not lock_team_graph(session, team_id, shared=not alone):
             raise NotFound(f"team {team_id} not found")
         ends = {
             r.id: r
@@ -356,6 +373,8 @@ def add_dependency(
             raise InvalidTransition(
                 f"task {task_id} is {status.value}; dependencies can only be added before it starts"
             )
+        if not alone:
+            raise _AgainstRanks
         add_edge(session, team_id, task_id, depends_on_task_id, dep_completed=completed)
         events.record_many(session, [added])
         return _existing(session, task_id, depends_on_task_id), True

@@ -7,7 +7,9 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-# Dependency edges, readiness and roll-ups of one team change one transaction at a time.
+# Dependency edges, readiness and roll-ups of one team change one transaction at a time,
+# except edges the ranks already order: they move no rank, so they share the lock (see
+# dependencies.add_dependency) and wait only for the rest.
 _GRAPH = text("SELECT pg_advisory_xact_lock(hashtextextended('graph:' || :team_id, 0))")
 
 
@@ -16,12 +18,18 @@ _TEAM_GRAPH = text(
     "SELECT pg_advisory_xact_lock(hashtextextended('graph:' || id::text, 0)) "
     "FROM teams WHERE id = :team_id"
 )
+_TEAM_GRAPH_SHARED = text(
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0)) "
+    "FROM teams WHERE id = :team_id"
+)
 
 
 def lock_graph(session: Session, team_id: uuid.UUID) -> None:
     session.execute(_GRAPH, {"team_id": str(team_id)})
 
 
-def lock_team_graph(session: Session, team_id: uuid.UUID) -> bool:
-    """lock_graph for a team that may not exist: False, and nothing locked, when it does not."""
-    return session.execute(_TEAM_GRAPH, {"team_id": team_id}).first() is not None
+def lock_team_graph(session: Session, team_id: uuid.UUID, *, shared: bool = False) -> bool:
+    """lock_graph for a team that may not exist: False, and nothing locked, when it does not.
+    shared: beside other shared holders, for a change that moves no rank."""
+    statement = _TEAM_GRAPH_SHARED if shared else _TEAM_GRAPH
+    return session.execute(statement, {"team_id": team_id}).first() is not None

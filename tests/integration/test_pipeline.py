@@ -4,6 +4,7 @@ in this process (tests/e2e runs it in real `celery worker` processes)."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -363,6 +364,36 @@ def test_each_way_of_adding_an_edge_records_and_publishes_its_events(
     check_invariants(team_id, all_done=False)
 
 
+_LOCK_WAITS = text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def wait_for_a_lock_wait(message: str) -> None:
+    """Return once a session of this test's database waits for a lock."""
+    deadline = time.monotonic() + 10
+    with get_engine().connect() as conn:
+        while not conn.execute(_LOCK_WAITS).scalar():
+            assert time.monotonic() < deadline, message
+            time.sleep(0.01)
+
+
+def started(call: Callable[[], object]) -> tuple[threading.Thread, dict[str, Any]]:
+    """call() running in a thread of its own; what it returned or raised lands in the dict."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = call()
+        except Exception as exc:  # the test reads it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_an_edge_added_while_its_dependency_completes_goes_in() -> None:
     """A completion locks its task, then the team's graph (to unblock its dependents); an
     edge on that task, added meanwhile, holds the graph and waits for the task's row. That is
@@ -380,20 +411,12 @@ def test_an_edge_added_while_its_dependency_completes_goes_in() -> None:
         except Exception as exc:  # reported below
             outcome["error"] = exc
 
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
     adder = threading.Thread(target=add)
     with session_scope() as completion:
         # The completion's row lock on its task.
         completion.execute(text("UPDATE tasks SET updated_at = now() WHERE id = :id"), {"id": dep})
         adder.start()
-        deadline = time.monotonic() + 10
-        with get_engine().connect() as conn:
-            while not conn.execute(waiting).scalar():
-                assert time.monotonic() < deadline, "the edge never waited for the row"
-                time.sleep(0.01)
+        wait_for_a_lock_wait("the edge never waited for the row")
         lock_graph(completion, team_id)  # ... then the graph's: a deadlock with the edge
     adder.join(timeout=20)
     assert outcome == {"added": True}
@@ -433,6 +456,80 @@ def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
     from orchestration.graph import find_cycle
 
     assert find_cycle(adjacency) is None
+    check_invariants(team_id, all_done=False)
+
+
+def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait() -> None:
+    """An edge the ranks order moves no rank: it goes in while the team's graph lock is held
+    shared (another such edge in flight). An edge against the ranks waits for that holder,
+    and every edge waits for a holder alone (a completion unblocking, a new task)."""
+    team_id = active_team()
+    a, b, c, d = (new_task(team_id, name) for name in "abcd")
+    shared = text("SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || :t, 0))")
+    with session_scope() as holder:
+        holder.execute(shared, {"t": str(team_id)})
+        ordered, went_in = started(lambda: add_dependency(team_id, b, a)[1])
+        ordered.join(timeout=20)
+        assert went_in == {"result": True}
+        against, waited = started(lambda: add_dependency(team_id, a, c)[1])
+        wait_for_a_lock_wait("the edge against the ranks never waited")
+        assert against.is_alive()
+    against.join(timeout=20)
+    assert waited == {"result": True}
+    with session_scope() as holder:
+        lock_graph(holder, team_id)
+        ordered, waited = started(lambda: add_dependency(team_id, d, b)[1])
+        wait_for_a_lock_wait("the ordered edge never waited for the lock's sole holder")
+        assert ordered.is_alive()
+    ordered.join(timeout=20)
+    assert waited == {"result": True}
+    check_invariants(team_id, all_done=False)
+
+
+def test_concurrent_edges_both_ways_keep_the_graph_acyclic_and_ranked() -> None:
+    """Eight clients add random edges among 24 tasks at once, ordered ones and ones against
+    the ranks, many closing cycles: every edge reported added is there and no other, every
+    refusal names a path the graph has, no cycle, ranks and unmet counts right."""
+    from orchestration.graph import find_cycle, find_path
+
+    team_id = active_team()
+    ids = [new_task(team_id, f"n{i}") for i in range(24)]
+    rng = random.Random(5)
+    pairs = [(task, dep) for task, dep in (rng.sample(ids, 2) for _ in range(160))]
+    clients = 8
+    barrier = threading.Barrier(clients)
+    added: list[tuple[uuid.UUID, uuid.UUID]] = []
+    refused: list[tuple[uuid.UUID, uuid.UUID]] = []
+    existed: list[tuple[uuid.UUID, uuid.UUID]] = []
+
+    def client(part: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+        barrier.wait()
+        for task, dep in part:
+            try:
+                (added if add_dependency(team_id, task, dep)[1] else existed).append((task, dep))
+            except DependencyCycle:
+                refused.append((task, dep))
+
+    threads = [threading.Thread(target=client, args=(pairs[i::clients],)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(added) + len(refused) + len(existed) == len(pairs)
+    assert set(existed) <= set(added)
+    with get_engine().connect() as conn:
+        edges = {
+            (r.task_id, r.depends_on_task_id)
+            for r in conn.execute(text("SELECT task_id, depends_on_task_id FROM task_dependencies"))
+        }
+    assert sorted(edges) == sorted(added)
+    adjacency: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for task, dep in edges:
+        adjacency.setdefault(task, []).append(dep)
+    assert find_cycle(adjacency) is None
+    assert refused
+    for task, dep in refused:
+        assert find_path(adjacency, dep, task) is not None
     check_invariants(team_id, all_done=False)
 
 
