@@ -32,7 +32,7 @@ from orchestration.errors import (
     NotFound,
     SelfDependency,
 )
-from orchestration.locks import lock_graph, lock_team_graph
+from orchestration.locks import lock_graph, lock_team_graph, try_lock_graph
 
 NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
 
@@ -293,8 +293,17 @@ def _existing(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDe
 
 
 class _AgainstRanks(Exception):
-    """Raised under the shared graph lock by an edge the ranks do not order: adding it moves
-    ranks, which needs the lock alone."""
+    """Raised under the shared graph lock by an edge the ranks do not order when another
+    transaction holds the lock too: adding it moves ranks, which needs the lock alone."""
+
+
+def _hold_alone(session: Session, team_id: uuid.UUID, *, alone: bool) -> None:
+    """Before moving ranks, hold the team's graph lock alone. A holder of the shared lock
+    takes it without waiting when no other transaction holds it (the ranks it read stay
+    current: nothing moved them while it held the lock); otherwise _AgainstRanks, and the edit
+    runs again from the start, holding the lock alone."""
+    if not alone and not try_lock_graph(session, team_id):
+        raise _AgainstRanks
 
 
 @retry_deadlocks
@@ -307,8 +316,8 @@ def add_dependency(
     The usual edge, one the ranks already order on a task not started, is one statement
     after the locks (add_ordered_edge); any other first reads whether it exists. Such edges
     move no rank and cannot close a cycle while no rank moves, so they hold the team's graph
-    lock shared and go in beside each other; an edge against the ranks finds that out under
-    the shared lock and runs again holding the lock alone."""
+    lock shared and go in beside each other; an edge against the ranks needs it alone
+    (_hold_alone)."""
     try:
         return _add_dependency(team_id, task_id, depends_on_task_id, alone=False)
     except _AgainstRanks:
@@ -373,8 +382,7 @@ def _add_dependency(
             raise InvalidTransition(
                 f"task {task_id} is {status.value}; dependencies can only be added before it starts"
             )
-        if not alone:
-            raise _AgainstRanks
+        _hold_alone(session, team_id, alone=alone)
         add_edge(session, team_id, task_id, depends_on_task_id, dep_completed=completed)
         events.record_many(session, [added])
         return _existing(session, task_id, depends_on_task_id), True
@@ -388,8 +396,8 @@ def add_dependencies(
     team_id: uuid.UUID, edges: list[tuple[uuid.UUID, uuid.UUID]]
 ) -> tuple[int, int]:
     """Add many edges (task, depends on) in one transaction, all or none: the same checks as
-    add_dependency; edges the ranks already order need no cycle walk. Returns (created,
-    existing)."""
+    add_dependency; edges the ranks already order need no cycle walk, and a batch of only
+    those holds the graph lock shared, as add_dependency does. Returns (created, existing)."""
     pairs = list(dict.fromkeys(edges))
     if len(pairs) > MAX_BATCH_EDGES:
         raise InvalidInput(
@@ -398,10 +406,18 @@ def add_dependencies(
     for task_id, dep_id in pairs:
         if task_id == dep_id:
             raise SelfDependency(task_id)
+    try:
+        return _add_dependencies(team_id, pairs, alone=False)
+    except _AgainstRanks:
+        return _add_dependencies(team_id, pairs, alone=True)
+
+
+def _add_dependencies(
+    team_id: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]], *, alone: bool
+) -> tuple[int, int]:
     with events.transaction() as session:
-        if session.get(Team, team_id) is None:
+        if not lock_team_graph(session, team_id, shared=not alone):
             raise NotFound(f"team {team_id} not found")
-        lock_graph(session, team_id)
         # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
         # the row locks on (insert_ordered sets it again for its own callers: harmless).
         session.execute(Q["batch_plans"])
@@ -440,6 +456,8 @@ def add_dependencies(
                     f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
+        if any(not rows[d].end_rank < rows[t].start_rank for t, d in new):
+            _hold_alone(session, team_id, alone=alone)
         waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
         insert_ordered(
             session,

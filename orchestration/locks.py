@@ -24,8 +24,17 @@ _TEAM_GRAPH_SHARED = text(
 )
 
 
+_TRY_GRAPH = text("SELECT pg_try_advisory_xact_lock(hashtextextended('graph:' || :team_id, 0))")
+
+
 def lock_graph(session: Session, team_id: uuid.UUID) -> None:
     session.execute(_GRAPH, {"team_id": str(team_id)})
+
+
+def try_lock_graph(session: Session, team_id: uuid.UUID) -> bool:
+    """lock_graph without waiting: False when another transaction holds the lock or waits for
+    it. A holder of the shared lock takes it so: nothing to wait for, no deadlock."""
+    return bool(session.execute(_TRY_GRAPH, {"team_id": str(team_id)}).scalar())
 
 
 def lock_team_graph(session: Session, team_id: uuid.UUID, *, shared: bool = False) -> bool:

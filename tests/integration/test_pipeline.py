@@ -19,7 +19,7 @@ from sqlalchemy import event, select, text
 from db.engine import get_engine, session_scope
 from db.models import Message, Task, TaskEvent, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
-from orchestration import keys, lifecycle, orchestrator, streams, teams
+from orchestration import dependencies, keys, lifecycle, orchestrator, streams, teams
 from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
@@ -459,7 +459,23 @@ def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
     check_invariants(team_id, all_done=False)
 
 
-def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait() -> None:
+def one_edge(team_id: uuid.UUID, task: uuid.UUID, dep: uuid.UUID) -> bool:
+    """POST .../tasks/{task}/dependencies: True when the edge was created."""
+    return add_dependency(team_id, task, dep)[1]
+
+
+def batch_of_one(team_id: uuid.UUID, task: uuid.UUID, dep: uuid.UUID) -> bool:
+    """POST .../dependencies with this one edge: True when it was created."""
+    return add_dependencies(team_id, [(task, dep)])[0] == 1
+
+
+EDGE_ROUTES = pytest.mark.parametrize("add", [one_edge, batch_of_one], ids=["one", "batch"])
+
+
+@EDGE_ROUTES
+def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait(
+    add: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool],
+) -> None:
     """An edge the ranks order moves no rank: it goes in while the team's graph lock is held
     shared (another such edge in flight). An edge against the ranks waits for that holder,
     and every edge waits for a holder alone (a completion unblocking, a new task)."""
@@ -468,17 +484,17 @@ def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait() -> None:
     shared = text("SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || :t, 0))")
     with session_scope() as holder:
         holder.execute(shared, {"t": str(team_id)})
-        ordered, went_in = started(lambda: add_dependency(team_id, b, a)[1])
+        ordered, went_in = started(lambda: add(team_id, b, a))
         ordered.join(timeout=20)
         assert went_in == {"result": True}
-        against, waited = started(lambda: add_dependency(team_id, a, c)[1])
+        against, waited = started(lambda: add(team_id, a, c))
         wait_for_a_lock_wait("the edge against the ranks never waited")
         assert against.is_alive()
     against.join(timeout=20)
     assert waited == {"result": True}
     with session_scope() as holder:
         lock_graph(holder, team_id)
-        ordered, waited = started(lambda: add_dependency(team_id, d, b)[1])
+        ordered, waited = started(lambda: add(team_id, d, b))
         wait_for_a_lock_wait("the ordered edge never waited for the lock's sole holder")
         assert ordered.is_alive()
     ordered.join(timeout=20)
@@ -486,10 +502,37 @@ def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait() -> None:
     check_invariants(team_id, all_done=False)
 
 
-def test_concurrent_edges_both_ways_keep_the_graph_acyclic_and_ranked() -> None:
-    """Eight clients add random edges among 24 tasks at once, ordered ones and ones against
-    the ranks, many closing cycles: every edge reported added is there and no other, every
-    refusal names a path the graph has, no cycle, ranks and unmet counts right."""
+@EDGE_ROUTES
+def test_an_edge_against_the_ranks_takes_the_free_lock_in_its_first_run(
+    add: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no other holder, the shared lock becomes the lock alone where it is: the edit is
+    not run a second time."""
+    team_id = active_team()
+    first, second = new_task(team_id, "first"), new_task(team_id, "second")
+    runs: list[dict[str, Any]] = []
+    lock = dependencies.lock_team_graph
+
+    def counted(session: Any, team: uuid.UUID, **options: Any) -> bool:
+        runs.append(options)
+        return lock(session, team, **options)
+
+    monkeypatch.setattr(dependencies, "lock_team_graph", counted)
+    assert add(team_id, first, second)
+    assert runs == [{"shared": True}]
+    check_invariants(team_id, all_done=False)
+
+
+@pytest.mark.parametrize(
+    "routes", [[one_edge], [batch_of_one], [one_edge, batch_of_one]], ids=["one", "batch", "both"]
+)
+def test_concurrent_edges_both_ways_keep_the_graph_acyclic_and_ranked(
+    routes: list[Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool]],
+) -> None:
+    """Eight clients add random edges among 24 tasks at once (each call through one of the
+    routes in turn), ordered ones and ones against the ranks, many closing cycles: every edge
+    reported added is there and no other, every refusal names a path the graph has, no cycle,
+    ranks and unmet counts right."""
     from orchestration.graph import find_cycle, find_path
 
     team_id = active_team()
@@ -504,9 +547,10 @@ def test_concurrent_edges_both_ways_keep_the_graph_acyclic_and_ranked() -> None:
 
     def client(part: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
         barrier.wait()
-        for task, dep in part:
+        for n, (task, dep) in enumerate(part):
+            add = routes[n % len(routes)]
             try:
-                (added if add_dependency(team_id, task, dep)[1] else existed).append((task, dep))
+                (added if add(team_id, task, dep) else existed).append((task, dep))
             except DependencyCycle:
                 refused.append((task, dep))
 
