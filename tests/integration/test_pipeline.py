@@ -856,6 +856,45 @@ def test_dependencies_in_a_batch_are_all_added_or_none() -> None:
     check_invariants(team_id, all_done=False)
 
 
+def test_a_batch_blocks_each_task_it_makes_wait_and_records_it_once() -> None:
+    """An ordered edge, an edge against the ranks, an edge on a summary task and one on a task
+    already blocked, in one batch: each pending task that gains an unmet dependency is blocked
+    with one task.blocked event, and so are a summary's pending subtasks; the task that was
+    blocked already records nothing."""
+    team_id = active_team()
+    a, b, c = (new_task(team_id, x) for x in "abc")
+    parent = new_task(team_id, "parent")
+    child = new_task(team_id, "child", parent_task_id=parent)
+    later = new_task(team_id, "later")
+    add_dependencies(team_id, [(c, b)])
+
+    def blocked_events() -> list[uuid.UUID]:
+        with session_scope() as session:
+            return list(
+                session.scalars(
+                    select(TaskEvent.task_id).where(
+                        TaskEvent.team_id == team_id, TaskEvent.kind == "task.blocked"
+                    )
+                )
+            )
+
+    assert blocked_events() == [c]
+    batch = [(b, a), (a, later), (parent, later), (c, a)]
+    assert add_dependencies(team_id, batch) == (4, 0)
+    assert sorted(blocked_events()[1:]) == sorted([a, b, parent, child])
+    by_id = {t.id: t for t in list_tasks(team_id)}
+    assert {x: by_id[x].status for x in (a, b, c, parent, child, later)} == {
+        a: TaskStatus.BLOCKED,
+        b: TaskStatus.BLOCKED,
+        c: TaskStatus.BLOCKED,
+        parent: TaskStatus.BLOCKED,
+        child: TaskStatus.BLOCKED,
+        later: TaskStatus.PENDING,
+    }
+    assert [by_id[x].unmet_dependencies for x in (a, b, c, parent, child)] == [1, 1, 2, 1, 0]
+    check_invariants(team_id, all_done=False)
+
+
 def test_two_consumers_claim_and_complete_in_groups_each_task_once(
     fast_settings: None, executor: RecordingExecutor
 ) -> None:
