@@ -134,6 +134,7 @@ def measure(
             a, b = rng.randrange(tasks), rng.randrange(tasks)
             if a // CHAIN != b // CHAIN and a != b:
                 pairs.append((ids[max(a, b)], ids[min(a, b)]))
+        harness.freeze_fixtures()
         floor = commit_floor()
         started = time.perf_counter()
         for task_id, dep_id in pairs:
@@ -181,6 +182,7 @@ def measure(
         background = _background(tasks)
         harness.bulk_insert(other, background)
         random_batch = random_pairs([t.id for t in background], batch_edges, rng)
+        harness.freeze_fixtures()
         started = time.perf_counter()
         for i in range(0, len(random_batch), BATCH):
             add_dependencies(other, random_batch[i : i + BATCH])
