@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
-from collections.abc import Iterable
-from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import TextClause, text
@@ -24,11 +21,3 @@ def load(path: Path) -> dict[str, TextClause]:
 
 
 Q = load(Path(__file__).with_name("queries.sql"))
-
-
-def pg_array(values: Iterable[uuid.UUID | str | Decimal | int | None]) -> str:
-    """An array parameter of ids (uuids or their text) or numbers (None as NULL), as
-    PostgreSQL's array literal for a statement that casts it (CAST(:ids AS uuid[])): one
-    join, where psycopg's array dumper spends microseconds on each element, milliseconds on
-    the thousands a batch sends."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"

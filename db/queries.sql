@@ -433,33 +433,24 @@ FROM unnest(CAST(:ranks AS numeric[])) WITH ORDINALITY AS r(rank, i)
 ORDER BY r.i;
 
 -- move_and_insert --
--- Insert dependency edges (task_ids[i] depends on depends_on[i]) and update the tasks they touch, in one statement: ids[i] gets new ranks (a null keeps that point's rank) and added[i] more unmet dependencies, and a pending task that gains one and is not a summary is blocked (a summary's subtasks go through block_tasks or block_many), so a task is written once. Returns the tasks it blocks.
+-- Insert dependency edges (task_ids[i] depends on depends_on[i]) and update the tasks they touch, in one statement: ids[i] gets new ranks (a null keeps that point's rank) and added[i] more unmet dependencies, so a task both moved and waiting is written once.
 WITH edges AS (
     INSERT INTO task_dependencies (task_id, depends_on_task_id)
     SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]))
-), moved AS (
-    UPDATE tasks t
-    SET start_rank = coalesce(n.start_rank, t.start_rank),
-        end_rank = coalesce(n.end_rank, t.end_rank),
-        unmet_dependencies = t.unmet_dependencies + n.added,
-        status = CASE WHEN n.added > 0 AND t.status = 'pending' AND NOT t.is_summary
-                 THEN 'blocked'::task_status ELSE t.status END,
-        updated_at = CASE WHEN n.added > 0 THEN now() ELSE t.updated_at END
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[]),
-        CAST(:added AS integer[])
-    ) AS n(id, start_rank, end_rank, added)
-    WHERE t.id = n.id
 )
--- Read in the statement's snapshot, before the update: the tasks it blocks.
-SELECT t.id
-FROM unnest(CAST(:ids AS uuid[]), CAST(:added AS integer[])) AS n(id, added)
-JOIN tasks t ON t.id = n.id
-WHERE n.added > 0 AND t.status = 'pending' AND NOT t.is_summary
-ORDER BY t.id;
+UPDATE tasks t
+SET start_rank = coalesce(n.start_rank, t.start_rank),
+    end_rank = coalesce(n.end_rank, t.end_rank),
+    unmet_dependencies = t.unmet_dependencies + n.added,
+    updated_at = CASE WHEN n.added > 0 THEN now() ELSE t.updated_at END
+FROM unnest(
+    CAST(:ids AS uuid[]), CAST(:start_ranks AS numeric[]), CAST(:end_ranks AS numeric[]),
+    CAST(:added AS integer[])
+) AS n(id, start_rank, end_rank, added)
+WHERE t.id = n.id;
 
 -- edge_ends --
--- Lock new edges' tasks in id order, with what adding the edges reads: a claim or completion of any waits until they commit.
+-- Lock a new edge's two tasks in id order (as a batch locks its tasks), with what adding it reads: a claim or completion of either waits until it commits.
 SELECT id, team_id, status::text AS status, is_summary, start_rank, end_rank
 FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
 ORDER BY id

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import retry_deadlocks
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
-from db.queries import Q, pg_array
+from db.queries import Q
 from orchestration import events, graph
 from orchestration.errors import (
     DependencyCycle,
@@ -127,25 +127,22 @@ def _write(
     edges: list[tuple[uuid.UUID, uuid.UUID]],
     moved: Moves,
     added: Counter[str] | None = None,
-) -> list[uuid.UUID]:
+) -> None:
     """Insert edges, move points and count new unmet dependencies (added: task id as text ->
-    how many more), blocking the pending tasks that are not summaries among those, in one
-    statement: a task both moved and waiting is written once. Returns the tasks blocked."""
+    how many more), in one statement: a task both moved and waiting is written once."""
     added = added or Counter()
     ids = sorted(moved.keys() | added.keys())  # row locks in id order, as the batch takes them
     kept: list[Decimal | None] = [None, None]
-    return list(
-        session.execute(
-            Q["move_and_insert"],
-            {
-                "task_ids": pg_array(t for t, _ in edges),
-                "depends_on": pg_array(d for _, d in edges),
-                "ids": pg_array(ids),
-                "start_ranks": pg_array(moved.get(i, kept)[0] for i in ids),
-                "end_ranks": pg_array(moved.get(i, kept)[1] for i in ids),
-                "added": pg_array(added[i] for i in ids),
-            },
-        ).scalars()
+    session.execute(
+        Q["move_and_insert"],
+        {
+            "task_ids": [t for t, _ in edges],
+            "depends_on": [d for _, d in edges],
+            "ids": ids,
+            "start_ranks": [moved.get(i, kept)[0] for i in ids],
+            "end_ranks": [moved.get(i, kept)[1] for i in ids],
+            "added": [added[i] for i in ids],
+        },
     )
 
 
@@ -170,7 +167,7 @@ def _add_jointly(
     bound = max(ranks[d][1] for _, d in later)
     found = session.execute(
         Q["reach_after_many"],
-        {"task_ids": pg_array({t for t, _ in later}), "bound": bound, "cap": cap + 1},
+        {"task_ids": list({t for t, _ in later}), "bound": bound, "cap": cap + 1},
     ).all()
     if len(found) > cap:
         return None
@@ -194,9 +191,7 @@ def _add_jointly(
     above = dict(
         zip(
             anchors,
-            session.execute(
-                Q["next_ranks"], {"team_id": team_id, "ranks": pg_array(anchors)}
-            ).scalars(),
+            session.execute(Q["next_ranks"], {"team_id": team_id, "ranks": anchors}).scalars(),
             strict=True,
         )
     )
@@ -214,12 +209,11 @@ def insert_ordered(
     waiting: list[uuid.UUID],
     *,
     cap: int | None = None,
-) -> list[uuid.UUID]:
+) -> None:
     """Insert new edges (task, depends on), none already there, refusing with DependencyCycle
     any that would close a cycle (caller holds the graph lock; ranks has every task named),
-    and count the unmet dependencies they add: one per occurrence of a task in `waiting`.
-    A pending task among those that is not a summary is blocked with its count; the tasks so
-    blocked are returned (a summary's subtasks are the caller's).
+    and count the unmet dependencies they add: one per occurrence of a task in `waiting`
+    (blocking is the caller's).
 
     An edge whose dependency ends below its task's start is ordered already and cannot close
     a cycle: those go in at once, with no walk (and before the search, which then follows
@@ -233,7 +227,8 @@ def insert_ordered(
     for t, d in new:
         (ordered if ranks[d][1] < ranks[t][0] else later).append((t, d))
     if not later:
-        return _write(session, ordered, {}, added)
+        _write(session, ordered, {}, added)
+        return
     if ordered:
         _write(session, ordered, {})
     session.execute(Q["batch_plans"])  # no JIT or hash joins for what follows
@@ -242,14 +237,15 @@ def insert_ordered(
             session, team_id, later, ranks, JOINT_SEARCH_CAP if cap is None else cap
         )
         if moved is not None:
-            return _write(session, later, moved, added)
+            _write(session, later, moved, added)
+            return
     for task_id, dep_id in later:
         # An earlier move of this batch may have ordered it already.
         if ranks[dep_id][1] < ranks[task_id][0]:
             _write(session, [(task_id, dep_id)], {})
         else:
             _add_out_of_order(session, team_id, task_id, dep_id, ranks)
-    return _write(session, [], {}, added)
+    _write(session, [], {}, added)
 
 
 def add_edge(
@@ -266,26 +262,19 @@ def add_edge(
     if task_id == dep_id:
         raise SelfDependency(task_id)
     waiting = [] if dep_completed else [task_id]
-    blocked = insert_ordered(
+    insert_ordered(
         session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]), waiting
     )
     if waiting:
-        _blocked(session, team_id, task_id, dep_id, blocked)
+        _blocked(session, team_id, task_id, dep_id)
 
 
-def _blocked(
-    session: Session,
-    team_id: uuid.UUID,
-    task_id: uuid.UUID,
-    dep_id: uuid.UUID,
-    held: list[uuid.UUID] | None = None,
-) -> None:
-    """The task gained an unmet dependency: it and the pending tasks below it wait. held: the
-    task, when the edge's own write blocked it (not a summary: nothing below it)."""
-    if not held:
-        held = [r.id for r in session.execute(Q["block_tasks"], {"task_id": task_id})]
+def _blocked(session: Session, team_id: uuid.UUID, task_id: uuid.UUID, dep_id: uuid.UUID) -> None:
+    """The task gained an unmet dependency: it and the pending tasks below it wait."""
+    held = session.execute(Q["block_tasks"], {"task_id": task_id}).all()
     events.record_many(
-        session, [events.Event(team_id, "task.blocked", i, {"by": str(dep_id)}) for i in held]
+        session,
+        [events.Event(team_id, "task.blocked", r.id, {"by": str(dep_id)}) for r in held],
     )
 
 
@@ -343,9 +332,7 @@ def _add_dependency(
             raise NotFound(f"team {team_id} not found")
         ends = {
             r.id: r
-            for r in session.execute(
-                Q["edge_ends"], {"ids": pg_array({task_id, depends_on_task_id})}
-            )
+            for r in session.execute(Q["edge_ends"], {"ids": sorted({task_id, depends_on_task_id})})
         }
         task = ends.get(task_id)
         if task is None or task.team_id != team_id:
@@ -434,10 +421,15 @@ def _add_dependencies(
         # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
         # the row locks on (insert_ordered sets it again for its own callers: harmless).
         session.execute(Q["batch_plans"])
+        # Locked in id order by the statement itself.
+        ids = list({x for pair in pairs for x in pair})
         rows = {
             r.id: r
             for r in session.execute(
-                Q["edge_ends"], {"ids": pg_array({x for pair in pairs for x in pair})}
+                select(Task.id, Task.team_id, Task.status, Task.start_rank, Task.end_rank)
+                .where(Task.id == any_(cast(ids, ARRAY(PG_UUID))))
+                .order_by(Task.id)
+                .with_for_update()
             )
         }
         for task_id, dep_id in pairs:
@@ -452,10 +444,7 @@ def _add_dependencies(
             (r.task_id, r.depends_on_task_id)
             for r in session.execute(
                 Q["existing_edges"],
-                {
-                    "task_ids": pg_array(t for t, _ in pairs),
-                    "depends_on": pg_array(d for _, d in pairs),
-                },
+                {"task_ids": [t for t, _ in pairs], "depends_on": [d for _, d in pairs]},
             )
         }
         new = [p for p in pairs if p not in existing]
@@ -464,23 +453,24 @@ def _add_dependencies(
         for task_id, _ in new:
             if rows[task_id].status not in NOT_STARTED:
                 raise InvalidTransition(
-                    f"task {task_id} is {rows[task_id].status}; dependencies can only be "
+                    f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
                     "added before it starts"
                 )
         if any(not rows[d].end_rank < rows[t].start_rank for t, d in new):
             _hold_alone(session, team_id, alone=alone)
-        waiting = [t for t, d in new if rows[d].status != TaskStatus.COMPLETED]
-        held = insert_ordered(
+        waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
+        insert_ordered(
             session,
             team_id,
             new,
             {i: (r.start_rank, r.end_rank) for i, r in rows.items()},
             waiting,
         )
-        summaries = {t for t in waiting if rows[t].is_summary}
-        if summaries:
-            held += session.execute(Q["block_many"], {"task_ids": pg_array(summaries)}).scalars()
-        events.record_many(session, [events.Event(team_id, "task.blocked", i, {}) for i in held])
+        if waiting:
+            held = session.execute(Q["block_many"], {"task_ids": list(set(waiting))}).all()
+            events.record_many(
+                session, [events.Event(team_id, "task.blocked", r.id, {}) for r in held]
+            )
         events.record(session, team_id, "dependency.added", None, edges=len(new))
         return len(new), len(pairs) - len(new)
 

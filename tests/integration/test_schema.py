@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from db.models import (
     Team,
     TeamMember,
 )
-from db.queries import pg_array
 from tests.factories import (
     DependencyFactory,
     ManagerFactory,
@@ -431,24 +429,3 @@ def test_can_start_task_counts_the_ancestors_dependencies(session: Session) -> N
 def test_can_start_task_of_an_unknown_task(session: Session) -> None:
     # Nothing blocks a task that does not exist; callers check existence themselves.
     assert session.scalar(text("SELECT can_start_task(:id)"), {"id": uuid.uuid4()}) is True
-
-
-def test_array_literals_read_back_as_the_values_sent(session: Session) -> None:
-    """pg_array's literals, cast as the statements cast them, are the values themselves:
-    uuids and their text, exact decimals of any length and exponent, integers and nulls."""
-    ids = [uuid.uuid4(), uuid.uuid4()]
-    ranks = [Decimal("1.5"), None, Decimal("1E+3"), Decimal("0.00000000000000000001"), Decimal(-2)]
-    row = session.execute(
-        text(
-            "SELECT CAST(:ids AS uuid[]), CAST(:texts AS uuid[]), CAST(:ranks AS numeric[]), "
-            "CAST(:counts AS integer[]), CAST(:none AS uuid[])"
-        ),
-        {
-            "ids": pg_array(ids),
-            "texts": pg_array(str(i) for i in ids),
-            "ranks": pg_array(ranks),
-            "counts": pg_array([0, 3, -1]),
-            "none": pg_array([]),
-        },
-    ).one()
-    assert list(row) == [ids, ids, ranks, [0, 3, -1], []]
