@@ -123,6 +123,24 @@ def _background(total: int) -> list[BulkTask]:
     return [BulkTask(ids[i], [ids[i - 1]] if i % CHAIN else []) for i in range(total)]
 
 
+def later_on_earlier(
+    ids: list[uuid.UUID],
+    count: int,
+    rng: random.Random,
+    taken: set[tuple[uuid.UUID, uuid.UUID]],
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """count edges (task, depends on) from a random later task to a random earlier one of
+    another chain, none of them in taken, which gains them."""
+    pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
+    while len(pairs) < count:
+        a, b = rng.randrange(len(ids)), rng.randrange(len(ids))
+        pair = (ids[max(a, b)], ids[min(a, b)])
+        if a // CHAIN != b // CHAIN and pair not in taken:
+            taken.add(pair)
+            pairs.append(pair)
+    return pairs
+
+
 def random_pairs(
     ids: list[uuid.UUID], count: int, rng: random.Random
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
@@ -163,45 +181,21 @@ def measure(
         background = _background(tasks)
         harness.bulk_insert(team, background)
         ids = [t.id for t in background]
-        pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-        while len(pairs) < api_edges:
-            a, b = rng.randrange(tasks), rng.randrange(tasks)
-            if a // CHAIN != b // CHAIN and a != b:
-                pairs.append((ids[max(a, b)], ids[min(a, b)]))
+        taken: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        pairs = later_on_earlier(ids, api_edges, rng, taken)
         harness.freeze_fixtures()
         floor = commit_floor()
         started = time.perf_counter()
         for task_id, dep_id in pairs:
             add_dependency(team, task_id, dep_id)
         api_s = time.perf_counter() - started
-        taken = set(pairs)
-        shared_pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-        while len(shared_pairs) < api_edges:
-            a, b = rng.randrange(tasks), rng.randrange(tasks)
-            pair = (ids[max(a, b)], ids[min(a, b)])
-            if a // CHAIN != b // CHAIN and pair not in taken:
-                taken.add(pair)
-                shared_pairs.append(pair)
-        clients_s = _from_clients(team, shared_pairs)
-        batch_pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-        while len(batch_pairs) < batch_edges:
-            a, b = rng.randrange(tasks), rng.randrange(tasks)
-            pair = (ids[max(a, b)], ids[min(a, b)])
-            if a // CHAIN != b // CHAIN and a != b and pair not in taken:
-                taken.add(pair)
-                batch_pairs.append(pair)
+        clients_s = _from_clients(team, later_on_earlier(ids, api_edges, rng, taken))
+        batch_pairs = later_on_earlier(ids, batch_edges, rng, taken)
         started = time.perf_counter()
         for i in range(0, len(batch_pairs), BATCH):
             add_dependencies(team, batch_pairs[i : i + BATCH])
         batch_s = time.perf_counter() - started
-        floor_pairs: list[tuple[uuid.UUID, uuid.UUID]] = []
-        while len(floor_pairs) < batch_edges:
-            a, b = rng.randrange(tasks), rng.randrange(tasks)
-            pair = (ids[max(a, b)], ids[min(a, b)])
-            if a // CHAIN != b // CHAIN and pair not in taken:
-                taken.add(pair)
-                floor_pairs.append(pair)
-        stored = batch_floor(floor_pairs)
+        stored = batch_floor(later_on_earlier(ids, batch_edges, rng, taken))
         nodes = [
             {
                 "key": f"n{i}",
