@@ -16,6 +16,9 @@ Three insert paths are timed:
   share the team's graph lock, so their commits overlap.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
+  Beside it, its floor: as many rows inserted straight into task_dependencies, BATCH a durable
+  transaction, with nothing of the engine around them (`batch_floor_per_s`); the batch and
+  random figures are also given as fractions of it.
 - plan: decomposition.create_plan with a plan of P nodes, each depending on the previous one or
   two (cycle check and rank layout in Python over the plan, then bulk inserts): edges per
   second of the call, the median of PLANS calls.
