@@ -13,7 +13,9 @@ Three insert paths are timed:
   durably, nothing else (`commit_floor_per_s`); one edge per durable transaction cannot go
   faster.
 - clients: the same, from CLIENTS threads at once (as concurrent requests do): such edges
-  share the team's graph lock, so their commits overlap.
+  share the team's graph lock, so their commits overlap. Beside it, its floor: CLIENTS threads
+  committing one-row transactions at once (`clients_commit_floor_per_s`), whose commits share
+  WAL flushes.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
   Beside it, its floor: as many rows inserted straight into task_dependencies, BATCH a durable
@@ -46,24 +48,39 @@ COMMITS = 1000
 CLIENTS = 8
 
 
-def commit_floor(commits: int = COMMITS) -> float:
+def commit_floor(commits: int = COMMITS, clients: int = 1) -> float:
     """Transactions per second that insert one row into a logged table and commit (the server's
-    synchronous_commit as configured: durable by default), through the engine's pool."""
+    synchronous_commit as configured: durable by default), through the engine's pool, from
+    `clients` threads at once (their commits share WAL flushes, as concurrent requests' do)."""
     from sqlalchemy import text
 
     from db.engine import get_engine
 
-    with get_engine().connect() as conn:
+    engine = get_engine()
+    with engine.connect() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS bench_commit_floor (n integer NOT NULL)"))
         conn.commit()
-        started = time.perf_counter()
-        for n in range(commits):
-            conn.execute(text("INSERT INTO bench_commit_floor VALUES (:n)"), {"n": n})
-            conn.commit()
-        elapsed = time.perf_counter() - started
+    gate = threading.Barrier(clients + 1)
+
+    def client(count: int) -> None:
+        with engine.connect() as conn:
+            gate.wait()
+            for n in range(count):
+                conn.execute(text("INSERT INTO bench_commit_floor VALUES (:n)"), {"n": n})
+                conn.commit()
+
+    threads = [threading.Thread(target=client, args=(commits // clients,)) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    gate.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    with engine.connect() as conn:
         conn.execute(text("DROP TABLE bench_commit_floor"))
         conn.commit()
-    return round(commits / elapsed, 1)
+    return round(commits // clients * clients / elapsed, 1)
 
 
 def batch_floor(pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
@@ -193,6 +210,7 @@ def measure(
             add_dependency(team, task_id, dep_id)
         api_s = time.perf_counter() - started
         clients_s = _from_clients(team, later_on_earlier(ids, api_edges, rng, taken))
+        clients_floor = commit_floor(clients=CLIENTS)
         batch_pairs = later_on_earlier(ids, batch_edges, rng, taken)
         started = time.perf_counter()
         for i in range(0, len(batch_pairs), BATCH):
@@ -236,6 +254,8 @@ def measure(
         "clients": CLIENTS,
         "clients_edges_per_s": round(api_edges / clients_s, 1),
         "clients_vs_api": round(api_s / clients_s, 2),
+        "clients_commit_floor_per_s": clients_floor,
+        "clients_vs_commit_floor": round(api_edges / clients_s / clients_floor, 3),
         "batch_edges": batch_edges,
         "batch_size": BATCH,
         "batch_edges_per_s": round(batch_edges / batch_s, 1),
@@ -257,7 +277,8 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
         log(
             f"  api {row['api_edges_per_s']} edges/s (one-row durable commits: "
             f"{row['commit_floor_per_s']}/s), {CLIENTS} clients "
-            f"{row['clients_edges_per_s']} edges/s, batch {row['batch_edges_per_s']} edges/s "
+            f"{row['clients_edges_per_s']} edges/s (their commits alone: "
+            f"{row['clients_commit_floor_per_s']}/s), batch {row['batch_edges_per_s']} edges/s "
             f"(1,000-row durable inserts: {row['batch_floor_per_s']} edges/s), "
             f"random {row['random_edges_per_s']} edges/s, plan {row['plan_edges_per_s']} edges/s"
         )

@@ -145,6 +145,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             for r in ed["rows"]
             if "clients_edges_per_s" in r
         )
+        together = [
+            r["clients_commit_floor_per_s"] for r in ed["rows"] if "clients_commit_floor_per_s" in r
+        ]
+        if clients and together:
+            clients += (
+                f" (its floor, as many clients each committing one-row transactions: "
+                f"{min(together):,}-{max(together):,}/s)"
+            )
         plan = "; ".join(f"{r['tasks']:,} tasks: {r['plan_edges_per_s']}/s" for r in ed["rows"])
         batch = "; ".join(
             f"{r['tasks']:,} tasks: {r['batch_edges_per_s']}/s"
