@@ -371,30 +371,36 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ed = results.get("edges") or {}
     if "rows" in ed:
         xs = [r["tasks"] for r in ed["rows"]]
-        ax.plot(xs, [r["api_edges_per_s"] for r in ed["rows"]], "o-", label="add_dependency")
-        if all("clients_edges_per_s" in r for r in ed["rows"]):
-            ax.plot(
-                xs,
-                [r["clients_edges_per_s"] for r in ed["rows"]],
-                "d-",
-                label=f"add_dependency, {ed['rows'][-1]['clients']} clients",
-            )
-        ax.plot(xs, [r["plan_edges_per_s"] for r in ed["rows"]], "s-", label="create_plan")
-        if all("batch_edges_per_s" in r for r in ed["rows"]):
-            ax.plot(
-                xs, [r["batch_edges_per_s"] for r in ed["rows"]], "^-", label="add_dependencies"
-            )
-        if all("random_edges_per_s" in r for r in ed["rows"]):
-            ax.plot(
-                xs,
-                [r["random_edges_per_s"] for r in ed["rows"]],
-                "v-",
-                label="add_dependencies, random directions",
-            )
+
+        def route(key: str, style: str, label: str, floor: str | None = None) -> None:
+            """One insert path, and its floor measured in the same run (dotted, same colour)."""
+            if not all(key in r for r in ed["rows"]):
+                return
+            (line,) = ax.plot(xs, [r[key] for r in ed["rows"]], style, label=label)
+            if floor and all(floor in r for r in ed["rows"]):
+                ax.plot(
+                    xs,
+                    [r[floor] for r in ed["rows"]],
+                    ":",
+                    color=line.get_color(),
+                    label=f"{label}: its floor",
+                )
+
+        clients = ed["rows"][-1].get("clients")
+        route("api_edges_per_s", "o-", "add_dependency", "commit_floor_per_s")
+        route(
+            "clients_edges_per_s",
+            "d-",
+            f"add_dependency, {clients} clients",
+            "clients_commit_floor_per_s",
+        )
+        route("plan_edges_per_s", "s-", "create_plan")
+        route("batch_edges_per_s", "^-", "add_dependencies", "batch_floor_per_s")
+        route("random_edges_per_s", "v-", "add_dependencies, random directions")
         ax.axhline(5000, color="red", ls="--", label="target 5,000/s")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6, framealpha=0.6)
     ax.set_title("4. dependency edges/s vs tasks in team")
     ax = axes[1][1]
     so = results.get("soak") or {}
