@@ -36,6 +36,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bench import harness
@@ -46,6 +47,24 @@ BATCH = 1000
 PLANS = 3
 COMMITS = 1000
 CLIENTS = 8
+
+
+def _together(threads: int, work: Callable[[int], None]) -> float:
+    """Seconds for work(0) .. work(threads - 1), each in a thread of its own, started together."""
+    gate = threading.Barrier(threads + 1)
+
+    def run(i: int) -> None:
+        gate.wait()
+        work(i)
+
+    running = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in running:
+        t.start()
+    gate.wait()
+    started = time.perf_counter()
+    for t in running:
+        t.join()
+    return time.perf_counter() - started
 
 
 def commit_floor(commits: int = COMMITS, clients: int = 1) -> float:
@@ -60,27 +79,19 @@ def commit_floor(commits: int = COMMITS, clients: int = 1) -> float:
     with engine.connect() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS bench_commit_floor (n integer NOT NULL)"))
         conn.commit()
-    gate = threading.Barrier(clients + 1)
+    each = commits // clients
 
-    def client(count: int) -> None:
+    def client(_: int) -> None:
         with engine.connect() as conn:
-            gate.wait()
-            for n in range(count):
+            for n in range(each):
                 conn.execute(text("INSERT INTO bench_commit_floor VALUES (:n)"), {"n": n})
                 conn.commit()
 
-    threads = [threading.Thread(target=client, args=(commits // clients,)) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _together(clients, client)
     with engine.connect() as conn:
         conn.execute(text("DROP TABLE bench_commit_floor"))
         conn.commit()
-    return round(commits // clients * clients / elapsed, 1)
+    return round(each * clients / elapsed, 1)
 
 
 def batch_floor(pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
@@ -121,21 +132,11 @@ def _from_clients(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> 
     """Seconds for CLIENTS threads, started together, to add the pairs one per call."""
     from orchestration.dependencies import add_dependency
 
-    gate = threading.Barrier(CLIENTS + 1)
-
-    def client(part: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-        gate.wait()
-        for task_id, dep_id in part:
+    def client(i: int) -> None:
+        for task_id, dep_id in pairs[i::CLIENTS]:
             add_dependency(team, task_id, dep_id)
 
-    threads = [threading.Thread(target=client, args=(pairs[i::CLIENTS],)) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    gate.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - started
+    return _together(CLIENTS, client)
 
 
 def _background(total: int) -> list[BulkTask]:
