@@ -26,6 +26,9 @@ from sqlalchemy.orm import Session
 
 from orchestration.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 
+# The API fixtures (app, client, api, anonymous, team, other_team), for every test module.
+pytest_plugins = ["webapp.testing"]
+
 # Busy 2-core machines running two xdist workers make wall-clock deadlines flaky.
 settings.register_profile(
     "orch", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True

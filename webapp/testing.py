@@ -1,7 +1,8 @@
 """Helpers and pytest fixtures for testing the API with Flask's test client.
 
-Test modules import the fixtures they use (`from webapp.testing import app, api, ...`). The
-fixtures need the harness's `database` fixture (tests/conftest.py)."""
+The fixtures are a pytest plugin (`pytest_plugins = ["webapp.testing"]` in tests/conftest.py):
+test modules name them as parameters and import only the helpers. They need the harness's
+`database` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 

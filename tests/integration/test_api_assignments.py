@@ -1,8 +1,5 @@
 """The assignment log: newest first, with score, breakdown and explanation."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import uuid
@@ -13,17 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from db.models import Message
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    api,
-    app,
-    assert_error,
-    client,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 ASSIGNMENT_KEYS = {"task_id", "worker_id", "score", "breakdown", "explanation", "created_at"}
 

@@ -1,9 +1,6 @@
 """Bearer tokens: 401 without a valid one on every protected route, 404 for another team's
 resources, admin-only routes, and the refusal to start without an admin token."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import logging
@@ -17,19 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.models import ApiToken
 from webapp import ConfigurationError, create_app
-from webapp.testing import (  # noqa: F401 (fixtures)
-    ADMIN_TOKEN,
-    V1,
-    ApiClient,
-    anonymous,
-    api,
-    app,
-    assert_error,
-    client,
-    environment,
-    other_team,
-    team,
-)
+from webapp.testing import ADMIN_TOKEN, V1, ApiClient, assert_error, environment
 
 # Every protected route: (method, path with {team}/{task}/{dep}/{member}, JSON body).
 ROUTES: list[tuple[str, str, Any]] = [

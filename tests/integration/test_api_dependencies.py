@@ -1,25 +1,12 @@
 """Dependencies: add (201, or 200 when it exists), remove (204), cycles (409), the graph."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    api,
-    app,
-    assert_error,
-    client,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 EDGE_KEYS = {"id", "task_id", "depends_on_task_id", "dependency_type", "created_at"}
 

@@ -1,9 +1,6 @@
 """Errors are JSON in the contract's shape, whatever the request: never HTML, never a 5xx
 for bad input."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import logging
@@ -14,17 +11,7 @@ import redis
 import sqlalchemy.exc
 
 from orchestration import errors, teams
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    anonymous,
-    api,
-    app,
-    assert_error,
-    client,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error
 
 # Routes that read a JSON body: (method, path with {team}/{task}/{member}).
 BODY_ROUTES = [

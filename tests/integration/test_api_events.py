@@ -1,8 +1,5 @@
 """Live events: a text/event-stream of the team's events, resumable with Last-Event-ID."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
@@ -15,18 +12,7 @@ import pytest
 import redis
 
 from orchestration import events, keys
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    api,
-    app,
-    assert_error,
-    client,
-    make_app,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, make_app, unknown_id
 
 
 def publish(team_id: str, kind: str, **data: Any) -> None:

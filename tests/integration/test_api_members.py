@@ -1,8 +1,5 @@
 """Members: add, list, update availability, capacity and skills."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import re
@@ -14,17 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from db.models import TeamMember
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    api,
-    app,
-    assert_error,
-    client,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 MEMBER_KEYS = {
     "id",

@@ -1,8 +1,5 @@
 """Operations: /health, /ready, /metrics (no token), also under /api/v1."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import socket
@@ -12,17 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration import teams
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    anonymous,
-    api,
-    app,
-    assert_error,
-    client,
-    environment,
-    team,
-)
+from webapp.testing import V1, ApiClient, assert_error, environment
 
 PREFIXES = ["", V1]
 

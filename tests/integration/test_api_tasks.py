@@ -1,8 +1,5 @@
 """Tasks: create, list, read, hierarchy, cancel, retry, decompose."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import uuid
@@ -14,17 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Task, TaskStatus
 from orchestration.plans import MAX_DEPTH_LIMIT
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    api,
-    app,
-    assert_error,
-    client,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 TASK_KEYS = {
     "id",

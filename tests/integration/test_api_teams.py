@@ -1,8 +1,5 @@
 """Teams: create, list, read, start/pause/resume, team tokens."""
 
-# The fixtures are imported from webapp.testing; tests name them as parameters.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import hashlib
@@ -13,18 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import ApiToken
-from webapp.testing import (  # noqa: F401 (fixtures)
-    V1,
-    ApiClient,
-    anonymous,
-    api,
-    app,
-    assert_error,
-    client,
-    other_team,
-    team,
-    unknown_id,
-)
+from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 TEAM_KEYS = {
     "id",

@@ -20,7 +20,7 @@ from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
     new_task,
     run_until,
 )
-from webapp.testing import ApiClient, anonymous, app, client  # noqa: F401 (fixtures)
+from webapp.testing import ApiClient
 
 
 def test_pipeline_counters_and_histograms_are_exported(
