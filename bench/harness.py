@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
-from tests.support.services import RedisServer, free_port, tail
+from tests.support.services import RedisServer, free_port, point_celery_at, tail
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -91,22 +91,6 @@ def drop_database(url: str) -> None:
     reset_engine()
     with contextlib.suppress(Exception):
         drop(url)
-
-
-def point_celery_at(url: str) -> None:
-    """This process's Celery app (request_pass publishes through it) uses the private broker."""
-    from orchestration.celery import app
-
-    app.conf.broker_url = url
-    app.conf.result_backend = url
-    pool = getattr(app, "_pool", None)
-    if pool is not None:
-        with contextlib.suppress(Exception):
-            pool.force_close_all()
-        app._pool = None
-    amqp = app.amqp
-    if getattr(amqp, "_producer_pool", None) is not None:
-        amqp._producer_pool = None
 
 
 def use_env(database: str, redis_url: str, extra: dict[str, str] | None = None) -> None:

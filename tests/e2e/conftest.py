@@ -24,7 +24,13 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import get_engine
-from tests.support.services import RedisServer, free_port, tail, truncate_all
+from tests.support.services import (
+    RedisServer,
+    free_port,
+    point_celery_at,
+    tail,
+    truncate_all,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).parent / "celery")
@@ -59,22 +65,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 # -- the test process points at the same database and Redis ------------------------------------
 
 
-def _point_celery_at(url: str) -> None:
-    """The test process's Celery app (used by request_pass) must publish to the private broker."""
-    from orchestration.celery import app
-
-    app.conf.broker_url = url
-    app.conf.result_backend = url
-    pool = getattr(app, "_pool", None)
-    if pool is not None:
-        with contextlib.suppress(Exception):
-            pool.force_close_all()
-        app._pool = None
-    amqp = app.amqp
-    if getattr(amqp, "_producer_pool", None) is not None:
-        amqp._producer_pool = None
-
-
 @pytest.fixture
 def e2e_env(database: str, redis_server: RedisServer) -> Iterator[RedisServer]:
     from orchestration.config import reload_settings
@@ -90,7 +80,7 @@ def e2e_env(database: str, redis_server: RedisServer) -> Iterator[RedisServer]:
     from orchestration.celery import app
 
     old_broker, old_backend = app.conf.broker_url, app.conf.result_backend
-    _point_celery_at(redis_server.url)
+    point_celery_at(redis_server.url)
     try:
         yield redis_server
     finally:
@@ -101,7 +91,7 @@ def e2e_env(database: str, redis_server: RedisServer) -> Iterator[RedisServer]:
                 os.environ[key] = old
         reload_settings()
         reset_redis()
-        _point_celery_at(old_broker)
+        point_celery_at(old_broker)
         app.conf.result_backend = old_backend
 
 

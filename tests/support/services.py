@@ -1,5 +1,6 @@
 """Private servers and clean state for tests and benchmarks: a free port, a redis-server of our
-own (so FLUSHALL and restarts touch nobody else), the tail of a log, an emptied database."""
+own (so FLUSHALL and restarts touch nobody else), this process's Celery app pointed at it, the
+tail of a log, an emptied database."""
 
 from __future__ import annotations
 
@@ -36,6 +37,23 @@ def truncate_all() -> None:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+def point_celery_at(url: str) -> None:
+    """This process's Celery app (request_pass publishes through it) uses the private broker:
+    its cached connection and producer pools, made for the old URL, are dropped."""
+    from orchestration.celery import app
+
+    app.conf.broker_url = url
+    app.conf.result_backend = url
+    pool = getattr(app, "_pool", None)
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            pool.force_close_all()
+        app._pool = None
+    amqp = app.amqp
+    if getattr(amqp, "_producer_pool", None) is not None:
+        amqp._producer_pool = None
 
 
 @dataclass
