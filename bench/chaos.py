@@ -71,7 +71,8 @@ class PrivatePostgres:
     def _options(self) -> str:
         return f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory}"
 
-    def start(self) -> None:
+    def _pg_ctl(self, action: str, *options: str) -> None:
+        """pg_ctl start or restart, with the server's options and log, waiting until it is up."""
         self._as_postgres(
             [
                 "pg_ctl",
@@ -81,31 +82,19 @@ class PrivatePostgres:
                 str(self.logfile),
                 "-o",
                 self._options(),
+                *options,
                 "-w",
                 "-t",
                 "60",
-                "start",
+                action,
             ]
         )
 
+    def start(self) -> None:
+        self._pg_ctl("start")
+
     def restart(self) -> None:
-        self._as_postgres(
-            [
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.logfile),
-                "-o",
-                self._options(),
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "60",
-                "restart",
-            ]
-        )
+        self._pg_ctl("restart", "-m", "immediate")
 
     def stop(self) -> None:
         self._as_postgres(
@@ -252,12 +241,7 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
         harness.bulk_insert(team, tasks)
         log(f"chaos: {len(tasks)} tasks in diamonds; 2 workers, 2 beats")
         with harness.processes(directory, env) as procs:
-            workers = [procs.worker() for _ in range(2)]
-            for w in workers:
-                procs.wait_worker(w)
-            beats = [procs.beat(), procs.beat()]
-            for b in beats:
-                procs.wait_for_log(b, "beat: Starting")
+            workers, _ = procs.engine(workers=2, beats=2)
             lifecycle.start_team(team)
             started = time.monotonic()
             redis_done = pg_done = False

@@ -241,6 +241,17 @@ class Procs:
         if consumer:
             self.wait_for_log(proc, "agent consumer")
 
+    def engine(self, workers: int, beats: int = 1) -> tuple[list[Proc], list[Proc]]:
+        """The engine running: `workers` celery workers, each ready with its agent consumer,
+        then `beats` beat processes, each started."""
+        started = [self.worker() for _ in range(workers)]
+        for w in started:
+            self.wait_worker(w)
+        scheduling = [self.beat() for _ in range(beats)]
+        for b in scheduling:
+            self.wait_for_log(b, "beat: Starting")
+        return started, scheduling
+
     def kill(self, proc: Proc) -> None:
         """SIGKILL the process group (main process and its pool children)."""
         with contextlib.suppress(ProcessLookupError):

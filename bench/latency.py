@@ -100,11 +100,7 @@ def engine_run(length: int, timeout: float = 600) -> dict[str, Any]:
         chain = _chain(length)
         harness.bulk_insert(team, chain)
         with harness.processes(st.directory, env) as procs:
-            workers = [procs.worker() for _ in range(2)]
-            for w in workers:
-                procs.wait_worker(w)
-            beat = procs.beat()
-            procs.wait_for_log(beat, "beat: Starting")
+            procs.engine(workers=2)
             lifecycle.start_team(team)
             harness.wait_for(
                 "the chain",

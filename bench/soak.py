@@ -27,11 +27,7 @@ def run(tasks: int, warmup: float = 0.1, timeout: float = 3600) -> dict[str, Any
         team = harness.make_team(workers=8, capacity=4)
         harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
         with harness.processes(st.directory, env) as procs:
-            workers = [procs.worker() for _ in range(2)]
-            for w in workers:
-                procs.wait_worker(w)
-            beat = procs.beat()
-            procs.wait_for_log(beat, "beat: Starting")
+            workers, (beat,) = procs.engine(workers=2)
             samples: list[dict[str, float]] = []
             done = {"n": 0}
             stop = threading.Event()

@@ -55,11 +55,7 @@ def engine_run(
         team = harness.make_team(workers=8, capacity=agent_concurrency)
         harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
         with harness.processes(st.directory, env) as procs:
-            workers = [procs.worker() for _ in range(PROCESSES)]
-            for w in workers:
-                procs.wait_worker(w)
-            beat = procs.beat()
-            procs.wait_for_log(beat, "beat: Starting")
+            procs.engine(workers=PROCESSES)
             released = time.time()
             lifecycle.start_team(team)
 
