@@ -35,6 +35,7 @@ from sqlalchemy import text
 
 from bench import harness, report
 from bench.harness import BulkTask, log
+from tests.support.processes import processes
 
 FINAL = ("completed", "failed", "cancelled")
 
@@ -240,7 +241,7 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
         tasks = _diamonds(args.tasks)
         harness.bulk_insert(team, tasks)
         log(f"chaos: {len(tasks)} tasks in diamonds; 2 workers, 2 beats")
-        with harness.processes(directory, env) as procs:
+        with processes(directory, env) as procs:
             workers, _ = procs.engine(workers=2, beats=2)
             lifecycle.start_team(team)
             started = time.monotonic()

@@ -14,10 +14,8 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,16 +28,13 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
-from tests.support.services import RedisServer, free_port, point_celery_at, tail
+from tests.support.services import RedisServer, free_port, point_celery_at
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
-BIN = Path(sys.executable).parent
-CELERY = str(BIN / "celery")
 BASE_DATABASE_URL = os.environ.get(
     "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/orchestration"
 )
-READY_TIMEOUT = 60.0
 
 
 def log(message: str) -> None:
@@ -138,163 +133,6 @@ def stack(name: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]
         server.stop()
         drop_database(database)
         shutil.rmtree(directory, ignore_errors=True)
-
-
-# -- subprocesses ------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    killed: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-
-@dataclass
-class Procs:
-    """Starts, kills and stops celery worker/beat (and other) subprocesses."""
-
-    directory: Path
-    env_vars: dict[str, str]
-    procs: list[Proc] = field(default_factory=list)
-    counter: int = 0
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.env_vars)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def spawn(self, name: str, argv: list[str]) -> Proc:
-        self.counter += 1
-        log_path = self.directory / f"{name}-{self.counter}.log"
-        with open(log_path, "wb") as out:
-            popen = subprocess.Popen(
-                argv,
-                cwd=REPO_ROOT,
-                env=self.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
-        return proc
-
-    def worker(self, app: str = "orchestration", concurrency: int = 1) -> Proc:
-        tag = uuid.uuid4().hex[:6]
-        return self.spawn(
-            "worker",
-            [
-                CELERY,
-                "-A",
-                app,
-                "worker",
-                "--loglevel=INFO",
-                "-c",
-                str(concurrency),
-                "-n",
-                f"w-{tag}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--without-heartbeat",
-            ],
-        )
-
-    def beat(self) -> Proc:
-        n = self.counter + 1
-        return self.spawn(
-            "beat",
-            [
-                CELERY,
-                "-A",
-                "orchestration",
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(self.directory / f"beat-schedule-{n}"),
-                "--pidfile=",
-            ],
-        )
-
-    def wait_for_log(self, proc: Proc, needle: str, timeout: float = READY_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited early:\n{tail(proc.log)}")
-            with contextlib.suppress(OSError):
-                if needle in proc.log.read_text(errors="replace"):
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{proc.name} not ready in {timeout}s:\n{tail(proc.log)}")
-
-    def wait_worker(self, proc: Proc, consumer: bool = True) -> None:
-        self.wait_for_log(proc, "ready.")
-        if consumer:
-            self.wait_for_log(proc, "agent consumer")
-
-    def engine(self, workers: int, beats: int = 1) -> tuple[list[Proc], list[Proc]]:
-        """The engine running: `workers` celery workers, each ready with its agent consumer,
-        then `beats` beat processes, each started."""
-        started = [self.worker() for _ in range(workers)]
-        for w in started:
-            self.wait_worker(w)
-        scheduling = [self.beat() for _ in range(beats)]
-        for b in scheduling:
-            self.wait_for_log(b, "beat: Starting")
-        return started, scheduling
-
-    def kill(self, proc: Proc) -> None:
-        """SIGKILL the process group (main process and its pool children)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(10)
-        proc.killed = True
-
-    def stop(self, proc: Proc, timeout: float = 15.0) -> None:
-        if proc.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(timeout)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(5)
-
-    def stop_all(self) -> None:
-        live = [p for p in self.procs if p.alive()]
-        for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in live:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(max(0.1, deadline - time.monotonic()))
-        for proc in self.procs:
-            if not proc.killed:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.popen.wait(5)
-
-
-@contextlib.contextmanager
-def processes(directory: Path, env_vars: dict[str, str]) -> Iterator[Procs]:
-    procs = Procs(directory, env_vars)
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
 
 
 def worker_env(st: Stack, **overrides: str) -> dict[str, str]:

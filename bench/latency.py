@@ -27,6 +27,7 @@ from sqlalchemy import text
 
 from bench import harness
 from bench.harness import BulkTask, log
+from tests.support.processes import processes
 
 
 def _chain(length: int) -> list[BulkTask]:
@@ -99,7 +100,7 @@ def engine_run(length: int, timeout: float = 600) -> dict[str, Any]:
         team = harness.make_team(workers=4, capacity=2)
         chain = _chain(length)
         harness.bulk_insert(team, chain)
-        with harness.processes(st.directory, env) as procs:
+        with processes(st.directory, env) as procs:
             procs.engine(workers=2)
             lifecycle.start_team(team)
             harness.wait_for(

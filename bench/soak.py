@@ -16,6 +16,7 @@ from typing import Any
 
 from bench import harness
 from bench.harness import BulkTask, log
+from tests.support.processes import processes
 
 
 def run(tasks: int, warmup: float = 0.1, timeout: float = 3600) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def run(tasks: int, warmup: float = 0.1, timeout: float = 3600) -> dict[str, Any
         harness.use_env(st.database, st.redis_url, env)
         team = harness.make_team(workers=8, capacity=4)
         harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
-        with harness.processes(st.directory, env) as procs:
+        with processes(st.directory, env) as procs:
             workers, (beat,) = procs.engine(workers=2)
             samples: list[dict[str, float]] = []
             done = {"n": 0}

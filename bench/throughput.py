@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 
 from bench import harness
 from bench.harness import BulkTask, log
+from tests.support.processes import processes
 
 PROCESSES = 2
 
@@ -54,7 +55,7 @@ def engine_run(
         harness.use_env(st.database, st.redis_url, env)
         team = harness.make_team(workers=8, capacity=agent_concurrency)
         harness.bulk_insert(team, [BulkTask(uuid.uuid4()) for _ in range(tasks)])
-        with harness.processes(st.directory, env) as procs:
+        with processes(st.directory, env) as procs:
             procs.engine(workers=PROCESSES)
             released = time.time()
             lifecycle.start_team(team)
@@ -107,7 +108,7 @@ def celery_run(
         queued = int(r.llen(celery_noop.HOLD_QUEUE))
         if queued != tasks:
             raise RuntimeError(f"{queued} of {tasks} noop messages on the hold queue")
-        with harness.processes(st.directory, env) as procs:
+        with processes(st.directory, env) as procs:
             workers = [procs.worker("bench.celery_noop", concurrency) for _ in range(PROCESSES)]
             for w in workers:
                 procs.wait_for_log(w, "noop worker ready.")
@@ -155,7 +156,7 @@ def procrastinate_run(tasks: int, concurrency: int = 1, timeout: float = 900) ->
         app = procrastinate_app.build(dsn)
         with app.open():
             app.schema_manager.apply_schema()
-        with harness.processes(directory, env) as procs:
+        with processes(directory, env) as procs:
             workers = [
                 procs.spawn("procrastinate", [sys.executable, "-m", "bench.procrastinate_app"])
                 for _ in range(PROCESSES)

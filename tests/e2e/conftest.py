@@ -8,15 +8,11 @@ the bootstep of each worker process.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +20,13 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import get_engine
+from tests.support.processes import Procs
 from tests.support.services import (
     RedisServer,
     free_port,
     point_celery_at,
-    tail,
     truncate_all,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CELERY = str(Path(sys.executable).parent / "celery")
-READY_TIMEOUT = 40.0
 
 WORKER_ENV = {
     "ORCH_SIM_DURATION": "0.1",
@@ -43,7 +35,6 @@ WORKER_ENV = {
     "ORCH_RECONCILE_INTERVAL": "1",
     "ORCH_PASS_INTERVAL": "0.5",
     "ORCH_AGENT_CONCURRENCY": "2",
-    "PYTHONUNBUFFERED": "1",
 }
 
 
@@ -98,145 +89,12 @@ def e2e_env(database: str, redis_server: RedisServer) -> Iterator[RedisServer]:
 # -- celery processes --------------------------------------------------------------------------
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    killed: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-
-@dataclass
-class Workers:
-    """Starts, kills and stops `celery worker` and `celery beat` subprocesses."""
-
-    tmp_path: Path
-    redis_url: str
-    database_url: str
-    procs: list[Proc] = field(default_factory=list)
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(WORKER_ENV)
-        env.update(self.extra_env)
-        env["DATABASE_URL"] = self.database_url
-        env["REDIS_URL"] = self.redis_url
-        return env
-
-    def _spawn(self, name: str, args: list[str]) -> Proc:
-        log_path = self.tmp_path / f"{name}.log"
-        log = open(log_path, "wb")  # noqa: SIM115 - owned by the process
-        popen = subprocess.Popen(
-            [CELERY, "-A", "orchestration", *args],
-            cwd=REPO_ROOT,
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
-        return proc
-
-    def start_worker(self) -> Proc:
-        n = sum(1 for p in self.procs if p.name.startswith("w")) + 1
-        return self._spawn(
-            f"w{n}",
-            [
-                "worker",
-                "--loglevel=INFO",
-                "-c",
-                "1",
-                "-n",
-                f"w{n}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-        )
-
-    def start_workers(self, count: int) -> list[Proc]:
-        procs = [self.start_worker() for _ in range(count)]
-        for proc in procs:
-            self.wait_ready(proc)
-        return procs
-
-    def start_beat(self) -> Proc:
-        n = sum(1 for p in self.procs if p.name.startswith("beat")) + 1
-        proc = self._spawn(
-            f"beat{n}",
-            [
-                "beat",
-                "--loglevel=INFO",
-                "--schedule",
-                str(self.tmp_path / f"beat-schedule-{n}"),
-                "--pidfile=",
-            ],
-        )
-        self.wait_for_log(proc, "beat: Starting", READY_TIMEOUT)
-        return proc
-
-    def wait_for_log(self, proc: Proc, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.popen.poll() is not None:
-                raise AssertionError(f"{proc.name} exited early:\n{tail(proc.log)}")
-            with contextlib.suppress(OSError):
-                if needle in proc.log.read_text(errors="replace"):
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"{proc.name} not ready in {timeout}s:\n{tail(proc.log)}")
-
-    def wait_ready(self, proc: Proc) -> None:
-        self.wait_for_log(proc, "ready.", READY_TIMEOUT)
-        self.wait_for_log(proc, "agent consumer", READY_TIMEOUT)
-
-    def kill(self, proc: Proc) -> None:
-        """SIGKILL the process and its children (pool processes): no cleanup at all."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.popen.wait(10)
-        proc.killed = True
-
-    def stop_all(self) -> None:
-        live = [p for p in self.procs if p.popen.poll() is None]
-        for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in live:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(max(0.1, deadline - time.monotonic()))
-        for proc in self.procs:
-            if proc.killed:
-                continue
-            # Children of a worker may outlive it; the group goes in any case.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(5)
-
-    def all_logs(self) -> str:
-        return "\n".join(p.log.read_text(errors="replace") for p in self.procs if p.log.exists())
-
-    def tails(self, lines: int = 30) -> str:
-        return "\n".join(
-            f"----- {p.name} (pid {p.pid}{', killed' if p.killed else ''}) -----\n"
-            f"{tail(p.log, lines)}"
-            for p in self.procs
-        )
-
-
 @pytest.fixture
 def workers(
     e2e_env: RedisServer, database: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Workers]:
-    helper = Workers(tmp_path, e2e_env.url, database)
+) -> Iterator[Procs]:
+    """Celery workers and beats against this test's Redis and database (tests start them)."""
+    helper = Procs(tmp_path, {**WORKER_ENV, "DATABASE_URL": database, "REDIS_URL": e2e_env.url})
     try:
         yield helper
     finally:
@@ -282,7 +140,7 @@ def wait_until(
     what: str,
     condition: Callable[[], bool],
     team_id: uuid.UUID,
-    workers: Workers,
+    workers: Procs,
     timeout: float = 30.0,
     interval: float = 0.1,
 ) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -21,8 +18,10 @@ from orchestration import lifecycle
 from orchestration.celery import app
 from orchestration.decomposition import create_task
 from orchestration.teams import add_member, create_team
-from tests.e2e.conftest import CELERY, REPO_ROOT, Workers, all_final, free_port, wait_until
+from tests.e2e.conftest import all_final, wait_until
 from tests.support.invariants import check_invariants
+from tests.support.processes import CELERY, Procs
+from tests.support.services import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -48,48 +47,30 @@ class EventLog:
 
 
 @pytest.fixture
-def flower_url(workers: Workers) -> Iterator[str]:
+def flower_url(workers: Procs) -> Iterator[str]:
     """Flower on a free port with basic auth admin:s3cret, stopped after the test."""
-    proc, url = start_flower(workers)
+    port = free_port()
+    workers.env_vars["FLOWER_BASIC_AUTH"] = "admin:s3cret"
+    argv = [CELERY, "-A", "orchestration", "flower", f"--port={port}", "--address=127.0.0.1"]
+    flower = workers.spawn("flower", argv)
+    url = f"http://127.0.0.1:{port}"
     try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(url, timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or not flower.alive():
+                    raise RuntimeError(f"flower did not start:\n{workers.tails()}") from None
+                time.sleep(0.2)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def start_flower(workers: Workers) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = workers.env()
-    env["FLOWER_BASIC_AUTH"] = "admin:s3cret"
-    log = (workers.tmp_path / "flower.log").open("wb")
-    proc = subprocess.Popen(
-        [CELERY, "-A", "orchestration", "flower", f"--port={port}", "--address=127.0.0.1"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("flower did not start: " + (workers.tmp_path / "flower.log").read_text())
+        workers.stop(flower, timeout=10)
 
 
 def test_e2e_agent_executions_are_sent_as_celery_task_events(
-    workers: Workers, flower_url: str
+    workers: Procs, flower_url: str
 ) -> None:
     log = EventLog()
     log.thread.start()
@@ -132,11 +113,11 @@ def test_e2e_agent_executions_are_sent_as_celery_task_events(
     assert all(shown[u]["state"] == "SUCCESS" for u in received)
 
 
-def test_e2e_task_events_off_sends_none_and_the_work_still_runs(workers: Workers) -> None:
+def test_e2e_task_events_off_sends_none_and_the_work_still_runs(workers: Procs) -> None:
     log = EventLog()
     log.thread.start()
     assert log.ready.wait(10)
-    workers.extra_env["ORCH_TASK_EVENTS"] = "off"
+    workers.env_vars["ORCH_TASK_EVENTS"] = "off"
     workers.start_workers(1)
     team = create_team(f"quiet-{uuid.uuid4().hex[:6]}")
     team_id = uuid.UUID(str(team.id))

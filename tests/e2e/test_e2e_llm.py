@@ -18,9 +18,10 @@ from orchestration import lifecycle
 from orchestration.config import reload_settings
 from orchestration.decomposition import decompose_goal
 from orchestration.teams import add_member, create_team
-from tests.e2e.conftest import Workers, all_final, wait_until
+from tests.e2e.conftest import all_final, wait_until
 from tests.fakes.chat_server import FakeChatServer, RecordedRequest, Reply, completion
 from tests.support.invariants import check_invariants
+from tests.support.processes import Procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -120,9 +121,9 @@ def model(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelServer]:
 
 
 def test_e2e_llm_agents_complete_a_goal_with_exact_token_and_cost_totals(
-    model: ModelServer, workers: Workers
+    model: ModelServer, workers: Procs
 ) -> None:
-    workers.extra_env.update(_llm_env(model))
+    workers.env_vars.update(_llm_env(model))
     workers.start_workers(2)
     team = create_team(f"llm-{uuid.uuid4().hex[:6]}")
     team_id = uuid.UUID(str(team.id))

@@ -17,16 +17,11 @@ from db.engine import get_engine
 from orchestration import lifecycle, orchestrator
 from orchestration.decomposition import create_plan, create_task
 from orchestration.teams import add_member, create_team
-from tests.e2e.conftest import (
-    RedisServer,
-    Workers,
-    all_final,
-    describe,
-    task_rows,
-    wait_until,
-)
+from tests.e2e.conftest import all_final, describe, task_rows, wait_until
 from tests.support.invariants import check_invariants
 from tests.support.plans import DIAMOND_AND_HIERARCHY
+from tests.support.processes import Procs
+from tests.support.services import RedisServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -81,7 +76,7 @@ def assert_each_task_assigned_once(team_id: uuid.UUID) -> None:
 # -- 1. dependency order ---------------------------------------------------------------------
 
 
-def test_e2e_diamond_and_hierarchy_complete_in_dependency_order(workers: Workers) -> None:
+def test_e2e_diamond_and_hierarchy_complete_in_dependency_order(workers: Procs) -> None:
     workers.start_workers(2)
     workers.start_beat()
     team_id = make_team([2, 2, 2])
@@ -140,7 +135,7 @@ def test_e2e_diamond_and_hierarchy_complete_in_dependency_order(workers: Workers
 # -- 2. pause and resume ---------------------------------------------------------------------
 
 
-def test_e2e_pause_holds_new_assignments_and_resume_continues(workers: Workers) -> None:
+def test_e2e_pause_holds_new_assignments_and_resume_continues(workers: Procs) -> None:
     workers.start_workers(1)
     workers.start_beat()
     team_id = make_team([2])
@@ -175,7 +170,7 @@ def test_e2e_pause_holds_new_assignments_and_resume_continues(workers: Workers) 
 # -- 3. a worker killed mid-task ---------------------------------------------------------------
 
 
-def test_e2e_sigkill_mid_task_every_task_completes_once(workers: Workers) -> None:
+def test_e2e_sigkill_mid_task_every_task_completes_once(workers: Procs) -> None:
     w1, w2 = workers.start_workers(2)
     workers.start_beat()
     team_id = make_team([2, 2])
@@ -211,7 +206,7 @@ def test_e2e_sigkill_mid_task_every_task_completes_once(workers: Workers) -> Non
 
 
 def test_e2e_flushall_mid_run_every_task_completes_once(
-    workers: Workers, redis_server: RedisServer
+    workers: Procs, redis_server: RedisServer
 ) -> None:
     workers.start_workers(2)  # 2 agent threads each: 4 tasks run, the rest wait in the stream
     workers.start_beat()
@@ -237,9 +232,9 @@ def test_e2e_flushall_mid_run_every_task_completes_once(
 # -- 5. concurrent passes never overfill -------------------------------------------------------
 
 
-def test_e2e_two_beats_and_manual_passes_never_overfill(workers: Workers) -> None:
+def test_e2e_two_beats_and_manual_passes_never_overfill(workers: Procs) -> None:
     capacities = [1, 2, 3]
-    workers.extra_env["ORCH_AGENT_CONCURRENCY"] = "4"
+    workers.env_vars["ORCH_AGENT_CONCURRENCY"] = "4"
     workers.start_workers(2)
     workers.start_beat()
     workers.start_beat()
