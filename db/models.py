@@ -222,7 +222,7 @@ class TaskDependency(Base):
     __table_args__ = (
         UniqueConstraint("task_id", "depends_on_task_id", name="task_dependencies_unique"),
         CheckConstraint("task_id <> depends_on_task_id", name="no_self_dependency"),
-        Index("idx_task_dependencies_task_id", "task_id"),
+        # Lookups by task_id read the unique index above, which leads with it.
         Index("idx_task_dependencies_depends_on", "depends_on_task_id"),
     )
 
