@@ -457,27 +457,42 @@ ORDER BY id
 FOR NO KEY UPDATE;
 
 -- add_ordered_edge --
--- Insert one dependency the ranks already order (its dependency ends below its task's start: no cycle is possible) unless it is there, with its events (:kinds, :data); when :unfinished, its task waits for one more, and a pending task that is not a summary is blocked in the same statement (a summary's subtasks go through block_tasks). No row, and nothing written, when the edge existed.
-WITH edge AS (
+-- The usual new edge in one statement, run as its own transaction (one round trip): hold the team's graph lock shared, lock both tasks in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert the dependency when the ranks already order it (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary, with its events (:kinds, :data; the task.blocked one only when the task was pending and now waits); when the dependency is unfinished the task waits for one more and is blocked. Returns the edge, the task's status before it and whether it now waits; no row, and nothing written, in any other case (the caller then runs the general path).
+WITH graph AS (
+    SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
+    FROM teams WHERE id = :team_id
+), ends AS (
+    SELECT id, team_id, status, is_summary, start_rank, end_rank FROM tasks
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND EXISTS (SELECT FROM graph)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), ordered AS (
+    SELECT t.status AS task_status, d.status <> 'completed' AS waits
+    FROM ends t, ends d
+    WHERE t.id = :task_id AND d.id = :depends_on
+      AND t.team_id = :team_id AND d.team_id = :team_id
+      AND t.status IN ('pending', 'blocked') AND NOT t.is_summary
+      AND d.end_rank < t.start_rank
+), edge AS (
     INSERT INTO task_dependencies (task_id, depends_on_task_id)
-    VALUES (:task_id, :depends_on)
+    SELECT :task_id, :depends_on FROM ordered
     ON CONFLICT ON CONSTRAINT task_dependencies_unique DO NOTHING
     RETURNING id, task_id, depends_on_task_id, dependency_type, created_at
-), waits AS (
+), waiting AS (
     UPDATE tasks t
-    SET unmet_dependencies = t.unmet_dependencies + 1,
-        status = CASE WHEN t.status = 'pending' AND NOT t.is_summary
-                 THEN 'blocked'::task_status ELSE t.status END,
-        updated_at = now()
-    FROM edge WHERE t.id = edge.task_id AND :unfinished
+    SET unmet_dependencies = t.unmet_dependencies + 1, status = 'blocked', updated_at = now()
+    FROM edge, ordered WHERE t.id = edge.task_id AND ordered.waits
 ), logged AS (
     INSERT INTO task_events (team_id, task_id, kind, data)
     SELECT :team_id, edge.task_id, e.kind, e.data
-    FROM edge,
+    FROM edge, ordered,
         unnest(CAST(:kinds AS text[]), CAST(:data AS jsonb[])) WITH ORDINALITY AS e(kind, data, i)
+    WHERE e.kind <> 'task.blocked' OR (ordered.waits AND ordered.task_status = 'pending')
     ORDER BY e.i
 )
-SELECT id, task_id, depends_on_task_id, dependency_type, created_at FROM edge;
+SELECT edge.id, edge.task_id, edge.depends_on_task_id, edge.dependency_type, edge.created_at,
+       ordered.task_status::text AS task_status, ordered.waits
+FROM edge, ordered;
 
 -- existing_edges --
 -- Which of the edges (task_ids[i] depends on depends_on[i]) are there already.

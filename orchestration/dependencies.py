@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks
+from db.engine import retry_deadlocks, statement_scope
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
@@ -313,15 +313,55 @@ def add_dependency(
     """Make task_id wait for depends_on_task_id; (edge, True) when created, (edge, False)
     when it already existed.
 
-    The usual edge, one the ranks already order on a task not started, is one statement
-    after the locks (add_ordered_edge); any other first reads whether it exists. Such edges
-    move no rank and cannot close a cycle while no rank moves, so they hold the team's graph
-    lock shared and go in beside each other; an edge against the ranks needs it alone
-    (_hold_alone)."""
+    The usual edge, new, one the ranks already order, on a task not started that is not a
+    summary, is one statement that is its own transaction (_add_ordered_edge). Any other
+    takes the general path: such edges too move no rank and cannot close a cycle while no rank
+    moves, so they hold the team's graph lock shared and go in beside each other; an edge
+    against the ranks needs it alone (_hold_alone)."""
+    edge = _add_ordered_edge(team_id, task_id, depends_on_task_id)
+    if edge is not None:
+        return edge, True
     try:
         return _add_dependency(team_id, task_id, depends_on_task_id, alone=False)
     except _AgainstRanks:
         return _add_dependency(team_id, task_id, depends_on_task_id, alone=True)
+
+
+def _added(team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID) -> events.Event:
+    return events.Event(
+        team_id, "dependency.added", task_id, {"depends_on": str(depends_on_task_id)}
+    )
+
+
+def _add_ordered_edge(
+    team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
+) -> TaskDependency | None:
+    """The usual edge in one round trip (add_ordered_edge), its events published once it has
+    committed; None, and nothing written, when the edge is not the usual one."""
+    blocked = events.Event(team_id, "task.blocked", task_id, {"by": str(depends_on_task_id)})
+    added = _added(team_id, task_id, depends_on_task_id)
+    with statement_scope() as conn:
+        row = conn.execute(
+            Q["add_ordered_edge"],
+            {
+                "team_id": team_id,
+                "ids": sorted({task_id, depends_on_task_id}),
+                "task_id": task_id,
+                "depends_on": depends_on_task_id,
+                "kinds": [blocked.kind, added.kind],
+                "data": [json.dumps(blocked.data), json.dumps(added.data)],
+            },
+        ).one_or_none()
+    if row is None:
+        return None
+    events.publish([blocked, added] if row.waits and row.task_status == "pending" else [added])
+    return TaskDependency(
+        id=row.id,
+        task_id=row.task_id,
+        depends_on_task_id=row.depends_on_task_id,
+        dependency_type=row.dependency_type,
+        created_at=row.created_at,
+    )
 
 
 def _add_dependency(
@@ -345,46 +385,24 @@ def _add_dependency(
                 f"depends_on_task_id {depends_on_task_id} is not a task of this team",
                 {"depends_on_task_id": ["not a task of this team"]},
             )
-        status = TaskStatus(task.status)
-        completed = dep.status == TaskStatus.COMPLETED.value
-        added = events.Event(
-            team_id, "dependency.added", task_id, {"depends_on": str(depends_on_task_id)}
-        )
-        if status in NOT_STARTED and dep.end_rank < task.start_rank:
-            waits_now = not completed and status is TaskStatus.PENDING
-            logged = [added]
-            if waits_now and not task.is_summary:
-                logged.insert(
-                    0,
-                    events.Event(team_id, "task.blocked", task_id, {"by": str(depends_on_task_id)}),
-                )
-            edge = session.scalars(
-                select(TaskDependency).from_statement(Q["add_ordered_edge"]),
-                {
-                    "task_id": task_id,
-                    "depends_on": depends_on_task_id,
-                    "unfinished": not completed,
-                    "team_id": team_id,
-                    "kinds": [e.kind for e in logged],
-                    "data": [json.dumps(e.data) for e in logged],
-                },
-            ).one_or_none()
-            if edge is None:
-                return _existing(session, task_id, depends_on_task_id), False
-            events.written(session, logged)
-            if waits_now and task.is_summary:
-                _blocked(session, team_id, task_id, depends_on_task_id)
-            return edge, True
         existing = _edge(session, task_id, depends_on_task_id)
         if existing is not None:
             return existing, False
+        status = TaskStatus(task.status)
         if status not in NOT_STARTED:
             raise InvalidTransition(
                 f"task {task_id} is {status.value}; dependencies can only be added before it starts"
             )
-        _hold_alone(session, team_id, alone=alone)
-        add_edge(session, team_id, task_id, depends_on_task_id, dep_completed=completed)
-        events.record_many(session, [added])
+        if not dep.end_rank < task.start_rank:
+            _hold_alone(session, team_id, alone=alone)
+        add_edge(
+            session,
+            team_id,
+            task_id,
+            depends_on_task_id,
+            dep_completed=dep.status == TaskStatus.COMPLETED.value,
+        )
+        events.record_many(session, [_added(team_id, task_id, depends_on_task_id)])
         return _existing(session, task_id, depends_on_task_id), True
 
 

@@ -503,6 +503,33 @@ def test_edges_the_ranks_order_share_the_graph_lock_and_others_wait(
 
 
 @EDGE_ROUTES
+def test_an_edge_held_up_by_the_graph_lock_is_checked_against_the_ranks_committed_meanwhile(
+    add: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool],
+) -> None:
+    """An edge the ranks order when it is sent waits for a transaction holding the team's
+    graph lock alone, which moves the dependency above the task and commits: the edge is
+    checked against the ranks as moved (read after the lock, not from before it), so it goes
+    in with a reorder and leaves no edge out of rank order."""
+    team_id = active_team()
+    dep, task = new_task(team_id, "dep"), new_task(team_id, "task")
+    with session_scope() as holder:
+        lock_graph(holder, team_id)
+        edge, outcome = started(lambda: add(team_id, task, dep))
+        wait_for_a_lock_wait("the edge never waited for the lock's sole holder")
+        # What a move does: both of dep's points go above task's end (neither has edges).
+        holder.execute(
+            text(
+                "UPDATE tasks d SET start_rank = t.end_rank + 1, end_rank = t.end_rank + 2 "
+                "FROM tasks t WHERE d.id = :dep AND t.id = :task"
+            ),
+            {"dep": dep, "task": task},
+        )
+    edge.join(timeout=20)
+    assert outcome == {"result": True}
+    assert check_invariants(team_id, all_done=False) == {"pending": 1, "blocked": 1}
+
+
+@EDGE_ROUTES
 def test_an_edge_against_the_ranks_takes_the_free_lock_in_its_first_run(
     add: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool], monkeypatch: pytest.MonkeyPatch
 ) -> None:
