@@ -1,0 +1,274 @@
+"""What no engine code could beat for dependency inserts on this machine
+(`python -m bench.edge_bounds`): the bounds behind bench 4's missed rows (bench/README.md,
+Findings).
+
+- Single edges: the work of an ordered edge (the team's graph lock shared, both tasks locked,
+  the rank check, the insert with its unmet count, blocking and two events) folded into ONE
+  statement, sent as a server-prepared statement by raw psycopg in autocommit: one round trip
+  and one commit an edge, no SQLAlchemy, no Python between statements, no Redis publication.
+  From 1 process and from CLIENTS processes (no GIL shared), with durable commits and with
+  `synchronous_commit = off`; beside it, in the same run, the engine's add_dependency from 1
+  client and from CLIENTS threads. An engine that keeps the contract (every edge durable once
+  acknowledged, its events logged) cannot go faster than the durable figures.
+- Rank storage: RANK_WRITES random rank rewrites (start and end, in one UPDATE from arrays,
+  committed) of a TASKS-row table holding an id, a team and the two ranks with their two
+  indexes, ranks as PostgreSQL numeric (as the engine keeps them: exact decimals) against
+  bigint, alternating rounds; and the time to send 2 * RANK_WRITES ranks as a binary array
+  parameter of either type.
+
+Every figure comes from a throw-away database and redis-server (bench/harness.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from bench import harness
+from bench.edges import CLIENTS, _background, _from_clients, commit_floor, later_on_earlier
+from bench.harness import log
+
+TASKS = 100_000
+EDGES = 2_000
+RANK_WRITES = 3_000
+RANK_ROUNDS = 6
+
+# The engine's lock_team_graph (shared), edge_ends and add_ordered_edge (db/queries.sql), as
+# one statement: nothing is written unless the team exists, both tasks are the team's, the
+# task has not started and the dependency ends below its start.
+ORDERED_EDGE = """
+WITH graph AS (
+    SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
+    FROM teams WHERE id = %(team_id)s
+), ends AS (
+    SELECT id, status, start_rank, end_rank FROM tasks
+    WHERE id = ANY(%(ids)s) AND team_id = %(team_id)s AND EXISTS (SELECT FROM graph)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), ordered AS (
+    SELECT FROM ends t, ends d
+    WHERE t.id = %(task_id)s AND d.id = %(depends_on)s
+      AND d.end_rank < t.start_rank AND t.status IN ('pending', 'blocked')
+), edge AS (
+    INSERT INTO task_dependencies (task_id, depends_on_task_id)
+    SELECT %(task_id)s, %(depends_on)s FROM ordered
+    ON CONFLICT ON CONSTRAINT task_dependencies_unique DO NOTHING
+    RETURNING task_id
+), waits AS (
+    UPDATE tasks t
+    SET unmet_dependencies = t.unmet_dependencies + 1,
+        status = CASE WHEN t.status = 'pending' AND NOT t.is_summary
+                 THEN 'blocked'::task_status ELSE t.status END,
+        updated_at = now()
+    FROM edge WHERE t.id = edge.task_id
+), logged AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT %(team_id)s, edge.task_id, e.kind, e.data
+    FROM edge, unnest(CAST(%(kinds)s AS text[]), CAST(%(data)s AS jsonb[])) AS e(kind, data)
+)
+SELECT count(*) FROM edge
+"""
+
+
+def _libpq_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _edge_client(
+    url: str,
+    team: uuid.UUID,
+    pairs: list[tuple[uuid.UUID, uuid.UUID]],
+    durable: bool,
+    gate: Any,
+    made: Any,
+) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
+        if not durable:
+            conn.execute("SET synchronous_commit = off")
+        gate.wait()
+        count = 0
+        for task_id, dep_id in pairs:
+            row = conn.execute(
+                ORDERED_EDGE,
+                {
+                    "team_id": team,
+                    "ids": sorted((task_id, dep_id)),
+                    "task_id": task_id,
+                    "depends_on": dep_id,
+                    "kinds": ["task.blocked", "dependency.added"],
+                    "data": [
+                        json.dumps({"by": str(dep_id)}),
+                        json.dumps({"depends_on": str(dep_id)}),
+                    ],
+                },
+            ).fetchone()
+            count += row[0] if row else 0
+        made.put(count)
+
+
+def one_statement_edges(
+    url: str,
+    team: uuid.UUID,
+    pairs: list[tuple[uuid.UUID, uuid.UUID]],
+    processes: int,
+    *,
+    durable: bool,
+) -> float:
+    """Edges per second of ORDERED_EDGE from `processes` processes started together; every
+    edge must go in (the pairs are ordered and new)."""
+    context = multiprocessing.get_context("fork")
+    gate = context.Barrier(processes + 1)
+    made = context.Queue()
+    workers = [
+        context.Process(
+            target=_edge_client,
+            args=(url, team, pairs[i::processes], durable, gate, made),
+        )
+        for i in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    gate.wait()
+    started = time.perf_counter()
+    inserted = sum(made.get() for _ in workers)
+    elapsed = time.perf_counter() - started
+    for w in workers:
+        w.join()
+    if inserted != len(pairs):
+        raise AssertionError(f"{inserted} of {len(pairs)} edges went in")
+    return round(len(pairs) / elapsed, 1)
+
+
+def engine_edges(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
+    """Edges per second of the engine's add_dependency from one client."""
+    from orchestration.dependencies import add_dependency
+
+    started = time.perf_counter()
+    for task_id, dep_id in pairs:
+        add_dependency(team, task_id, dep_id)
+    return round(len(pairs) / (time.perf_counter() - started), 1)
+
+
+def single_edges(tasks: int, edges: int, seed: int = 11) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with harness.stack("edge_bounds") as st:
+        url = _libpq_url(st.database)
+        team = harness.make_team(workers=1, capacity=1)
+        background = _background(tasks)
+        harness.bulk_insert(team, background)
+        ids = [t.id for t in background]
+        taken: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        harness.freeze_fixtures()
+
+        def fresh() -> list[tuple[uuid.UUID, uuid.UUID]]:
+            return later_on_earlier(ids, edges, rng, taken)
+
+        row: dict[str, Any] = {"tasks": tasks, "edges": edges, "clients": CLIENTS}
+        row["commit_floor_per_s"] = commit_floor()
+        row["clients_commit_floor_per_s"] = commit_floor(clients=CLIENTS)
+        row["engine_per_s"] = engine_edges(team, fresh())
+        row["engine_clients_per_s"] = round(edges / _from_clients(team, fresh()), 1)
+        for processes in (1, CLIENTS):
+            for durable in (True, False):
+                key = f"one_statement_{processes}_{'durable' if durable else 'async'}_per_s"
+                row[key] = one_statement_edges(url, team, fresh(), processes, durable=durable)
+        return row
+
+
+def _send_ranks(conn: Any, kind: str, values: list[Any]) -> float:
+    started = time.perf_counter()
+    conn.execute(f"SELECT cardinality(CAST(%s AS {kind}[]))", (values,)).fetchone()
+    return (time.perf_counter() - started) * 1000
+
+
+def rank_storage(rows: int, writes: int, rounds: int, seed: int = 3) -> dict[str, Any]:
+    """Milliseconds for `writes` random rank rewrites and for sending 2 * writes ranks, numeric
+    against bigint, median of `rounds` alternating rounds."""
+    import psycopg
+    from psycopg.types.array import ListBinaryDumper
+
+    rng = random.Random(seed)
+    ids = [uuid.uuid4() for _ in range(rows)]
+    team = uuid.uuid4()
+    kinds: dict[str, Callable[[int], Any]] = {
+        "numeric": lambda k: Decimal(k) + Decimal("0.25"),
+        "bigint": lambda k: k << 20,
+    }
+    writes_ms: dict[str, list[float]] = {kind: [] for kind in kinds}
+    send_ms: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with (
+        harness.stack("rank_storage") as st,
+        psycopg.connect(_libpq_url(st.database), autocommit=True) as conn,
+    ):
+        # As the engine's pool sends lists (db/engine.py).
+        conn.adapters.register_dumper(list, ListBinaryDumper)
+        for kind, rank in kinds.items():
+            conn.execute(
+                f"CREATE TABLE ranks_{kind} (id uuid PRIMARY KEY, team_id uuid NOT NULL, "
+                f"start_rank {kind} NOT NULL, end_rank {kind} NOT NULL)"
+            )
+            with conn.cursor().copy(f"COPY ranks_{kind} FROM STDIN") as copy:
+                for k, task_id in enumerate(ids):
+                    copy.write_row((task_id, team, rank(2 * k + 1), rank(2 * k + 2)))
+            conn.execute(f"CREATE INDEX ON ranks_{kind} (team_id, start_rank)")
+            conn.execute(f"CREATE INDEX ON ranks_{kind} (team_id, end_rank)")
+            conn.execute(f"VACUUM ANALYZE ranks_{kind}")
+        for _ in range(rounds):
+            for kind, rank in kinds.items():
+                picked = rng.sample(ids, writes)
+                starts = [rank(rng.randrange(10**9)) for _ in picked]
+                ends = [rank(rng.randrange(10**9)) for _ in picked]
+                started = time.perf_counter()
+                with conn.transaction():
+                    conn.execute(
+                        f"UPDATE ranks_{kind} r SET start_rank = u.s, end_rank = u.e "
+                        f"FROM unnest(CAST(%s AS uuid[]), CAST(%s AS {kind}[]), "
+                        f"CAST(%s AS {kind}[])) AS u(id, s, e) WHERE r.id = u.id",
+                        (picked, starts, ends),
+                    )
+                writes_ms[kind].append((time.perf_counter() - started) * 1000)
+                send_ms[kind].append(_send_ranks(conn, kind, starts + ends))
+    return {
+        "rows": rows,
+        "writes": writes,
+        "rounds": rounds,
+        **{f"{kind}_writes_ms": round(statistics.median(v), 1) for kind, v in writes_ms.items()},
+        **{f"{kind}_send_ms": round(statistics.median(v), 2) for kind, v in send_ms.items()},
+        "rounds_writes_ms": {k: [round(x, 1) for x in v] for k, v in writes_ms.items()},
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.edge_bounds", description=__doc__)
+    p.add_argument("--tasks", type=int, default=TASKS)
+    p.add_argument("--edges", type=int, default=EDGES)
+    p.add_argument("--rank-writes", type=int, default=RANK_WRITES)
+    p.add_argument("--rank-rounds", type=int, default=RANK_ROUNDS)
+    p.add_argument("--only", choices=("single", "ranks"))
+    args = p.parse_args(argv)
+    result: dict[str, Any] = {"machine": harness.machine()}
+    if args.only in (None, "single"):
+        log(f"single edges at {args.tasks} tasks, {args.edges} edges a configuration")
+        result["single_edges"] = single_edges(args.tasks, args.edges)
+        log(json.dumps(result["single_edges"]))
+    if args.only in (None, "ranks"):
+        log(f"rank storage: {args.rank_writes} rewrites of {args.tasks} rows")
+        result["rank_storage"] = rank_storage(args.tasks, args.rank_writes, args.rank_rounds)
+        log(json.dumps(result["rank_storage"]))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
