@@ -15,6 +15,11 @@ Findings).
   indexes, ranks as PostgreSQL numeric (as the engine keeps them: exact decimals) against
   bigint, alternating rounds; and the time to send 2 * RANK_WRITES ranks as a binary array
   parameter of either type.
+- Random batches: bench 4's batches of BATCH edges in random directions through the engine's
+  add_dependencies, each followed by the statements the engine sent for it, replayed on an
+  identical copy of the database by raw psycopg with no client work between them (one durable
+  commit a batch, as the engine's). The replay is what the engine's rank search and moves cost
+  the database alone; no client code, however fast, takes the batches past it.
 
 Every figure comes from a throw-away database and redis-server (bench/harness.py).
 """
@@ -34,13 +39,22 @@ from decimal import Decimal
 from typing import Any
 
 from bench import harness
-from bench.edges import CLIENTS, _background, _from_clients, commit_floor, later_on_earlier
+from bench.edges import (
+    BATCH,
+    CLIENTS,
+    _background,
+    _from_clients,
+    commit_floor,
+    later_on_earlier,
+    random_pairs,
+)
 from bench.harness import log
 
 TASKS = 100_000
 EDGES = 2_000
 RANK_WRITES = 3_000
 RANK_ROUNDS = 6
+BATCHES = 10
 
 # The engine's lock_team_graph (shared), edge_ends and add_ordered_edge (db/queries.sql), as
 # one statement: nothing is written unless the team exists, both tasks are the team's, the
@@ -249,13 +263,105 @@ def rank_storage(rows: int, writes: int, rounds: int, seed: int = 3) -> dict[str
     }
 
 
+def _snapshot(conn: Any) -> tuple[Any, ...]:
+    """What a batch of edges changes, summed: the edges, the ranks, the unmet counts, the
+    blocked tasks and the events."""
+    return tuple(
+        conn.execute(
+            "SELECT (SELECT count(*) FROM task_dependencies), sum(start_rank), sum(end_rank), "
+            "sum(unmet_dependencies), count(*) FILTER (WHERE status = 'blocked'), "
+            "(SELECT count(*) FROM task_events) FROM tasks"
+        ).fetchone()
+        or ()
+    )
+
+
+def random_batches(tasks: int, batches: int, seed: int = 7) -> dict[str, Any]:
+    """The random-direction batches of bench 4 through the engine, against the very statements
+    the engine sent for each batch replayed on an identical copy of the database by raw psycopg
+    (the same parameters, binary arrays as the engine's pool sends them, one durable commit a
+    batch) with no client work between them: no Python deciding what to send next, no
+    SQLAlchemy, no Redis. The engine runs a batch, its copy replays it, and so on, so both see
+    the same machine. Both databases must end identical, or the replay did other work."""
+    import psycopg
+    from psycopg.types.array import ListBinaryDumper
+    from sqlalchemy import event, make_url
+
+    from db.engine import get_engine, reset_engine
+    from db.migrate import drop_database
+    from orchestration.dependencies import add_dependencies
+
+    rng = random.Random(seed)
+    with harness.stack("edge_batches") as st:
+        team = harness.make_team(workers=1, capacity=1)
+        background = _background(tasks)
+        harness.bulk_insert(team, background)
+        pairs = random_pairs([t.id for t in background], batches * BATCH, rng)
+        harness.freeze_fixtures()
+        source = make_url(st.database)
+        copy = source.set(database=f"{source.database}_replay")
+        copy_url = copy.render_as_string(hide_password=False)
+        admin_url = source.set(database="postgres").render_as_string(hide_password=False)
+        reset_engine()  # a template must have no other connection
+        with psycopg.connect(_libpq_url(admin_url), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{copy.database}"')
+            admin.execute(f'CREATE DATABASE "{copy.database}" TEMPLATE "{source.database}"')
+        sent: list[tuple[str, Any, bool]] = []
+
+        def capture(
+            conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool
+        ) -> None:
+            sent.append((statement, params, many))
+
+        engine = get_engine()
+        event.listen(engine, "before_cursor_execute", capture)
+        engine_s: list[float] = []
+        replay_s: list[float] = []
+        try:
+            with psycopg.connect(_libpq_url(copy_url)) as replay:
+                replay.adapters.register_dumper(list, ListBinaryDumper)
+                for i in range(0, len(pairs), BATCH):
+                    sent.clear()
+                    started = time.perf_counter()
+                    add_dependencies(team, pairs[i : i + BATCH])
+                    engine_s.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    with replay.cursor() as cur:
+                        for statement, params, many in sent:
+                            if many:
+                                cur.executemany(statement, params)
+                            else:
+                                cur.execute(statement, params)
+                                if cur.description is not None:
+                                    cur.fetchall()
+                    replay.commit()
+                    replay_s.append(time.perf_counter() - started)
+                event.remove(engine, "before_cursor_execute", capture)
+                with psycopg.connect(_libpq_url(st.database)) as original:
+                    if _snapshot(original) != _snapshot(replay):
+                        raise AssertionError("the replay did not leave the same database")
+        finally:
+            drop_database(copy_url)
+    edges = len(pairs)
+    return {
+        "tasks": tasks,
+        "edges": edges,
+        "batch_size": BATCH,
+        "engine_per_s": round(edges / sum(engine_s), 1),
+        "statements_alone_per_s": round(edges / sum(replay_s), 1),
+        "engine_ms_per_batch": [round(s * 1000) for s in engine_s],
+        "statements_alone_ms_per_batch": [round(s * 1000) for s in replay_s],
+    }
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.edge_bounds", description=__doc__)
     p.add_argument("--tasks", type=int, default=TASKS)
     p.add_argument("--edges", type=int, default=EDGES)
     p.add_argument("--rank-writes", type=int, default=RANK_WRITES)
     p.add_argument("--rank-rounds", type=int, default=RANK_ROUNDS)
-    p.add_argument("--only", choices=("single", "ranks"))
+    p.add_argument("--batches", type=int, default=BATCHES)
+    p.add_argument("--only", choices=("single", "ranks", "batches"))
     args = p.parse_args(argv)
     result: dict[str, Any] = {"machine": harness.machine()}
     if args.only in (None, "single"):
@@ -266,6 +372,10 @@ def main(argv: list[str]) -> int:
         log(f"rank storage: {args.rank_writes} rewrites of {args.tasks} rows")
         result["rank_storage"] = rank_storage(args.tasks, args.rank_writes, args.rank_rounds)
         log(json.dumps(result["rank_storage"]))
+    if args.only in (None, "batches"):
+        log(f"random batches at {args.tasks} tasks: the engine against its statements alone")
+        result["random_batches"] = random_batches(args.tasks, args.batches)
+        log(json.dumps(result["random_batches"]))
     print(json.dumps(result, indent=2))
     return 0
 
