@@ -54,7 +54,7 @@ TASKS = 100_000
 EDGES = 2_000
 RANK_WRITES = 3_000
 RANK_ROUNDS = 6
-BATCHES = 10
+BATCHES = 5
 
 # The engine's lock_team_graph (shared), edge_ends and add_ordered_edge (db/queries.sql), as
 # one statement: nothing is written unless the team exists, both tasks are the team's, the
