@@ -450,7 +450,7 @@ FROM unnest(
 WHERE t.id = n.id;
 
 -- edge_ends --
--- Lock a new edge's two tasks in id order (as a batch locks its tasks), with what adding it reads: a claim or completion of either waits until it commits.
+-- Lock the tasks at the ends of new edges (one edge's two, or a batch's) in id order, with what adding the edges reads: a claim or completion of any of them waits until it commits.
 SELECT id, team_id, status::text AS status, is_summary, start_rank, end_rank
 FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
 ORDER BY id

@@ -439,15 +439,10 @@ def _add_dependencies(
         # Joins of the batch's ids to tasks and task_dependencies by index, not by hash, from
         # the row locks on (insert_ordered sets it again for its own callers: harmless).
         session.execute(Q["batch_plans"])
-        # Locked in id order by the statement itself.
-        ids = list({x for pair in pairs for x in pair})
         rows = {
             r.id: r
             for r in session.execute(
-                select(Task.id, Task.team_id, Task.status, Task.start_rank, Task.end_rank)
-                .where(Task.id == any_(cast(ids, ARRAY(PG_UUID))))
-                .order_by(Task.id)
-                .with_for_update()
+                Q["edge_ends"], {"ids": list({x for pair in pairs for x in pair})}
             )
         }
         for task_id, dep_id in pairs:
@@ -469,21 +464,17 @@ def _add_dependencies(
         if not new:
             return 0, len(pairs)
         for task_id, _ in new:
-            if rows[task_id].status not in NOT_STARTED:
+            if TaskStatus(rows[task_id].status) not in NOT_STARTED:
                 raise InvalidTransition(
-                    f"task {task_id} is {rows[task_id].status.value}; dependencies can only be "
+                    f"task {task_id} is {rows[task_id].status}; dependencies can only be "
                     "added before it starts"
                 )
-        if any(not rows[d].end_rank < rows[t].start_rank for t, d in new):
+        ranks = {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
+        if any(not ranks[d][1] < ranks[t][0] for t, d in new):
             _hold_alone(session, team_id, alone=alone)
-        waiting = [t for t, d in new if rows[d].status is not TaskStatus.COMPLETED]
-        insert_ordered(
-            session,
-            team_id,
-            new,
-            {i: (r.start_rank, r.end_rank) for i, r in rows.items()},
-            waiting,
-        )
+        completed = TaskStatus.COMPLETED.value
+        waiting = [t for t, d in new if rows[d].status != completed]
+        insert_ordered(session, team_id, new, ranks, waiting)
         if waiting:
             held = session.execute(Q["block_many"], {"task_ids": list(set(waiting))}).all()
             events.record_many(
