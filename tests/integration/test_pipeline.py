@@ -394,35 +394,6 @@ def started(call: Callable[[], object]) -> tuple[threading.Thread, dict[str, Any
     return thread, outcome
 
 
-def test_an_edge_added_while_its_dependency_completes_goes_in() -> None:
-    """A completion locks its task, then the team's graph (to unblock its dependents); an
-    edge on that task, added meanwhile, holds the graph and waits for the task's row. That is
-    a deadlock, which PostgreSQL breaks by failing one of the two: the edge's transaction is
-    run again rather than failing the request."""
-    team_id = active_team()
-    dep = new_task(team_id, "dep")
-    new_task(team_id, "waits for dep", depends_on=[dep])
-    task = new_task(team_id, "task")
-    outcome: dict[str, Any] = {}
-
-    def add() -> None:
-        try:
-            outcome["added"] = add_dependency(team_id, task, dep)[1]
-        except Exception as exc:  # reported below
-            outcome["error"] = exc
-
-    adder = threading.Thread(target=add)
-    with session_scope() as completion:
-        # The completion's row lock on its task.
-        completion.execute(text("UPDATE tasks SET updated_at = now() WHERE id = :id"), {"id": dep})
-        adder.start()
-        wait_for_a_lock_wait("the edge never waited for the row")
-        lock_graph(completion, team_id)  # ... then the graph's: a deadlock with the edge
-    adder.join(timeout=20)
-    assert outcome == {"added": True}
-    check_invariants(team_id, all_done=False)
-
-
 def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
     team_id = active_team()
     ids = [new_task(team_id, f"n{i}") for i in range(8)]
@@ -470,6 +441,38 @@ def batch_of_one(team_id: uuid.UUID, task: uuid.UUID, dep: uuid.UUID) -> bool:
 
 
 EDGE_ROUTES = pytest.mark.parametrize("add", [one_edge, batch_of_one], ids=["one", "batch"])
+
+
+@EDGE_ROUTES
+def test_an_edge_added_while_its_dependency_completes_goes_in(
+    add: Callable[[uuid.UUID, uuid.UUID, uuid.UUID], bool],
+) -> None:
+    """A completion locks its task, then the team's graph (to unblock its dependents); an
+    edge on that task, added meanwhile, holds the graph and waits for the task's row. That is
+    a deadlock, which PostgreSQL breaks by failing one of the two: the edge's transaction is
+    run again rather than failing the request."""
+    team_id = active_team()
+    dep = new_task(team_id, "dep")
+    new_task(team_id, "waits for dep", depends_on=[dep])
+    task = new_task(team_id, "task")
+    outcome: dict[str, Any] = {}
+
+    def adding() -> None:
+        try:
+            outcome["added"] = add(team_id, task, dep)
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+
+    adder = threading.Thread(target=adding)
+    with session_scope() as completion:
+        # The completion's row lock on its task.
+        completion.execute(text("UPDATE tasks SET updated_at = now() WHERE id = :id"), {"id": dep})
+        adder.start()
+        wait_for_a_lock_wait("the edge never waited for the row")
+        lock_graph(completion, team_id)  # ... then the graph's: a deadlock with the edge
+    adder.join(timeout=20)
+    assert outcome == {"added": True}
+    check_invariants(team_id, all_done=False)
 
 
 @EDGE_ROUTES
