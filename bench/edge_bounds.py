@@ -18,8 +18,10 @@ Findings).
 - Random batches: bench 4's batches of BATCH edges in random directions through the engine's
   add_dependencies, each followed by the statements the engine sent for it, replayed on an
   identical copy of the database by raw psycopg with no client work between them (one durable
-  commit a batch, as the engine's). The replay is what the engine's rank search and moves cost
-  the database alone; no client code, however fast, takes the batches past it.
+  commit a batch, as the engine's; bench.edges.with_statements_alone, which `make bench` runs
+  for its random row too): a team of its own, without the rest of bench 4 before it. The
+  replay is what the engine's rank search and moves cost the database alone; no client code,
+  however fast, takes the batches past it.
 
 Every figure comes from a throw-away database and redis-server (bench/harness.py).
 """
@@ -47,6 +49,7 @@ from bench.edges import (
     commit_floor,
     later_on_earlier,
     random_pairs,
+    with_statements_alone,
 )
 from bench.harness import log
 
@@ -91,10 +94,6 @@ WITH graph AS (
 )
 SELECT count(*) FROM edge
 """
-
-
-def _libpq_url(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _edge_client(
@@ -177,7 +176,7 @@ def engine_edges(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> f
 def single_edges(tasks: int, edges: int, seed: int = 11) -> dict[str, Any]:
     rng = random.Random(seed)
     with harness.stack("edge_bounds") as st:
-        url = _libpq_url(st.database)
+        url = harness.libpq_url(st.database)
         team = harness.make_team(workers=1, capacity=1)
         background = _background(tasks)
         harness.bulk_insert(team, background)
@@ -223,7 +222,7 @@ def rank_storage(rows: int, writes: int, rounds: int, seed: int = 3) -> dict[str
     send_ms: dict[str, list[float]] = {kind: [] for kind in kinds}
     with (
         harness.stack("rank_storage") as st,
-        psycopg.connect(_libpq_url(st.database), autocommit=True) as conn,
+        psycopg.connect(harness.libpq_url(st.database), autocommit=True) as conn,
     ):
         # As the engine's pool sends lists (db/engine.py).
         conn.adapters.register_dumper(list, ListBinaryDumper)
@@ -263,34 +262,9 @@ def rank_storage(rows: int, writes: int, rounds: int, seed: int = 3) -> dict[str
     }
 
 
-def _snapshot(conn: Any) -> tuple[Any, ...]:
-    """What a batch of edges changes, summed: the edges, the ranks, the unmet counts, the
-    blocked tasks and the events."""
-    return tuple(
-        conn.execute(
-            "SELECT (SELECT count(*) FROM task_dependencies), sum(start_rank), sum(end_rank), "
-            "sum(unmet_dependencies), count(*) FILTER (WHERE status = 'blocked'), "
-            "(SELECT count(*) FROM task_events) FROM tasks"
-        ).fetchone()
-        or ()
-    )
-
-
 def random_batches(tasks: int, batches: int, seed: int = 7) -> dict[str, Any]:
-    """The random-direction batches of bench 4 through the engine, against the very statements
-    the engine sent for each batch replayed on an identical copy of the database by raw psycopg
-    (the same parameters, binary arrays as the engine's pool sends them, one durable commit a
-    batch) with no client work between them: no Python deciding what to send next, no
-    SQLAlchemy, no Redis. The engine runs a batch, its copy replays it, and so on, so both see
-    the same machine. Both databases must end identical, or the replay did other work."""
-    import psycopg
-    from psycopg.types.array import ListBinaryDumper
-    from sqlalchemy import event, make_url
-
-    from db.engine import get_engine, reset_engine
-    from db.migrate import drop_database
-    from orchestration.dependencies import add_dependencies
-
+    """Bench 4's random-direction batches through the engine against the statements it sent,
+    replayed with no client work (bench.edges.with_statements_alone)."""
     rng = random.Random(seed)
     with harness.stack("edge_batches") as st:
         team = harness.make_team(workers=1, capacity=1)
@@ -298,59 +272,13 @@ def random_batches(tasks: int, batches: int, seed: int = 7) -> dict[str, Any]:
         harness.bulk_insert(team, background)
         pairs = random_pairs([t.id for t in background], batches * BATCH, rng)
         harness.freeze_fixtures()
-        source = make_url(st.database)
-        copy = source.set(database=f"{source.database}_replay")
-        copy_url = copy.render_as_string(hide_password=False)
-        admin_url = source.set(database="postgres").render_as_string(hide_password=False)
-        reset_engine()  # a template must have no other connection
-        with psycopg.connect(_libpq_url(admin_url), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{copy.database}"')
-            admin.execute(f'CREATE DATABASE "{copy.database}" TEMPLATE "{source.database}"')
-        sent: list[tuple[str, Any, bool]] = []
-
-        def capture(
-            conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool
-        ) -> None:
-            sent.append((statement, params, many))
-
-        engine = get_engine()
-        event.listen(engine, "before_cursor_execute", capture)
-        engine_s: list[float] = []
-        replay_s: list[float] = []
-        try:
-            with psycopg.connect(_libpq_url(copy_url)) as replay:
-                replay.adapters.register_dumper(list, ListBinaryDumper)
-                for i in range(0, len(pairs), BATCH):
-                    sent.clear()
-                    started = time.perf_counter()
-                    add_dependencies(team, pairs[i : i + BATCH])
-                    engine_s.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    with replay.cursor() as cur:
-                        for statement, params, many in sent:
-                            if many:
-                                cur.executemany(statement, params)
-                            else:
-                                cur.execute(statement, params)
-                                if cur.description is not None:
-                                    cur.fetchall()
-                    replay.commit()
-                    replay_s.append(time.perf_counter() - started)
-                event.remove(engine, "before_cursor_execute", capture)
-                with psycopg.connect(_libpq_url(st.database)) as original:
-                    if _snapshot(original) != _snapshot(replay):
-                        raise AssertionError("the replay did not leave the same database")
-        finally:
-            drop_database(copy_url)
-    edges = len(pairs)
+        engine_s, statements_s = with_statements_alone(team, pairs, st.database)
     return {
         "tasks": tasks,
-        "edges": edges,
+        "edges": len(pairs),
         "batch_size": BATCH,
-        "engine_per_s": round(edges / sum(engine_s), 1),
-        "statements_alone_per_s": round(edges / sum(replay_s), 1),
-        "engine_ms_per_batch": [round(s * 1000) for s in engine_s],
-        "statements_alone_ms_per_batch": [round(s * 1000) for s in replay_s],
+        "engine_per_s": round(len(pairs) / engine_s, 1),
+        "statements_alone_per_s": round(len(pairs) / statements_s, 1),
     }
 
 

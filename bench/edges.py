@@ -27,7 +27,9 @@ Three insert paths are timed:
 - random: add_dependencies in batches of BATCH edges in random directions, on a second team of
   T tasks: each edge follows a hidden order of whole chains in a random permutation, so none
   closes a cycle, yet about half run against the ranks (earlier task on later) and need the
-  search and the reorder.
+  search and the reorder. Beside it, its floor: the statements the engine sent for each batch
+  replayed with nothing around them on a copy of the database (with_statements_alone); no
+  client code takes these batches past it.
 """
 
 from __future__ import annotations
@@ -128,6 +130,74 @@ def batch_floor(pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
     return round(len(pairs) / elapsed, 1)
 
 
+def _changes(conn: Any) -> tuple[Any, ...]:
+    """What adding edges changes, summed over the database: the edges, the ranks, the unmet
+    counts, the blocked tasks and the events."""
+    return tuple(
+        conn.execute(
+            "SELECT (SELECT count(*) FROM task_dependencies), sum(start_rank), sum(end_rank), "
+            "sum(unmet_dependencies), count(*) FILTER (WHERE status = 'blocked'), "
+            "(SELECT count(*) FROM task_events) FROM tasks"
+        ).fetchone()
+        or ()
+    )
+
+
+def with_statements_alone(
+    team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]], database: str
+) -> tuple[float, float]:
+    """Seconds for add_dependencies over pairs in batches of BATCH, and seconds for the very
+    statements it sent replayed on an identical copy of the database (harness.database_copy)
+    by raw psycopg, with the same parameters sent as the engine's pool sends them and one
+    durable commit a batch, but no client work between them: no Python deciding what to send
+    next, no SQLAlchemy, no Redis. Each batch is replayed right after the engine ran it, so
+    both see the machine in the same state. The two databases must end identical, or the
+    replay did other work (AssertionError)."""
+    import psycopg
+    from psycopg.types.array import ListBinaryDumper
+    from sqlalchemy import event
+
+    from db.engine import get_engine
+    from orchestration.dependencies import add_dependencies
+
+    sent: list[tuple[str, Any, bool]] = []
+
+    def capture(*args: Any) -> None:
+        # (connection, cursor, statement, parameters, context, executemany)
+        sent.append((args[2], args[3], args[5]))
+
+    engine_s = replay_s = 0.0
+    with harness.database_copy(database) as copy:
+        engine = get_engine()
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            with psycopg.connect(harness.libpq_url(copy)) as replay:
+                # As the engine's pool sends lists (db/engine.py).
+                replay.adapters.register_dumper(list, ListBinaryDumper)
+                for i in range(0, len(pairs), BATCH):
+                    sent.clear()
+                    started = time.perf_counter()
+                    add_dependencies(team, pairs[i : i + BATCH])
+                    engine_s += time.perf_counter() - started
+                    started = time.perf_counter()
+                    with replay.cursor() as cur:
+                        for statement, params, many in sent:
+                            if many:
+                                cur.executemany(statement, params)
+                            else:
+                                cur.execute(statement, params)
+                                if cur.description is not None:
+                                    cur.fetchall()
+                    replay.commit()
+                    replay_s += time.perf_counter() - started
+                with psycopg.connect(harness.libpq_url(database)) as original:
+                    if _changes(original) != _changes(replay):
+                        raise AssertionError("the replayed statements left another database")
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+    return engine_s, replay_s
+
+
 def _from_clients(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
     """Seconds for CLIENTS threads, started together, to add the pairs one per call."""
     from orchestration.dependencies import add_dependency
@@ -197,7 +267,6 @@ def measure(
 
     rng = random.Random(seed)
     with harness.stack("edges") as st:
-        del st
         team = harness.make_team(workers=1, capacity=1)
         background = _background(tasks)
         harness.bulk_insert(team, background)
@@ -241,10 +310,7 @@ def measure(
         harness.bulk_insert(other, background)
         random_batch = random_pairs([t.id for t in background], batch_edges, rng)
         harness.freeze_fixtures()
-        started = time.perf_counter()
-        for i in range(0, len(random_batch), BATCH):
-            add_dependencies(other, random_batch[i : i + BATCH])
-        random_s = time.perf_counter() - started
+        random_s, statements_s = with_statements_alone(other, random_batch, st.database)
     return {
         "tasks": tasks,
         "api_edges": api_edges,
@@ -264,6 +330,8 @@ def measure(
         "batch_vs_floor": round(batch_edges / batch_s / stored, 3),
         "random_edges_per_s": round(batch_edges / random_s, 1),
         "random_vs_floor": round(batch_edges / random_s / stored, 3),
+        "random_statements_alone_per_s": round(batch_edges / statements_s, 1),
+        "random_vs_statements_alone": round(statements_s / random_s, 3),
         "plan_edges": plan_edges,
         "plan_edges_per_s": harness.median(plan_rates),
         "plan_rounds_edges_per_s": plan_rates,
@@ -281,7 +349,9 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
             f"{row['clients_edges_per_s']} edges/s (their commits alone: "
             f"{row['clients_commit_floor_per_s']}/s), batch {row['batch_edges_per_s']} edges/s "
             f"(1,000-row durable inserts: {row['batch_floor_per_s']} edges/s), "
-            f"random {row['random_edges_per_s']} edges/s, plan {row['plan_edges_per_s']} edges/s"
+            f"random {row['random_edges_per_s']} edges/s (its statements alone: "
+            f"{row['random_statements_alone_per_s']} edges/s), plan {row['plan_edges_per_s']} "
+            "edges/s"
         )
         rows.append(row)
     last = rows[-1] if rows else {}

@@ -88,6 +88,37 @@ def drop_database(url: str) -> None:
         drop(url)
 
 
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as psycopg.connect takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextlib.contextmanager
+def database_copy(url: str) -> Iterator[str]:
+    """An identical copy of a benchmark's database as it is now (CREATE DATABASE ...
+    TEMPLATE), dropped on exit. The process's pool is closed first: PostgreSQL copies a
+    database only while no one else is connected to it."""
+    from sqlalchemy import create_engine
+
+    from db.engine import reset_engine
+
+    source = make_url(url)
+    copy = source.set(database=f"{source.database}_copy")
+    copy_url = copy.render_as_string(hide_password=False)
+    drop_database(copy_url)  # reset_engine() too
+    admin = create_engine(source.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{copy.database}" TEMPLATE "{source.database}"'))
+    finally:
+        admin.dispose()
+    try:
+        yield copy_url
+    finally:
+        drop_database(copy_url)
+        reset_engine()
+
+
 def use_env(database: str, redis_url: str, extra: dict[str, str] | None = None) -> None:
     """Point this process at the benchmark's database and Redis."""
     from db.engine import reset_engine

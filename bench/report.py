@@ -197,6 +197,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rand = "; ".join(
             f"{r['tasks']:,} tasks: {r['random_edges_per_s']}/s"
             + (f" ({r['random_vs_floor']}x the floor)" if "random_vs_floor" in r else "")
+            + (
+                f", its statements alone {r['random_statements_alone_per_s']}/s"
+                if "random_statements_alone_per_s" in r
+                else ""
+            )
             for r in ed["rows"]
             if "random_edges_per_s" in r
         )
