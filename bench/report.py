@@ -401,7 +401,12 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         )
         route("plan_edges_per_s", "s-", "create_plan")
         route("batch_edges_per_s", "^-", "add_dependencies", "batch_floor_per_s")
-        route("random_edges_per_s", "v-", "add_dependencies, random directions")
+        route(
+            "random_edges_per_s",
+            "v-",
+            "add_dependencies, random directions",
+            "random_statements_alone_per_s",
+        )
         ax.axhline(5000, color="red", ls="--", label="target 5,000/s")
         ax.set_xscale("log")
         ax.set_yscale("log")
