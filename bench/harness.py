@@ -98,20 +98,13 @@ def database_copy(url: str) -> Iterator[str]:
     """An identical copy of a benchmark's database as it is now (CREATE DATABASE ...
     TEMPLATE), dropped on exit. The process's pool is closed first: PostgreSQL copies a
     database only while no one else is connected to it."""
-    from sqlalchemy import create_engine
-
     from db.engine import reset_engine
+    from db.migrate import copy_database
 
     source = make_url(url)
-    copy = source.set(database=f"{source.database}_copy")
-    copy_url = copy.render_as_string(hide_password=False)
+    copy_url = source.set(database=f"{source.database}_copy").render_as_string(hide_password=False)
     drop_database(copy_url)  # reset_engine() too
-    admin = create_engine(source.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{copy.database}" TEMPLATE "{source.database}"'))
-    finally:
-        admin.dispose()
+    copy_database(url, copy_url)
     try:
         yield copy_url
     finally:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
 from orchestration.config import get_settings
@@ -22,31 +24,46 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
-def ensure_database(database_url: str) -> bool:
-    """Create the database named in the URL when it does not exist; True if created."""
-    url = make_url(database_url)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+@contextmanager
+def _server(database_url: str) -> Iterator[Connection]:
+    """An autocommit connection to the server's `postgres` database: CREATE and DROP
+    DATABASE run outside any transaction and not from the database they name."""
+    admin = create_engine(
+        make_url(database_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
     try:
         with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
-            ).scalar()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-                return True
-            return False
+            yield conn
     finally:
         admin.dispose()
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL when it does not exist; True if created."""
+    name = make_url(database_url).database
+    with _server(database_url) as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            return True
+        return False
 
 
 def drop_database(database_url: str) -> None:
-    url = make_url(database_url)
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with _server(database_url) as conn:
+        conn.execute(
+            text(f'DROP DATABASE IF EXISTS "{make_url(database_url).database}" WITH (FORCE)')
+        )
+
+
+def copy_database(source_url: str, copy_url: str) -> None:
+    """Create copy_url's database as a copy of source_url's as it is now (CREATE DATABASE
+    ... TEMPLATE); PostgreSQL refuses while anyone is connected to the source."""
+    source, copy = make_url(source_url).database, make_url(copy_url).database
+    with _server(source_url) as conn:
+        conn.execute(text(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"'))
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
