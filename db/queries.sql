@@ -321,15 +321,20 @@ WHERE id IN (SELECT id FROM freed) AND status = 'blocked'
 RETURNING id, is_summary;
 
 -- block_tasks --
--- A task gained an unmet dependency: it and the pending tasks below it wait.
+-- Tasks that gained an unmet dependency (:task_ids) wait, with the pending tasks below them, each logging a task.blocked event carrying :data.
 WITH RECURSIVE held(id) AS (
-    SELECT id FROM tasks WHERE id = :task_id AND status = 'pending'
+    SELECT id FROM tasks WHERE id = ANY(CAST(:task_ids AS uuid[])) AND status = 'pending'
     UNION
     SELECT c.id FROM tasks c JOIN held h ON c.parent_task_id = h.id WHERE c.status = 'pending'
+), blocked AS (
+    UPDATE tasks SET status = 'blocked', updated_at = now()
+    WHERE id IN (SELECT id FROM held) AND status = 'pending'
+    RETURNING id, team_id
+), logged AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.blocked', CAST(:data AS jsonb) FROM blocked
 )
-UPDATE tasks SET status = 'blocked', updated_at = now()
-WHERE id IN (SELECT id FROM held) AND status = 'pending'
-RETURNING id;
+SELECT id FROM blocked;
 
 -- roll_up --
 -- A subtask reached a final state: its summary task completes, fails or is cancelled when its subtasks say so.
@@ -514,13 +519,3 @@ SELECT
         UNION ALL
         SELECT end_rank FROM tasks WHERE team_id = :team_id) points);
 
--- block_many --
--- Tasks that gained unmet dependencies wait, with the pending tasks below them.
-WITH RECURSIVE held(id) AS (
-    SELECT id FROM tasks WHERE id = ANY(CAST(:task_ids AS uuid[])) AND status = 'pending'
-    UNION
-    SELECT c.id FROM tasks c JOIN held h ON c.parent_task_id = h.id WHERE c.status = 'pending'
-)
-UPDATE tasks SET status = 'blocked', updated_at = now()
-WHERE id IN (SELECT id FROM held) AND status = 'pending'
-RETURNING id;

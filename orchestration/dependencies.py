@@ -266,16 +266,18 @@ def add_edge(
         session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]), waiting
     )
     if waiting:
-        _blocked(session, team_id, task_id, dep_id)
+        _block(session, team_id, waiting, {"by": str(dep_id)})
 
 
-def _blocked(session: Session, team_id: uuid.UUID, task_id: uuid.UUID, dep_id: uuid.UUID) -> None:
-    """The task gained an unmet dependency: it and the pending tasks below it wait."""
-    held = session.execute(Q["block_tasks"], {"task_id": task_id}).all()
-    events.record_many(
-        session,
-        [events.Event(team_id, "task.blocked", r.id, {"by": str(dep_id)}) for r in held],
-    )
+def _block(
+    session: Session, team_id: uuid.UUID, task_ids: list[uuid.UUID], data: dict[str, Any]
+) -> None:
+    """The tasks gained unmet dependencies: they and the pending tasks below them wait, each
+    with a task.blocked event carrying data (logged by the statement itself)."""
+    held = session.execute(
+        Q["block_tasks"], {"task_ids": task_ids, "data": json.dumps(data)}
+    ).scalars()
+    events.written(session, [events.Event(team_id, "task.blocked", t, data) for t in held])
 
 
 def _edge(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDependency | None:
@@ -476,10 +478,7 @@ def _add_dependencies(
         waiting = [t for t, d in new if rows[d].status != completed]
         insert_ordered(session, team_id, new, ranks, waiting)
         if waiting:
-            held = session.execute(Q["block_many"], {"task_ids": list(set(waiting))}).all()
-            events.record_many(
-                session, [events.Event(team_id, "task.blocked", r.id, {}) for r in held]
-            )
+            _block(session, team_id, list(set(waiting)), {})
         events.record(session, team_id, "dependency.added", None, edges=len(new))
         return len(new), len(pairs) - len(new)
 
