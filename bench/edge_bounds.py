@@ -22,6 +22,12 @@ Findings).
   for its random row too): a team of its own, without the rest of bench 4 before it. The
   replay is what the engine's rank search and moves cost the database alone; no client code,
   however fast, takes the batches past it.
+- Schema A/B (`--only schema --alter SQL`): the same batches' statements replayed on two
+  copies of the database, one as the engine leaves it and one altered by SQL (say, an index
+  dropped or a table's fillfactor changed), the order of the two turning each batch
+  (bench.edges.statements_replayed): what a schema change would give the database's part of
+  these batches, before any engine code is written for it. Beside it, in the same run, the
+  same with an empty alteration (the two copies alike): the noise to read the ratio against.
 
 Every figure comes from a throw-away database and redis-server (bench/harness.py).
 """
@@ -49,6 +55,7 @@ from bench.edges import (
     commit_floor,
     later_on_earlier,
     random_pairs,
+    statements_replayed,
     with_statements_alone,
 )
 from bench.harness import log
@@ -282,6 +289,37 @@ def random_batches(tasks: int, batches: int, seed: int = 7) -> dict[str, Any]:
     }
 
 
+def schema_ab(tasks: int, batches: int, alter: str, seed: int = 7) -> dict[str, Any]:
+    """Replay time of the random batches' statements on a copy altered by `alter` against an
+    unaltered one, beside the same for two unaltered copies (every copy vacuumed and analyzed
+    after its alteration). Ratios above 1: the altered copy ran faster."""
+    rng = random.Random(seed)
+    with harness.stack("edge_schema") as st:
+        team = harness.make_team(workers=1, capacity=1)
+        background = _background(tasks)
+        harness.bulk_insert(team, background)
+        pairs = random_pairs([t.id for t in background], 2 * batches * BATCH, rng)
+        harness.freeze_fixtures()
+        vacuum = "; VACUUM ANALYZE tasks; VACUUM ANALYZE task_dependencies"
+        result: dict[str, Any] = {"tasks": tasks, "batch_size": BATCH, "alter": alter}
+        # Two unaltered copies first, then an unaltered and an altered one, on the next
+        # batches of the same pairs: each pair of copies starts from the same database.
+        for name, alterations, chunk in (
+            ("alike", (vacuum, vacuum), pairs[: batches * BATCH]),
+            ("altered", (vacuum, alter + vacuum), pairs[batches * BATCH :]),
+        ):
+            _, (unaltered, other) = statements_replayed(team, chunk, st.database, alterations)
+            result[name] = {
+                "unaltered_per_s": round(len(chunk) / sum(unaltered), 1),
+                "other_per_s": round(len(chunk) / sum(other), 1),
+                "total_ratio": round(sum(unaltered) / sum(other), 3),
+                "median_batch_ratio": round(
+                    statistics.median(u / o for u, o in zip(unaltered, other, strict=True)), 3
+                ),
+            }
+    return result
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.edge_bounds", description=__doc__)
     p.add_argument("--tasks", type=int, default=TASKS)
@@ -289,7 +327,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rank-writes", type=int, default=RANK_WRITES)
     p.add_argument("--rank-rounds", type=int, default=RANK_ROUNDS)
     p.add_argument("--batches", type=int, default=BATCHES)
-    p.add_argument("--only", choices=("single", "ranks", "batches"))
+    p.add_argument("--only", choices=("single", "ranks", "batches", "schema"))
+    p.add_argument(
+        "--alter",
+        default="DROP INDEX ix_tasks_team_status",
+        help="SQL (';' between statements) for the altered copy of --only schema",
+    )
     args = p.parse_args(argv)
     result: dict[str, Any] = {"machine": harness.machine()}
     if args.only in (None, "single"):
@@ -304,6 +347,10 @@ def main(argv: list[str]) -> int:
         log(f"random batches at {args.tasks} tasks: the engine against its statements alone")
         result["random_batches"] = random_batches(args.tasks, args.batches)
         log(json.dumps(result["random_batches"]))
+    if args.only == "schema":
+        log(f"schema A/B at {args.tasks} tasks: {args.alter}")
+        result["schema"] = schema_ab(args.tasks, args.batches * 2, args.alter)
+        log(json.dumps(result["schema"]))
     print(json.dumps(result, indent=2))
     return 0
 

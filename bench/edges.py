@@ -34,6 +34,7 @@ Three insert paths are timed:
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -147,12 +148,28 @@ def with_statements_alone(
     team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]], database: str
 ) -> tuple[float, float]:
     """Seconds for add_dependencies over pairs in batches of BATCH, and seconds for the very
-    statements it sent replayed on an identical copy of the database (harness.database_copy)
-    by raw psycopg, with the same parameters sent as the engine's pool sends them and one
-    durable commit a batch, but no client work between them: no Python deciding what to send
-    next, no SQLAlchemy, no Redis. Each batch is replayed right after the engine ran it, so
-    both see the machine in the same state. The two databases must end identical, or the
-    replay did other work (AssertionError)."""
+    statements it sent replayed on an identical copy of the database (statements_replayed)."""
+    engine_s, (replay_s,) = statements_replayed(team, pairs, database)
+    return engine_s, sum(replay_s)
+
+
+def statements_replayed(
+    team: uuid.UUID,
+    pairs: list[tuple[uuid.UUID, uuid.UUID]],
+    database: str,
+    alterations: tuple[str, ...] = ("",),
+) -> tuple[float, list[list[float]]]:
+    """Seconds for add_dependencies over pairs in batches of BATCH, and, for each of
+    alterations, the seconds of each batch's statements replayed on a copy of the database
+    taken before the first batch (harness.database_copy) and altered by it: SQL statements
+    separated by ';', run in autocommit before the first batch ("" leaves the copy as it is).
+
+    The replay sends the very statements the engine sent, by raw psycopg, with the same
+    parameters sent as the engine's pool sends them and one durable commit a batch, but no
+    client work between them: no Python deciding what to send next, no SQLAlchemy, no Redis.
+    Each batch is replayed right after the engine ran it, on every copy in turn (the order
+    turning a step each batch), so all see the machine in the same state. Every copy must end
+    identical to the database, or its replay did other work (AssertionError)."""
     import psycopg
     from psycopg.types.array import ListBinaryDumper
     from sqlalchemy import event
@@ -166,36 +183,53 @@ def with_statements_alone(
         # (connection, cursor, statement, parameters, context, executemany)
         sent.append((args[2], args[3], args[5]))
 
-    engine_s = replay_s = 0.0
-    with harness.database_copy(database) as copy:
+    engine_s = 0.0
+    replay_s: list[list[float]] = [[] for _ in alterations]
+    with contextlib.ExitStack() as stack:
+        copies = [
+            stack.enter_context(harness.database_copy(database, f"copy{i}"))
+            for i in range(len(alterations))
+        ]
+        replays = [stack.enter_context(psycopg.connect(harness.libpq_url(c))) for c in copies]
+        for replay, alteration in zip(replays, alterations, strict=True):
+            # As the engine's pool sends lists (db/engine.py).
+            replay.adapters.register_dumper(list, ListBinaryDumper)
+            replay.autocommit = True
+            for statement in filter(str.strip, alteration.split(";")):
+                replay.execute(statement)
+            replay.autocommit = False
         engine = get_engine()
         event.listen(engine, "before_cursor_execute", capture)
-        try:
-            with psycopg.connect(harness.libpq_url(copy)) as replay:
-                # As the engine's pool sends lists (db/engine.py).
-                replay.adapters.register_dumper(list, ListBinaryDumper)
-                for i in range(0, len(pairs), BATCH):
-                    sent.clear()
-                    started = time.perf_counter()
-                    add_dependencies(team, pairs[i : i + BATCH])
-                    engine_s += time.perf_counter() - started
-                    started = time.perf_counter()
-                    with replay.cursor() as cur:
-                        for statement, params, many in sent:
-                            if many:
-                                cur.executemany(statement, params)
-                            else:
-                                cur.execute(statement, params)
-                                if cur.description is not None:
-                                    cur.fetchall()
-                    replay.commit()
-                    replay_s += time.perf_counter() - started
-                with psycopg.connect(harness.libpq_url(database)) as original:
-                    if _changes(original) != _changes(replay):
-                        raise AssertionError("the replayed statements left another database")
-        finally:
-            event.remove(engine, "before_cursor_execute", capture)
+        stack.callback(event.remove, engine, "before_cursor_execute", capture)
+        for n, i in enumerate(range(0, len(pairs), BATCH)):
+            sent.clear()
+            started = time.perf_counter()
+            add_dependencies(team, pairs[i : i + BATCH])
+            engine_s += time.perf_counter() - started
+            for k in range(len(replays)):
+                turn = (n + k) % len(replays)
+                replay_s[turn].append(_replay(replays[turn], sent))
+        with psycopg.connect(harness.libpq_url(database)) as original:
+            expected = _changes(original)
+        for replay in replays:
+            if _changes(replay) != expected:
+                raise AssertionError("the replayed statements left another database")
     return engine_s, replay_s
+
+
+def _replay(conn: Any, sent: list[tuple[str, Any, bool]]) -> float:
+    """Seconds to run the statements captured from the engine, and commit."""
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for statement, params, many in sent:
+            if many:
+                cur.executemany(statement, params)
+            else:
+                cur.execute(statement, params)
+                if cur.description is not None:
+                    cur.fetchall()
+    conn.commit()
+    return time.perf_counter() - started
 
 
 def _from_clients(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:

@@ -94,15 +94,17 @@ def libpq_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def database_copy(url: str) -> Iterator[str]:
+def database_copy(url: str, name: str = "copy") -> Iterator[str]:
     """An identical copy of a benchmark's database as it is now (CREATE DATABASE ...
-    TEMPLATE), dropped on exit. The process's pool is closed first: PostgreSQL copies a
-    database only while no one else is connected to it."""
+    TEMPLATE), named after it and `name`, dropped on exit. The process's pool is closed
+    first: PostgreSQL copies a database only while no one else is connected to it."""
     from db.engine import reset_engine
     from db.migrate import copy_database
 
     source = make_url(url)
-    copy_url = source.set(database=f"{source.database}_copy").render_as_string(hide_password=False)
+    copy_url = source.set(database=f"{source.database}_{name}").render_as_string(
+        hide_password=False
+    )
     drop_database(copy_url)  # reset_engine() too
     copy_database(url, copy_url)
     try:
