@@ -461,8 +461,8 @@ FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
 ORDER BY id
 FOR NO KEY UPDATE;
 
--- add_ordered_edge --
--- The usual new edge in one statement, run as its own transaction (one round trip): hold the team's graph lock shared, lock both tasks in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert the dependency when the ranks already order it (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary, with its events (:kinds, :data; the task.blocked one only when the task was pending and now waits); when the dependency is unfinished the task waits for one more and is blocked. Returns the edge, the task's status before it and whether it now waits; no row, and nothing written, in any other case (the caller then runs the general path).
+-- add_ordered_edges --
+-- The usual new edges (task_ids[i] depends on depends_on[i]), each decided on its own, in one statement run as its own transaction (one round trip; concurrent add_dependency calls share it): hold the team's graph lock shared, lock the tasks at their ends in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert each edge the ranks already order (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary, with its dependency.added event; a task gains one unmet dependency per new edge on an unfinished task and is then blocked, with one task.blocked event (by its first such edge) when it was pending. Returns a row for each edge inserted (i: its position); an edge without one was not written, and its caller runs the general path.
 WITH graph AS (
     SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
     FROM teams WHERE id = :team_id
@@ -472,32 +472,42 @@ WITH graph AS (
     ORDER BY id
     FOR NO KEY UPDATE
 ), ordered AS (
-    SELECT t.status AS task_status, d.status <> 'completed' AS waits
-    FROM ends t, ends d
-    WHERE t.id = :task_id AND d.id = :depends_on
-      AND t.team_id = :team_id AND d.team_id = :team_id
+    SELECT DISTINCT ON (p.task_id, p.depends_on)
+        p.i, p.task_id, p.depends_on, t.status AS task_status, d.status <> 'completed' AS waits
+    FROM unnest(CAST(:task_ids AS uuid[]), CAST(:depends_on AS uuid[]))
+            WITH ORDINALITY AS p(task_id, depends_on, i)
+        JOIN ends t ON t.id = p.task_id
+        JOIN ends d ON d.id = p.depends_on
+    WHERE t.team_id = :team_id AND d.team_id = :team_id
       AND t.status IN ('pending', 'blocked') AND NOT t.is_summary
       AND d.end_rank < t.start_rank
+    ORDER BY p.task_id, p.depends_on, p.i
 ), edge AS (
     INSERT INTO task_dependencies (task_id, depends_on_task_id)
-    SELECT :task_id, :depends_on FROM ordered
+    SELECT task_id, depends_on FROM ordered ORDER BY i
     ON CONFLICT ON CONSTRAINT task_dependencies_unique DO NOTHING
     RETURNING id, task_id, depends_on_task_id, dependency_type, created_at
+), made AS (
+    SELECT o.i, e.id, e.task_id, e.depends_on_task_id, e.dependency_type, e.created_at, o.waits,
+        o.waits AND o.task_status = 'pending'
+            AND o.i = min(o.i) FILTER (WHERE o.waits) OVER (PARTITION BY o.task_id) AS blocks
+    FROM edge e JOIN ordered o ON o.task_id = e.task_id AND o.depends_on = e.depends_on_task_id
 ), waiting AS (
     UPDATE tasks t
-    SET unmet_dependencies = t.unmet_dependencies + 1, status = 'blocked', updated_at = now()
-    FROM edge, ordered WHERE t.id = edge.task_id AND ordered.waits
+    SET unmet_dependencies = t.unmet_dependencies + w.added, status = 'blocked', updated_at = now()
+    FROM (SELECT task_id, count(*) AS added FROM made WHERE waits GROUP BY task_id) w
+    WHERE t.id = w.task_id
 ), logged AS (
     INSERT INTO task_events (team_id, task_id, kind, data)
-    SELECT :team_id, edge.task_id, e.kind, e.data
-    FROM edge, ordered,
-        unnest(CAST(:kinds AS text[]), CAST(:data AS jsonb[])) WITH ORDINALITY AS e(kind, data, i)
-    WHERE e.kind <> 'task.blocked' OR (ordered.waits AND ordered.task_status = 'pending')
-    ORDER BY e.i
+    SELECT :team_id, m.task_id, e.kind, e.data
+    FROM made m, LATERAL (VALUES
+        (1, 'task.blocked', jsonb_build_object('by', m.depends_on_task_id::text)),
+        (2, 'dependency.added', jsonb_build_object('depends_on', m.depends_on_task_id::text))
+    ) AS e(n, kind, data)
+    WHERE e.kind <> 'task.blocked' OR m.blocks
+    ORDER BY m.i, e.n
 )
-SELECT edge.id, edge.task_id, edge.depends_on_task_id, edge.dependency_type, edge.created_at,
-       ordered.task_status::text AS task_status, ordered.waits
-FROM edge, ordered;
+SELECT i, id, task_id, depends_on_task_id, dependency_type, created_at, blocks FROM made;
 
 -- existing_edges --
 -- Which of the edges (task_ids[i] depends on depends_on[i]) are there already.

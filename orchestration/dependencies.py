@@ -10,6 +10,7 @@ invalidates the order."""
 from __future__ import annotations
 
 import json
+import logging
 import typing
 import uuid
 from collections import Counter, defaultdict
@@ -19,12 +20,14 @@ from typing import Any
 from sqlalchemy import any_, cast, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.engine import retry_deadlocks, statement_scope
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
+from orchestration.coalesce import Coalescer
 from orchestration.errors import (
     DependencyCycle,
     InvalidInput,
@@ -35,6 +38,8 @@ from orchestration.errors import (
 from orchestration.locks import lock_graph, lock_team_graph, try_lock_graph
 
 NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
+
+log = logging.getLogger(__name__)
 
 
 def _locked_task(session: Session, task_id: uuid.UUID, *, share: bool = False) -> Task | None:
@@ -150,6 +155,8 @@ def _write(
 # batch that reaches further goes edge by edge instead, each search bounded by its own edge,
 # so no batch holds an unbounded part of the graph in memory at once.
 JOINT_SEARCH_CAP = 200_000
+
+MAX_BATCH_EDGES = 10_000
 
 
 def _add_jointly(
@@ -316,11 +323,12 @@ def add_dependency(
     when it already existed.
 
     The usual edge, new, one the ranks already order, on a task not started that is not a
-    summary, is one statement that is its own transaction (_add_ordered_edge). Any other
+    summary, is one statement that is its own transaction, shared with the usual edges of
+    other threads of the process that arrive meanwhile (_ordered_edges). Any other
     takes the general path: such edges too move no rank and cannot close a cycle while no rank
     moves, so they hold the team's graph lock shared and go in beside each other; an edge
     against the ranks needs it alone (_hold_alone)."""
-    edge = _add_ordered_edge(team_id, task_id, depends_on_task_id)
+    edge = _ordered_edges.submit(team_id, (task_id, depends_on_task_id))
     if edge is not None:
         return edge, True
     try:
@@ -335,35 +343,54 @@ def _added(team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
     )
 
 
-def _add_ordered_edge(
-    team_id: uuid.UUID, task_id: uuid.UUID, depends_on_task_id: uuid.UUID
-) -> TaskDependency | None:
-    """The usual edge in one round trip (add_ordered_edge), its events published once it has
-    committed; None, and nothing written, when the edge is not the usual one."""
-    blocked = events.Event(team_id, "task.blocked", task_id, {"by": str(depends_on_task_id)})
-    added = _added(team_id, task_id, depends_on_task_id)
-    with statement_scope() as conn:
-        row = conn.execute(
-            Q["add_ordered_edge"],
-            {
-                "team_id": team_id,
-                "ids": sorted({task_id, depends_on_task_id}),
-                "task_id": task_id,
-                "depends_on": depends_on_task_id,
-                "kinds": [blocked.kind, added.kind],
-                "data": [json.dumps(blocked.data), json.dumps(added.data)],
-            },
-        ).one_or_none()
-    if row is None:
-        return None
-    events.publish([blocked, added] if row.waits and row.task_status == "pending" else [added])
-    return TaskDependency(
-        id=row.id,
-        task_id=row.task_id,
-        depends_on_task_id=row.depends_on_task_id,
-        dependency_type=row.dependency_type,
-        created_at=row.created_at,
-    )
+def _add_ordered_edges(
+    team_id: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]
+) -> list[TaskDependency | None]:
+    """The usual edges among pairs (task, depends on) in one round trip (add_ordered_edges),
+    each on its own, their events published once they have committed: per pair its new edge,
+    or None when it was not the usual one and nothing of it was written. None for all when the
+    statement failed, so that each caller's general path meets the failure on its own."""
+    ids = sorted({x for pair in pairs for x in pair})
+    try:
+        with statement_scope() as conn:
+            rows = conn.execute(
+                Q["add_ordered_edges"],
+                {
+                    "team_id": team_id,
+                    "ids": ids,
+                    "task_ids": [t for t, _ in pairs],
+                    "depends_on": [d for _, d in pairs],
+                },
+            ).all()
+    except DBAPIError:
+        log.debug("ordered edges of %s failed together; each goes alone", team_id, exc_info=True)
+        return [None] * len(pairs)
+    made: list[TaskDependency | None] = [None] * len(pairs)
+    published: list[events.Event] = []
+    for row in sorted(rows, key=lambda r: r.i):
+        made[row.i - 1] = TaskDependency(
+            id=row.id,
+            task_id=row.task_id,
+            depends_on_task_id=row.depends_on_task_id,
+            dependency_type=row.dependency_type,
+            created_at=row.created_at,
+        )
+        if row.blocks:
+            published.append(
+                events.Event(
+                    team_id, "task.blocked", row.task_id, {"by": str(row.depends_on_task_id)}
+                )
+            )
+        published.append(_added(team_id, row.task_id, row.depends_on_task_id))
+    events.publish(published)
+    return made
+
+
+# Concurrent add_dependency calls of a process (a gunicorn worker's threads) share the usual
+# edge's statement and its commit: two at once, as many edges each as were waiting.
+_ordered_edges: Coalescer[uuid.UUID, tuple[uuid.UUID, uuid.UUID], TaskDependency | None] = (
+    Coalescer(_add_ordered_edges, slots=2, most=MAX_BATCH_EDGES)
+)
 
 
 def _add_dependency(
@@ -406,9 +433,6 @@ def _add_dependency(
         )
         events.record_many(session, [_added(team_id, task_id, depends_on_task_id)])
         return _existing(session, task_id, depends_on_task_id), True
-
-
-MAX_BATCH_EDGES = 10_000
 
 
 @retry_deadlocks

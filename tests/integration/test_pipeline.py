@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -25,7 +26,12 @@ from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
 from orchestration.decomposition import create_plan, create_task, list_tasks
 from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
-from orchestration.errors import DependencyCycle, InvalidTransition, SelfDependency
+from orchestration.errors import (
+    DependencyCycle,
+    InvalidInput,
+    InvalidTransition,
+    SelfDependency,
+)
 from orchestration.locks import lock_graph
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
@@ -427,6 +433,86 @@ def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
     from orchestration.graph import find_cycle
 
     assert find_cycle(adjacency) is None
+    check_invariants(team_id, all_done=False)
+
+
+def test_concurrent_single_edges_share_statements_each_with_its_own_outcome(
+    redis_client: redis.Redis,
+) -> None:
+    """add_dependency calls of one process that arrive while their team's usual-edge
+    statements are busy go in together, one statement and one commit for many; each caller
+    still gets its own edge or its own error, and counts and events are as if one by one."""
+    team_id = active_team()
+    ids = [new_task(team_id, f"t{i}") for i in range(10)]
+    stranger = new_task(active_team(), "of another team")
+    calls = [
+        (ids[9], ids[0]),
+        (ids[9], ids[1]),
+        (ids[9], ids[2]),  # one task waits for three
+        (ids[8], ids[0]),
+        (ids[8], ids[0]),  # the same edge twice
+        (ids[7], ids[3]),
+        (ids[6], ids[3]),
+        (ids[1], ids[5]),  # against the ranks: the general path
+        (ids[5], stranger),  # not a task of this team: its caller alone is refused
+    ]
+    batches: list[int] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "WITH ORDINALITY AS p(task_id, depends_on, i)" in statement:
+            batches.append(len(parameters["task_ids"]))
+
+    def queued() -> int:
+        return len(dependencies._ordered_edges._waiting.get(team_id, ()))
+
+    event.listen(get_engine(), "before_cursor_execute", seen)
+    try:
+        with session_scope() as holder:
+            lock_graph(holder, team_id)  # alone: each statement of the team waits for it
+            callers = [started(partial(add_dependency, team_id, *p)) for p in calls]
+            deadline = time.monotonic() + 10
+            while sum(batches) + queued() < len(calls):
+                assert time.monotonic() < deadline, (batches, queued())
+                time.sleep(0.01)
+        for thread, _ in callers:
+            thread.join(10)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", seen)
+    outcomes: list[Any] = [outcome.get("result", outcome.get("error")) for _, outcome in callers]
+    assert len(batches) <= 5 and max(batches) > 1, batches  # 2 waited, then 1-3 for the rest
+    for n in (0, 1, 2, 5, 6, 7):
+        edge, created = outcomes[n]
+        assert created and (edge.task_id, edge.depends_on_task_id) == calls[n]
+    twice = outcomes[3:5]
+    assert sorted(created for _, created in twice) == [False, True]
+    assert twice[0][0].id == twice[1][0].id
+    assert isinstance(outcomes[8], InvalidInput)
+    with get_engine().connect() as conn:
+        unmet: dict[uuid.UUID, int] = dict(
+            conn.execute(
+                text("SELECT id, unmet_dependencies FROM tasks WHERE team_id = :t"), {"t": team_id}
+            ).all()
+        )
+        logged = conn.execute(
+            text(
+                "SELECT kind, task_id, count(*) FROM task_events "
+                "WHERE team_id = :t AND kind IN ('dependency.added', 'task.blocked') "
+                "GROUP BY kind, task_id"
+            ),
+            {"t": team_id},
+        ).all()
+    assert [unmet[ids[n]] for n in (9, 8, 7, 6, 1)] == [3, 1, 1, 1, 1]
+    per_task = {(kind, task): count for kind, task, count in logged}
+    assert per_task == {
+        **{("dependency.added", ids[n]): c for n, c in ((9, 3), (8, 1), (7, 1), (6, 1), (1, 1))},
+        **{("task.blocked", ids[n]): 1 for n in (9, 8, 7, 6, 1)},
+    }
+    published = [
+        fields["event"]
+        for _, fields in redis_client.xrange(keys.events(team_id))
+        if fields["event"] in ("dependency.added", "task.blocked")
+    ]
+    assert sorted(published) == ["dependency.added"] * 7 + ["task.blocked"] * 5
     check_invariants(team_id, all_done=False)
 
 
