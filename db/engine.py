@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 from psycopg.errors import DeadlockDetected
-from sqlalchemy import Connection, Engine, create_engine, event
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Engine, TextClause, create_engine, event
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,6 +106,35 @@ def statement_scope() -> Iterator[Connection]:
     of work that is one statement takes one round trip, where BEGIN and COMMIT add two."""
     with get_engine().connect() as conn:
         yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@functools.cache
+def _pyformat(statement: TextClause) -> str:
+    return str(statement.compile(dialect=get_engine().dialect))
+
+
+def rows_of_generic_plan(statement: TextClause, params: dict[str, Any]) -> list[Any]:
+    """The rows of one statement run as its own transaction under its generic plan, in one
+    round trip. PostgreSQL re-plans a prepared statement with array parameters for each
+    execution, which for a many-CTE statement costs about as much as running it; this one is
+    planned once per connection. The setting ends with the transaction; a connection that
+    failed on the way is discarded."""
+    with statement_scope() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cursor = raw.cursor(row_factory=namedtuple_row)
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                cursor.execute(_pyformat(statement), params, prepare=True)
+                raw.execute("COMMIT")
+            return cursor.fetchall()
+        except BaseException:
+            conn.invalidate()
+            raise
+        finally:
+            cursor.close()
 
 
 P = ParamSpec("P")

@@ -17,13 +17,14 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import any_, cast, delete, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks, statement_scope
+from db.engine import retry_deadlocks, rows_of_generic_plan
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
@@ -352,17 +353,16 @@ def _add_ordered_edges(
     statement failed, so that each caller's general path meets the failure on its own."""
     ids = sorted({x for pair in pairs for x in pair})
     try:
-        with statement_scope() as conn:
-            rows = conn.execute(
-                Q["add_ordered_edges"],
-                {
-                    "team_id": team_id,
-                    "ids": ids,
-                    "task_ids": [t for t, _ in pairs],
-                    "depends_on": [d for _, d in pairs],
-                },
-            ).all()
-    except DBAPIError:
+        rows = rows_of_generic_plan(
+            Q["add_ordered_edges"],
+            {
+                "team_id": team_id,
+                "ids": ids,
+                "task_ids": [t for t, _ in pairs],
+                "depends_on": [d for _, d in pairs],
+            },
+        )
+    except (psycopg.Error, DBAPIError):
         log.debug("ordered edges of %s failed together; each goes alone", team_id, exc_info=True)
         return [None] * len(pairs)
     made: list[TaskDependency | None] = [None] * len(pairs)

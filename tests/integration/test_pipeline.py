@@ -437,7 +437,7 @@ def test_concurrent_cycle_attempts_leave_the_graph_acyclic() -> None:
 
 
 def test_concurrent_single_edges_share_statements_each_with_its_own_outcome(
-    redis_client: redis.Redis,
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """add_dependency calls of one process that arrive while their team's usual-edge
     statements are busy go in together, one statement and one commit for many; each caller
@@ -457,27 +457,25 @@ def test_concurrent_single_edges_share_statements_each_with_its_own_outcome(
         (ids[5], stranger),  # not a task of this team: its caller alone is refused
     ]
     batches: list[int] = []
+    statement = dependencies.rows_of_generic_plan
 
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if "WITH ORDINALITY AS p(task_id, depends_on, i)" in statement:
-            batches.append(len(parameters["task_ids"]))
+    def recorded(query: Any, params: dict[str, Any]) -> list[Any]:
+        batches.append(len(params["task_ids"]))
+        return statement(query, params)
 
     def queued() -> int:
         return len(dependencies._ordered_edges._waiting.get(team_id, ()))
 
-    event.listen(get_engine(), "before_cursor_execute", seen)
-    try:
-        with session_scope() as holder:
-            lock_graph(holder, team_id)  # alone: each statement of the team waits for it
-            callers = [started(partial(add_dependency, team_id, *p)) for p in calls]
-            deadline = time.monotonic() + 10
-            while sum(batches) + queued() < len(calls):
-                assert time.monotonic() < deadline, (batches, queued())
-                time.sleep(0.01)
-        for thread, _ in callers:
-            thread.join(10)
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", seen)
+    monkeypatch.setattr(dependencies, "rows_of_generic_plan", recorded)
+    with session_scope() as holder:
+        lock_graph(holder, team_id)  # alone: each statement of the team waits for it
+        callers = [started(partial(add_dependency, team_id, *p)) for p in calls]
+        deadline = time.monotonic() + 10
+        while sum(batches) + queued() < len(calls):
+            assert time.monotonic() < deadline, (batches, queued())
+            time.sleep(0.01)
+    for thread, _ in callers:
+        thread.join(10)
     outcomes: list[Any] = [outcome.get("result", outcome.get("error")) for _, outcome in callers]
     assert len(batches) <= 5 and max(batches) > 1, batches  # 2 waited, then 1-3 for the rest
     for n in (0, 1, 2, 5, 6, 7):
