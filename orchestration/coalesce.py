@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
@@ -36,12 +37,21 @@ class Coalescer(Generic[K, T, R]):
     """`submit(key, item)` returns what `run(key, items)` gave for item, from a call of `run`
     that may carry other threads' items of the same key: `run` returns one result per item, in
     order, or raises for all of them. At most `slots` calls of `run` at once for a key, each
-    with at most `most` items."""
+    with at most `most` items. A batch that follows one of n > 1 items within `gather` seconds
+    waits out the rest of that time for n callers; a key whose last batch had one never waits."""
 
-    def __init__(self, run: Callable[[K, list[T]], Sequence[R]], *, slots: int, most: int) -> None:
+    def __init__(
+        self,
+        run: Callable[[K, list[T]], Sequence[R]],
+        *,
+        slots: int,
+        most: int,
+        gather: float = 0.0,
+    ) -> None:
         self._run = run
         self._slots = slots
         self._most = most
+        self._gather = gather
         self._reset()
         ref = weakref.ref(self)
 
@@ -57,11 +67,16 @@ class Coalescer(Generic[K, T, R]):
         self._lock = threading.Lock()
         self._waiting: defaultdict[K, list[_Call[T, R]]] = defaultdict(list)
         self._held: defaultdict[K, int] = defaultdict(int)
+        self._last: dict[K, tuple[int, float]] = {}
+        self._gathering: dict[K, _Call[T, R]] = {}
 
     def submit(self, key: K, item: T) -> R:
         call: _Call[T, R] = _Call(item, self._lock)
         with call.wake:
             self._waiting[key].append(call)
+            gathering = self._gathering.get(key)
+            if gathering is not None and len(self._waiting[key]) >= self._last[key][0]:
+                gathering.wake.notify()
             if self._held[key] < self._slots:
                 self._held[key] += 1
                 call.lead = True
@@ -78,6 +93,19 @@ class Coalescer(Generic[K, T, R]):
         this thread or another), then pass the slot to a waiting call, or free it."""
         while True:
             with self._lock:
+                last = self._last.get(key)
+                if last is not None and last[0] > 1 and not own.answered:
+                    # Callers of the key's last batch, answered a moment ago, are likely to call
+                    # again: wait up to `gather` after it for as many as it had (commit_delay).
+                    left = self._gather - (time.monotonic() - last[1])
+                    if (
+                        left > 0
+                        and len(self._waiting[key]) < last[0]
+                        and key not in self._gathering  # the other slot gathers for both
+                    ):
+                        self._gathering[key] = own
+                        own.wake.wait(left)
+                        del self._gathering[key]
                 waiting = self._waiting[key]
                 if own.answered or not waiting:
                     self._pass_slot(key)
@@ -111,6 +139,10 @@ class Coalescer(Generic[K, T, R]):
         except BaseException as exc:  # every caller of the batch gets it, whatever it is
             error = exc
         with self._lock:
+            now = time.monotonic()
+            self._last[key] = (len(batch), now)
+            if len(self._last) > 1024:  # keys that have gone quiet: their moment has passed
+                self._last = {k: v for k, v in self._last.items() if now - v[1] < self._gather}
             for n, call in enumerate(batch):
                 if error is None:
                     call.result = results[n]

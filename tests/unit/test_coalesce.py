@@ -177,3 +177,35 @@ def test_many_callers_at_once_each_get_their_own_answer() -> None:
     assert all(len(items) <= 5 for _, items in run.batches)
     assert sum(len(items) for _, items in run.batches) == 8 * 300
     assert not coalescer._held and not coalescer._waiting
+
+
+def test_after_a_shared_batch_the_next_waits_for_as_many_callers_within_gather() -> None:
+    run = Recorder()
+    run.gates["a"] = threading.Event()
+    coalescer = Coalescer(run, slots=1, most=100, gather=30.0)
+    first, _ = in_threads([lambda: coalescer.submit("a", 0)])
+    assert run.entered.acquire(timeout=JOIN)
+    shared, _ = in_threads([partial(coalescer.submit, "a", n) for n in (1, 2, 3)])
+    until(lambda: len(coalescer._waiting.get("a", ())) == 3)
+    run.gates["a"].set()
+    joined(first + shared)
+    assert run.batches == [("a", [0]), ("a", [1, 2, 3])]
+    # Three callers again, one after the other: the first waits for the other two.
+    again = []
+    for n in (4, 5, 6):
+        threads, outcomes = in_threads([partial(coalescer.submit, "a", n)])
+        again.append((threads, outcomes))
+        time.sleep(0.05)
+    for threads, _ in again:
+        joined(threads)
+    assert [o for _, outcomes in again for o in outcomes] == [40, 50, 60]
+    assert run.batches[2:] == [("a", [4, 5, 6])]
+
+
+def test_a_lone_caller_never_waits_to_gather() -> None:
+    run = Recorder()
+    coalescer = Coalescer(run, slots=1, most=100, gather=30.0)
+    started = time.monotonic()
+    assert [coalescer.submit("a", n) for n in range(5)] == [0, 10, 20, 30, 40]
+    assert time.monotonic() - started < 15  # far below one gather window
+    assert run.batches == [("a", [n]) for n in range(5)]
