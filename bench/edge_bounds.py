@@ -2,14 +2,16 @@
 (`python -m bench.edge_bounds`): the bounds behind bench 4's missed rows (bench/README.md,
 Findings).
 
-- Single edges: the work of an ordered edge (the team's graph lock shared, both tasks locked,
-  the rank check, the insert with its unmet count, blocking and two events) folded into ONE
-  statement, sent as a server-prepared statement by raw psycopg in autocommit: one round trip
-  and one commit an edge, no SQLAlchemy, no Python between statements, no Redis publication.
-  From 1 process and from CLIENTS processes (no GIL shared), with durable commits and with
-  `synchronous_commit = off`; beside it, in the same run, the engine's add_dependency from 1
-  client and from CLIENTS threads. An engine that keeps the contract (every edge durable once
-  acknowledged, its events logged) cannot go faster than the durable figures.
+- Single edges: the engine's own statement for the usual edge (add_ordered_edges: the
+  team's graph lock shared, both tasks locked, the rank check, the insert with its unmet
+  count, blocking and two events), sent by raw psycopg as the engine sends it (under its
+  generic plan, BEGIN to COMMIT in one pipelined round trip): one round trip and one commit
+  an edge, no SQLAlchemy, no Python between statements, no Redis publication. From 1 process
+  and from CLIENTS processes (no GIL shared), with durable commits and with
+  `synchronous_commit = off`; and statements of several edges each, as the engine's
+  coalescer makes of concurrent calls (CLIENTS edges from 1 process, CLIENTS / 2 from 2).
+  Beside them, in the same run, the engine's add_dependency from 1 client and from CLIENTS
+  threads. One client cannot go faster than the durable one-process figure.
 - Rank storage: RANK_WRITES random rank rewrites (start and end, in one UPDATE from arrays,
   committed) of a TASKS-row table holding an id, a team and the two ranks with their two
   indexes, ranks as PostgreSQL numeric (as the engine keeps them: exact decimals) against
@@ -66,74 +68,45 @@ RANK_WRITES = 3_000
 RANK_ROUNDS = 6
 BATCHES = 5
 
-# The engine's lock_team_graph (shared), edge_ends and add_ordered_edge (db/queries.sql), as
-# one statement: nothing is written unless the team exists, both tasks are the team's, the
-# task has not started and the dependency ends below its start.
-ORDERED_EDGE = """
-WITH graph AS (
-    SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
-    FROM teams WHERE id = %(team_id)s
-), ends AS (
-    SELECT id, status, start_rank, end_rank FROM tasks
-    WHERE id = ANY(%(ids)s) AND team_id = %(team_id)s AND EXISTS (SELECT FROM graph)
-    ORDER BY id
-    FOR NO KEY UPDATE
-), ordered AS (
-    SELECT FROM ends t, ends d
-    WHERE t.id = %(task_id)s AND d.id = %(depends_on)s
-      AND d.end_rank < t.start_rank AND t.status IN ('pending', 'blocked')
-), edge AS (
-    INSERT INTO task_dependencies (task_id, depends_on_task_id)
-    SELECT %(task_id)s, %(depends_on)s FROM ordered
-    ON CONFLICT ON CONSTRAINT task_dependencies_unique DO NOTHING
-    RETURNING task_id
-), waits AS (
-    UPDATE tasks t
-    SET unmet_dependencies = t.unmet_dependencies + 1,
-        status = CASE WHEN t.status = 'pending' AND NOT t.is_summary
-                 THEN 'blocked'::task_status ELSE t.status END,
-        updated_at = now()
-    FROM edge WHERE t.id = edge.task_id
-), logged AS (
-    INSERT INTO task_events (team_id, task_id, kind, data)
-    SELECT %(team_id)s, edge.task_id, e.kind, e.data
-    FROM edge, unnest(CAST(%(kinds)s AS text[]), CAST(%(data)s AS jsonb[])) AS e(kind, data)
-)
-SELECT count(*) FROM edge
-"""
-
 
 def _edge_client(
     url: str,
     team: uuid.UUID,
-    pairs: list[tuple[uuid.UUID, uuid.UUID]],
+    batches: list[list[tuple[uuid.UUID, uuid.UUID]]],
     durable: bool,
     gate: Any,
     made: Any,
 ) -> None:
     import psycopg
+    from psycopg.types.array import ListBinaryDumper
 
-    with psycopg.connect(url, autocommit=True, prepare_threshold=0) as conn:
+    from db.engine import driver_sql
+    from db.queries import Q
+
+    statement = driver_sql(Q["add_ordered_edges"])
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.adapters.register_dumper(list, ListBinaryDumper)
         if not durable:
             conn.execute("SET synchronous_commit = off")
         gate.wait()
         count = 0
-        for task_id, dep_id in pairs:
-            row = conn.execute(
-                ORDERED_EDGE,
-                {
-                    "team_id": team,
-                    "ids": sorted((task_id, dep_id)),
-                    "task_id": task_id,
-                    "depends_on": dep_id,
-                    "kinds": ["task.blocked", "dependency.added"],
-                    "data": [
-                        json.dumps({"by": str(dep_id)}),
-                        json.dumps({"depends_on": str(dep_id)}),
-                    ],
-                },
-            ).fetchone()
-            count += row[0] if row else 0
+        for batch in batches:
+            # As db.engine.rows_of_generic_plan runs it for the engine.
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                cursor = conn.execute(
+                    statement,
+                    {
+                        "team_id": team,
+                        "ids": sorted({x for pair in batch for x in pair}),
+                        "task_ids": [t for t, _ in batch],
+                        "depends_on": [d for _, d in batch],
+                    },
+                    prepare=True,
+                )
+                conn.execute("COMMIT")
+            count += len(cursor.fetchall())
         made.put(count)
 
 
@@ -144,16 +117,19 @@ def one_statement_edges(
     processes: int,
     *,
     durable: bool,
+    per_statement: int = 1,
 ) -> float:
-    """Edges per second of ORDERED_EDGE from `processes` processes started together; every
-    edge must go in (the pairs are ordered and new)."""
+    """Edges per second of the engine's add_ordered_edges, per_statement edges a statement,
+    from `processes` processes started together; every edge must go in (the pairs are ordered
+    and new)."""
     context = multiprocessing.get_context("fork")
     gate = context.Barrier(processes + 1)
     made = context.Queue()
+    batches = [pairs[i : i + per_statement] for i in range(0, len(pairs), per_statement)]
     workers = [
         context.Process(
             target=_edge_client,
-            args=(url, team, pairs[i::processes], durable, gate, made),
+            args=(url, team, batches[i::processes], durable, gate, made),
         )
         for i in range(processes)
     ]
@@ -203,6 +179,12 @@ def single_edges(tasks: int, edges: int, seed: int = 11) -> dict[str, Any]:
             for durable in (True, False):
                 key = f"one_statement_{processes}_{'durable' if durable else 'async'}_per_s"
                 row[key] = one_statement_edges(url, team, fresh(), processes, durable=durable)
+        # What CLIENTS threads' calls could reach if every statement carried as many edges as
+        # there are callers (one slot of the engine's coalescer) or half as many (both slots).
+        for processes, size in ((1, CLIENTS), (2, CLIENTS // 2)):
+            row[f"shared_{processes}x{size}_durable_per_s"] = one_statement_edges(
+                url, team, fresh(), processes, durable=True, per_statement=size
+            )
         return row
 
 

@@ -109,7 +109,8 @@ def statement_scope() -> Iterator[Connection]:
 
 
 @functools.cache
-def _pyformat(statement: TextClause) -> str:
+def driver_sql(statement: TextClause) -> str:
+    """The statement's text as psycopg takes it (%(name)s parameters)."""
     return str(statement.compile(dialect=get_engine().dialect))
 
 
@@ -127,7 +128,7 @@ def rows_of_generic_plan(statement: TextClause, params: dict[str, Any]) -> list[
             with raw.pipeline():
                 raw.execute("BEGIN")
                 raw.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-                cursor.execute(_pyformat(statement), params, prepare=True)
+                cursor.execute(driver_sql(statement), params, prepare=True)
                 raw.execute("COMMIT")
             return cursor.fetchall()
         except BaseException:
