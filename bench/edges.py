@@ -7,15 +7,15 @@ cycle check is a comparison of two ranks; an edge against the order would search
 points ranked between its ends, which tests/integration/test_dependency_ranks.py covers.
 Three insert paths are timed:
 
-- api: dependencies.add_dependency, one edge per transaction as `POST .../dependencies` does
-  (graph lock, row locks, the rank check, unmet count and blocking). Beside it, in the same
-  run and through the same engine, its floor: transactions that insert one row and commit
-  durably, nothing else (`commit_floor_per_s`); one edge per durable transaction cannot go
-  faster.
-- clients: the same, from CLIENTS threads at once (as concurrent requests do): such edges
-  share the team's graph lock, so their commits overlap. Beside it, its floor: CLIENTS threads
-  committing one-row transactions at once (`clients_commit_floor_per_s`), whose commits share
-  WAL flushes.
+- api: dependencies.add_dependency, one edge per request as `POST .../dependencies` does
+  (graph lock, row locks, the rank check, unmet count and blocking, in one statement that is
+  its own durable transaction). Beside it, in the same run and through the same engine, its
+  floor: transactions that insert one row and commit durably, nothing else
+  (`commit_floor_per_s`); one edge per durable transaction cannot go faster.
+- clients: the same, from CLIENTS threads at once (as concurrent requests do): their usual
+  edges share statements and commits (orchestration/coalesce.py). Beside it, for comparison:
+  CLIENTS threads each committing one-row transactions at once
+  (`clients_commit_floor_per_s`), whose commits share WAL flushes only.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
   Beside it, its floor: as many rows inserted straight into task_dependencies, BATCH a durable
