@@ -73,6 +73,19 @@ def until(condition: Callable[[], bool]) -> None:
         time.sleep(0.005)
 
 
+def behind_a_held_batch(
+    coalescer: Coalescer[str, int, int], run: Recorder, first: int, later: list[int]
+) -> tuple[list[threading.Thread], list[Any], list[threading.Thread], list[Any]]:
+    """submit("a", first) runs and is held at its gate; submit("a", n) for each n in later
+    then waits behind it. The caller opens run.gates["a"] and joins the threads."""
+    run.gates["a"] = threading.Event()
+    held, held_out = in_threads([partial(coalescer.submit, "a", first)])
+    assert run.entered.acquire(timeout=JOIN)
+    waiting, waiting_out = in_threads([partial(coalescer.submit, "a", n) for n in later])
+    until(lambda: len(coalescer._waiting.get("a", ())) == len(later))
+    return held, held_out, waiting, waiting_out
+
+
 def test_a_lone_call_runs_at_once_as_a_batch_of_one() -> None:
     run = Recorder()
     coalescer = Coalescer(run, slots=2, most=100)
@@ -83,12 +96,8 @@ def test_a_lone_call_runs_at_once_as_a_batch_of_one() -> None:
 
 def test_calls_that_wait_go_together_and_each_gets_its_own_result() -> None:
     run = Recorder()
-    run.gates["a"] = threading.Event()
     coalescer = Coalescer(run, slots=1, most=100)
-    first, first_out = in_threads([lambda: coalescer.submit("a", 1)])
-    assert run.entered.acquire(timeout=JOIN)
-    later, later_out = in_threads([partial(coalescer.submit, "a", n) for n in range(2, 9)])
-    until(lambda: len(coalescer._waiting.get("a", ())) == 7)
+    first, first_out, later, later_out = behind_a_held_batch(coalescer, run, 1, [*range(2, 9)])
     run.gates["a"].set()
     joined(first + later)
     assert first_out == [10]
@@ -99,12 +108,8 @@ def test_calls_that_wait_go_together_and_each_gets_its_own_result() -> None:
 
 def test_a_batch_takes_at_most_most_items() -> None:
     run = Recorder()
-    run.gates["a"] = threading.Event()
     coalescer = Coalescer(run, slots=1, most=3)
-    first, _ = in_threads([lambda: coalescer.submit("a", 0)])
-    assert run.entered.acquire(timeout=JOIN)
-    later, later_out = in_threads([partial(coalescer.submit, "a", n) for n in range(1, 8)])
-    until(lambda: len(coalescer._waiting.get("a", ())) == 7)
+    first, _, later, later_out = behind_a_held_batch(coalescer, run, 0, [*range(1, 8)])
     run.gates["a"].set()
     joined(first + later)
     assert later_out == [n * 10 for n in range(1, 8)]
@@ -147,12 +152,8 @@ def test_one_key_never_waits_for_another() -> None:
 
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_runs() -> None:
     run = Recorder()
-    run.gates["a"] = threading.Event()
     coalescer = Coalescer(run, slots=1, most=100)
-    first, first_out = in_threads([lambda: coalescer.submit("a", 1)])
-    assert run.entered.acquire(timeout=JOIN)
-    later, later_out = in_threads([partial(coalescer.submit, "a", n) for n in (-1, 2, 3)])
-    until(lambda: len(coalescer._waiting.get("a", ())) == 3)
+    first, first_out, later, later_out = behind_a_held_batch(coalescer, run, 1, [-1, 2, 3])
     run.gates["a"].set()
     joined(first + later)
     assert first_out == [10]
@@ -181,12 +182,8 @@ def test_many_callers_at_once_each_get_their_own_answer() -> None:
 
 def test_after_a_shared_batch_the_next_waits_for_as_many_callers_within_gather() -> None:
     run = Recorder()
-    run.gates["a"] = threading.Event()
     coalescer = Coalescer(run, slots=1, most=100, gather=30.0)
-    first, _ = in_threads([lambda: coalescer.submit("a", 0)])
-    assert run.entered.acquire(timeout=JOIN)
-    shared, _ = in_threads([partial(coalescer.submit, "a", n) for n in (1, 2, 3)])
-    until(lambda: len(coalescer._waiting.get("a", ())) == 3)
+    first, _, shared, _ = behind_a_held_batch(coalescer, run, 0, [1, 2, 3])
     run.gates["a"].set()
     joined(first + shared)
     assert run.batches == [("a", [0]), ("a", [1, 2, 3])]
