@@ -387,11 +387,12 @@ def _add_ordered_edges(
 
 
 # Concurrent add_dependency calls of a process (a gunicorn worker's threads) share the usual
-# edge's statement and its commit: two at once, as many edges each as were waiting; after a
-# shared one, the next waits up to 2 ms for as many callers (8 threads at 100,000 tasks:
-# ~3,000 edges/s against ~2,500 without the wait; 1,261 against 1,066 on a slower machine).
+# edge's statement and its commit: one at a time per team, as many edges each as were waiting;
+# after a shared one, the next waits up to 2 ms for as many callers. 8 threads at 100,000
+# tasks, alternating rounds in one process (bench/README.md): one at a time with the wait
+# median 1,480 edges/s, two at a time with it 1,356, one at a time without it 1,108.
 _ordered_edges: Coalescer[uuid.UUID, tuple[uuid.UUID, uuid.UUID], TaskDependency | None] = (
-    Coalescer(_add_ordered_edges, slots=2, most=MAX_BATCH_EDGES, gather=0.002)
+    Coalescer(_add_ordered_edges, slots=1, most=MAX_BATCH_EDGES, gather=0.002)
 )
 
 
