@@ -381,6 +381,7 @@ def wait_for_a_lock_wait(message: str) -> None:
     deadline = time.monotonic() + 10
     with get_engine().connect() as conn:
         while not conn.execute(_LOCK_WAITS).scalar():
+            conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
             assert time.monotonic() < deadline, message
             time.sleep(0.01)
 
