@@ -16,6 +16,9 @@ Three insert paths are timed:
   edges share statements and commits (orchestration/coalesce.py). Beside it, for comparison:
   CLIENTS threads each committing one-row transactions at once
   (`clients_commit_floor_per_s`), whose commits share WAL flushes only.
+- servers: the same from SERVERS processes of SERVER_THREADS threads each, as `gunicorn -w 3
+  --threads 16` would serve that many concurrent requests: each process shares statements
+  among its own threads, and the processes' statements and commits overlap.
 - batch: dependencies.add_dependencies, `POST .../dependencies` with many edges, in batches of
   BATCH edges per transaction (the ranks read with the row locks, one INSERT for the batch).
   Beside it, its floor: as many rows inserted straight into task_dependencies, BATCH a durable
@@ -35,6 +38,7 @@ Three insert paths are timed:
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import random
 import threading
 import time
@@ -50,6 +54,8 @@ BATCH = 1000
 PLANS = 3
 COMMITS = 1000
 CLIENTS = 8
+SERVERS = 3
+SERVER_THREADS = 16
 
 
 def _together(threads: int, work: Callable[[int], None]) -> float:
@@ -243,6 +249,47 @@ def _from_clients(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> 
     return _together(CLIENTS, client)
 
 
+def _server(
+    team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]], gate: Any, made: Any
+) -> None:
+    """One server process: SERVER_THREADS threads adding the pairs one per call once the gate
+    opens (its first pair before, to open its connections); puts how many it created."""
+    from orchestration.dependencies import add_dependency
+
+    first = int(add_dependency(team, *pairs[0])[1])
+    created = [0] * SERVER_THREADS
+
+    def client(i: int) -> None:
+        created[i] = sum(add_dependency(team, t, d)[1] for t, d in pairs[1:][i::SERVER_THREADS])
+
+    gate.wait()
+    _together(SERVER_THREADS, client)
+    made.put(first + sum(created))
+
+
+def _from_servers(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
+    """Seconds for SERVERS forked processes of SERVER_THREADS threads, started together, to
+    add the pairs one per call (but for each process's first); every pair must go in."""
+    context = multiprocessing.get_context("fork")  # a child gets its own pools (db.engine)
+    gate = context.Barrier(SERVERS + 1)
+    made = context.Queue()
+    servers = [
+        context.Process(target=_server, args=(team, pairs[i::SERVERS], gate, made))
+        for i in range(SERVERS)
+    ]
+    for server in servers:
+        server.start()
+    gate.wait()
+    started = time.perf_counter()
+    created = sum(made.get() for _ in servers)
+    elapsed = time.perf_counter() - started
+    for server in servers:
+        server.join()
+    if created != len(pairs):
+        raise AssertionError(f"{created} of {len(pairs)} edges went in")
+    return elapsed
+
+
 def _background(total: int) -> list[BulkTask]:
     ids = [uuid.uuid4() for _ in range(total)]
     return [BulkTask(ids[i], [ids[i - 1]] if i % CHAIN else []) for i in range(total)]
@@ -315,6 +362,8 @@ def measure(
         api_s = time.perf_counter() - started
         clients_s = _from_clients(team, later_on_earlier(ids, api_edges, rng, taken))
         clients_floor = commit_floor(clients=CLIENTS)
+        servers_edges = 8 * api_edges
+        servers_s = _from_servers(team, later_on_earlier(ids, servers_edges, rng, taken))
         batch_pairs = later_on_earlier(ids, batch_edges, rng, taken)
         started = time.perf_counter()
         for i in range(0, len(batch_pairs), BATCH):
@@ -357,6 +406,10 @@ def measure(
         "clients_vs_api": round(api_s / clients_s, 2),
         "clients_commit_floor_per_s": clients_floor,
         "clients_vs_commit_floor": round(api_edges / clients_s / clients_floor, 3),
+        "servers": SERVERS,
+        "server_threads": SERVER_THREADS,
+        "servers_edges": servers_edges,
+        "servers_edges_per_s": round((servers_edges - SERVERS) / servers_s, 1),
         "batch_edges": batch_edges,
         "batch_size": BATCH,
         "batch_edges_per_s": round(batch_edges / batch_s, 1),
@@ -381,7 +434,8 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
             f"  api {row['api_edges_per_s']} edges/s (one-row durable commits: "
             f"{row['commit_floor_per_s']}/s), {CLIENTS} clients "
             f"{row['clients_edges_per_s']} edges/s (their commits alone: "
-            f"{row['clients_commit_floor_per_s']}/s), batch {row['batch_edges_per_s']} edges/s "
+            f"{row['clients_commit_floor_per_s']}/s), {SERVERS}x{SERVER_THREADS} clients "
+            f"{row['servers_edges_per_s']} edges/s, batch {row['batch_edges_per_s']} edges/s "
             f"(1,000-row durable inserts: {row['batch_floor_per_s']} edges/s), "
             f"random {row['random_edges_per_s']} edges/s (its statements alone: "
             f"{row['random_statements_alone_per_s']} edges/s), plan {row['plan_edges_per_s']} "
@@ -394,6 +448,7 @@ def run(sizes: list[int], api_edges: int, plan_nodes: int) -> dict[str, Any]:
         "targets": {
             "api_5000_per_s_at_largest": bool(last) and last["api_edges_per_s"] >= 5000,
             "clients_5000_per_s_at_largest": bool(last) and last["clients_edges_per_s"] >= 5000,
+            "servers_5000_per_s_at_largest": bool(last) and last["servers_edges_per_s"] >= 5000,
             "batch_5000_per_s_at_largest": bool(last) and last["batch_edges_per_s"] >= 5000,
             "random_5000_per_s_at_largest": bool(last) and last["random_edges_per_s"] >= 5000,
             "plan_5000_per_s_at_largest": bool(last) and last["plan_edges_per_s"] >= 5000,
