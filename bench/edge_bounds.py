@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import random
 import statistics
 import sys
@@ -55,6 +54,7 @@ from bench.edges import (
     _background,
     _from_clients,
     commit_floor,
+    in_processes,
     later_on_earlier,
     random_pairs,
     statements_replayed,
@@ -122,28 +122,9 @@ def one_statement_edges(
     """Edges per second of the engine's add_ordered_edges, per_statement edges a statement,
     from `processes` processes started together; every edge must go in (the pairs are ordered
     and new)."""
-    context = multiprocessing.get_context("fork")
-    gate = context.Barrier(processes + 1)
-    made = context.Queue()
     batches = [pairs[i : i + per_statement] for i in range(0, len(pairs), per_statement)]
-    workers = [
-        context.Process(
-            target=_edge_client,
-            args=(url, team, batches[i::processes], durable, gate, made),
-        )
-        for i in range(processes)
-    ]
-    for w in workers:
-        w.start()
-    gate.wait()
-    started = time.perf_counter()
-    inserted = sum(made.get() for _ in workers)
-    elapsed = time.perf_counter() - started
-    for w in workers:
-        w.join()
-    if inserted != len(pairs):
-        raise AssertionError(f"{inserted} of {len(pairs)} edges went in")
-    return round(len(pairs) / elapsed, 1)
+    args = [(url, team, batches[i::processes], durable) for i in range(processes)]
+    return round(len(pairs) / in_processes(_edge_client, args, len(pairs)), 1)
 
 
 def engine_edges(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:

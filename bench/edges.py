@@ -267,27 +267,31 @@ def _server(
     made.put(first + sum(created))
 
 
-def _from_servers(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
-    """Seconds for SERVERS forked processes of SERVER_THREADS threads, started together, to
-    add the pairs one per call (but for each process's first); every pair must go in."""
+def in_processes(target: Callable[..., None], args: list[tuple[Any, ...]], edges: int) -> float:
+    """Seconds from the moment forked processes, target(*args[i], gate, made) each, all wait
+    at the gate to the moment each has put how many edges it inserted into made; they must
+    add up to edges."""
     context = multiprocessing.get_context("fork")  # a child gets its own pools (db.engine)
-    gate = context.Barrier(SERVERS + 1)
+    gate = context.Barrier(len(args) + 1)
     made = context.Queue()
-    servers = [
-        context.Process(target=_server, args=(team, pairs[i::SERVERS], gate, made))
-        for i in range(SERVERS)
-    ]
-    for server in servers:
-        server.start()
+    workers = [context.Process(target=target, args=(*a, gate, made)) for a in args]
+    for w in workers:
+        w.start()
     gate.wait()
     started = time.perf_counter()
-    created = sum(made.get() for _ in servers)
+    inserted = sum(made.get() for _ in workers)
     elapsed = time.perf_counter() - started
-    for server in servers:
-        server.join()
-    if created != len(pairs):
-        raise AssertionError(f"{created} of {len(pairs)} edges went in")
+    for w in workers:
+        w.join()
+    if inserted != edges:
+        raise AssertionError(f"{inserted} of {edges} edges went in")
     return elapsed
+
+
+def _from_servers(team: uuid.UUID, pairs: list[tuple[uuid.UUID, uuid.UUID]]) -> float:
+    """Seconds for SERVERS processes of SERVER_THREADS threads, started together, to add the
+    pairs one per call (but for each process's first); every pair must go in."""
+    return in_processes(_server, [(team, pairs[i::SERVERS]) for i in range(SERVERS)], len(pairs))
 
 
 def _background(total: int) -> list[BulkTask]:
