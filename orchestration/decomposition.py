@@ -3,13 +3,15 @@ planner; reading them back, alone, as a list or as a hierarchy."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import insert, select, text
+from sqlalchemy import and_, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from db.engine import retry_deadlocks
@@ -275,17 +277,71 @@ def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def list_tasks(team_id: uuid.UUID, status: str | None = None) -> list[Task]:
     """The team's tasks, priority first, then oldest first."""
+    return task_page(team_id, status)[0]
+
+
+_CURSOR_ERROR = "not a cursor of this list: pass on the X-Next-Cursor of the page before"
+
+
+def _cursor(task: Task) -> str:
+    """The position after a page: its last task's place in the list's order."""
+    position = [task.priority, task.created_at.isoformat(), str(task.id)]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def _position(cursor: str) -> tuple[int, datetime, uuid.UUID]:
+    """(priority, created_at, id) of a cursor from _cursor; InvalidInput for anything else."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        priority, created_at, task_id = raw
+        position = (priority, datetime.fromisoformat(created_at), uuid.UUID(task_id))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(_CURSOR_ERROR, {"after": [_CURSOR_ERROR]}) from exc
+    # Only what _cursor writes: a priority the column can hold, a time with its zone.
+    if type(priority) is not int or not 0 <= priority <= 10 or position[1].tzinfo is None:
+        raise InvalidInput(_CURSOR_ERROR, {"after": [_CURSOR_ERROR]})
+    return position
+
+
+def task_page(
+    team_id: uuid.UUID,
+    status: str | None = None,
+    *,
+    limit: int | None = None,
+    after: str | None = None,
+) -> tuple[list[Task], str | None]:
+    """The team's tasks in list_tasks' order, from just after the cursor `after` (a page's
+    next cursor), at most limit of them (None: all); with the cursor of the next page, or
+    None when this one reaches the end. A cursor is a position in the order, not a snapshot:
+    tasks created or reprioritised meanwhile show where they now rank."""
+    query = select(Task).where(Task.team_id == team_id)
+    if status is not None:
+        try:
+            query = query.where(Task.status == TaskStatus(status))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"unknown status {status!r}", {"status": ["unknown status"]}
+            ) from exc
+    if after is not None:
+        priority, created_at, task_id = _position(after)
+        query = query.where(
+            or_(
+                Task.priority < priority,
+                and_(
+                    Task.priority == priority,
+                    tuple_(Task.created_at, Task.id) > tuple_(created_at, task_id),
+                ),
+            )
+        )
+    query = query.order_by(Task.priority.desc(), Task.created_at, Task.id)
+    if limit is not None:
+        query = query.limit(limit + 1)
     with events.transaction() as session:
         _team(session, team_id)
-        query = select(Task).where(Task.team_id == team_id)
-        if status is not None:
-            try:
-                query = query.where(Task.status == TaskStatus(status))
-            except ValueError as exc:
-                raise InvalidInput(
-                    f"unknown status {status!r}", {"status": ["unknown status"]}
-                ) from exc
-        return list(session.scalars(query.order_by(Task.priority.desc(), Task.created_at, Task.id)))
+        tasks = list(session.scalars(query))
+    if limit is None or len(tasks) <= limit:
+        return tasks, None
+    return tasks[:limit], _cursor(tasks[limit - 1])
 
 
 def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:

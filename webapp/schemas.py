@@ -227,6 +227,18 @@ class TaskCreateSchema(RequestSchema):
 
 class TaskListQuerySchema(ma.Schema):
     status = _choice(TaskStatus)
+    limit = fields.Integer(
+        validate=validate.Range(min=1, max=1000),
+        metadata={
+            "description": "at most this many tasks (a page); without it, every task. A page "
+            "followed by more carries the next page's cursor in `X-Next-Cursor` and its "
+            'address in `Link` (`rel="next"`)'
+        },
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
+    )
 
 
 class TaskSchema(ma.Schema):

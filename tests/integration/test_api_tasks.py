@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import Task, TaskStatus
@@ -187,6 +188,109 @@ def test_list_tasks_order_and_filter(
     blocked = api.get(tasks(team["id"]), query_string={"status": "blocked"})
     assert [t["id"] for t in blocked.get_json()] == [mid2["id"]]
     assert api.get(tasks(team["id"]), query_string={"status": "failed"}).get_json() == []
+
+
+def page_walk(api: ApiClient, first: str, **query: Any) -> list[list[str]]:
+    """The ids of each page, following each page's Link to the next (checked against its
+    X-Next-Cursor) until a page has none."""
+    pages: list[list[str]] = []
+    response = api.get(first, query_string=query)
+    while True:
+        assert response.status_code == 200, response.get_json()
+        pages.append([t["id"] for t in response.get_json()])
+        cursor, link = response.headers.get("X-Next-Cursor"), response.headers.get("Link")
+        assert (cursor is None) == (link is None)
+        if link is None:
+            return pages
+        assert link.startswith("<") and link.endswith('>; rel="next"')
+        following = link[1 : link.index(">")]
+        assert f"after={cursor}" in following
+        response = api.get(following)
+
+
+def test_list_tasks_in_pages(api: ApiClient, team: dict[str, Any], session: Session) -> None:
+    created = [api.create_task(team["id"], f"t{i}", priority=i % 3 * 4)["id"] for i in range(11)]
+    # Ties on priority and creation time are broken by id, so no page repeats or skips one.
+    tied = created[:6:3]
+    stamp = session.scalar(select(Task.created_at).where(Task.id == uuid.UUID(tied[0])))
+    session.execute(
+        update(Task).where(Task.id.in_([uuid.UUID(t) for t in tied])).values(created_at=stamp)
+    )
+    session.commit()
+    whole = [t["id"] for t in api.get(tasks(team["id"])).get_json()]
+    assert sorted(whole) == sorted(created)
+    for limit in (1, 3, 4, 11):
+        pages = page_walk(api, tasks(team["id"]), limit=limit)
+        assert [t for page in pages for t in page] == whole
+        assert [len(page) for page in pages[:-1]] == [limit] * (len(pages) - 1)
+        assert 1 <= len(pages[-1]) <= limit
+    assert page_walk(api, tasks(team["id"]), limit=12) == [whole]
+
+
+def test_list_tasks_pages_keep_the_filter(api: ApiClient, team: dict[str, Any]) -> None:
+    first = api.create_task(team["id"], "first")
+    waiting = [
+        api.create_task(team["id"], f"w{i}", depends_on=[first["id"]])["id"] for i in range(5)
+    ]
+    api.create_task(team["id"], "ready too")
+    pages = page_walk(api, tasks(team["id"]), status="blocked", limit=2)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [t for page in pages for t in page] == waiting
+
+
+def test_a_cursor_is_a_position(api: ApiClient, team: dict[str, Any]) -> None:
+    """Tasks created after a page was read show where they rank: after the cursor, in a later
+    page; before it, not at all."""
+    low = api.create_task(team["id"], "low", priority=1)["id"]
+    mid = api.create_task(team["id"], "mid", priority=5)["id"]
+    page = api.get(tasks(team["id"]), query_string={"limit": 1})
+    assert [t["id"] for t in page.get_json()] == [mid]
+    cursor = page.headers["X-Next-Cursor"]
+    api.create_task(team["id"], "urgent", priority=9)
+    later = api.create_task(team["id"], "later", priority=5)["id"]
+    rest = api.get(tasks(team["id"]), query_string={"after": cursor})
+    assert [t["id"] for t in rest.get_json()] == [later, low]
+    assert "X-Next-Cursor" not in rest.headers
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "zzz",
+        "not base64!",
+        "é",
+        base64.urlsafe_b64encode(b"[5, 1]").decode(),
+        base64.urlsafe_b64encode(b'{"a": 1, "b": 2, "c": 3}').decode(),
+        base64.urlsafe_b64encode(
+            b'[11, "2026-01-01T00:00:00+00:00", "00000000-0000-0000-0000-000000000000"]'
+        ).decode(),
+        base64.urlsafe_b64encode(
+            b'[5, "2026-01-01T00:00:00", "00000000-0000-0000-0000-000000000000"]'
+        ).decode(),
+        base64.urlsafe_b64encode(
+            b'[true, "2026-01-01T00:00:00+00:00", "00000000-0000-0000-0000-000000000000"]'
+        ).decode(),
+        base64.urlsafe_b64encode(
+            b'[99999999999999999999, "2026-01-01T00:00:00+00:00", '
+            b'"00000000-0000-0000-0000-000000000000"]'
+        ).decode(),
+        base64.urlsafe_b64encode(b'[5, "2026-01-01T00:00:00+00:00", 7]').decode(),
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        "x" * 201,
+    ],
+)
+def test_list_tasks_refuses_what_is_not_a_cursor(
+    api: ApiClient, team: dict[str, Any], after: str
+) -> None:
+    api.create_task(team["id"], "one")
+    body = assert_error(api.get(tasks(team["id"]), query_string={"after": after}), 422)
+    assert "after" in body["errors"]
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-1", "ten", "1.5"])
+def test_list_tasks_refuses_a_bad_limit(api: ApiClient, team: dict[str, Any], limit: str) -> None:
+    body = assert_error(api.get(tasks(team["id"]), query_string={"limit": limit}), 422)
+    assert "limit" in body["errors"]
 
 
 def test_list_tasks_unknown_status(api: ApiClient, team: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, url_for
 
 from db.models import Task
 from orchestration import decomposition, lifecycle
@@ -46,13 +46,33 @@ def create_task(body: dict[str, Any], team_id: uuid.UUID) -> Task:
     return decomposition.create_task(team_id, body)
 
 
+NEXT_PAGE_HEADERS = {
+    "X-Next-Cursor": {
+        "description": "with `limit`, when more tasks follow: pass it as `after`",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'with `limit`, when more tasks follow: the next page, `rel="next"`',
+        "schema": {"type": "string"},
+    },
+}
+
+
 @blp.route("/tasks", methods=["GET"])
 @blp.arguments(TaskListQuerySchema, location="query")
-@blp.response(200, TaskSchema(many=True))
+@blp.response(200, TaskSchema(many=True), headers=NEXT_PAGE_HEADERS)
 @blp.alt_response(404, response="NOT_FOUND")
-def list_tasks(query: dict[str, Any], team_id: uuid.UUID) -> list[Task]:
-    """Highest priority first, then oldest."""
-    return decomposition.list_tasks(team_id, query.get("status"))
+def list_tasks(query: dict[str, Any], team_id: uuid.UUID) -> tuple[list[Task], dict[str, str]]:
+    """Highest priority first, then oldest; with `limit`, a page at a time."""
+    found, cursor = decomposition.task_page(
+        team_id, query.get("status"), limit=query.get("limit"), after=query.get("after")
+    )
+    if cursor is None:
+        return found, {}
+    following = url_for(
+        "tasks.list_tasks", team_id=team_id, **{**query, "after": cursor}, _external=False
+    )
+    return found, {"X-Next-Cursor": cursor, "Link": f'<{following}>; rel="next"'}
 
 
 @blp.route("/tasks/<uuid:task_id>", methods=["GET"])
