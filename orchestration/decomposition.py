@@ -6,15 +6,16 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import and_, insert, or_, select, text, tuple_
+from sqlalchemy import Select, and_, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks
+from db.engine import retry_deadlocks, session_scope
 from db.models import Task, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, graph, plans
@@ -277,7 +278,71 @@ def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 def list_tasks(team_id: uuid.UUID, status: str | None = None) -> list[Task]:
     """The team's tasks, priority first, then oldest first."""
-    return task_page(team_id, status)[0]
+    return [task for chunk in task_chunks(team_id, status) for task in chunk]
+
+
+# Rows a full listing holds at once: its memory stays that of a page, whatever the team's size.
+LIST_CHUNK = 1000
+
+
+def task_chunks(
+    team_id: uuid.UUID, status: str | None = None, after: str | None = None
+) -> Iterator[list[Task]]:
+    """The team's tasks in list order from just after the cursor `after` (see task_page) to
+    the end, LIST_CHUNK at a time, all read in one transaction (one snapshot) through a
+    server-side cursor. The first chunk (empty when there is no task) comes before any other,
+    so NotFound and InvalidInput are raised by the first next(); the transaction ends with the
+    iteration, or when the iterator is closed."""
+    query = _listing(team_id, status, after).execution_options(yield_per=LIST_CHUNK)
+    with session_scope() as session:
+        _team(session, team_id)
+        empty = True
+        for chunk in session.scalars(query).partitions():
+            empty = False
+            yield list(chunk)  # the session holds rows weakly: a chunk goes once sent
+        if empty:
+            yield []
+
+
+def task_page(
+    team_id: uuid.UUID, limit: int, status: str | None = None, after: str | None = None
+) -> tuple[list[Task], str | None]:
+    """At most limit of the team's tasks in list order, from just after the cursor `after`,
+    with the cursor of the next page (None when this one reaches the end). A cursor is a
+    position in the order (priority, created_at, id), not a snapshot: no task is repeated or
+    skipped across pages, and tasks created or reprioritised meanwhile show where they now
+    rank."""
+    with session_scope() as session:
+        _team(session, team_id)
+        tasks = list(session.scalars(_listing(team_id, status, after).limit(limit + 1)))
+    if len(tasks) <= limit:
+        return tasks, None
+    return tasks[:limit], _cursor(tasks[limit - 1])
+
+
+def _listing(team_id: uuid.UUID, status: str | None, after: str | None) -> Select[Task]:
+    """The team's tasks with status (all: None), after the cursor (from the first: None), in
+    list order: priority first, then oldest first, then by id."""
+    query = select(Task).where(Task.team_id == team_id)
+    if status is not None:
+        try:
+            query = query.where(Task.status == TaskStatus(status))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"unknown status {status!r}", {"status": ["unknown status"]}
+            ) from exc
+    if after is not None:
+        priority, created_at, task_id = _position(after)
+        query = query.where(
+            or_(
+                Task.priority < priority,
+                and_(
+                    Task.priority == priority,
+                    tuple_(Task.created_at, Task.id) > tuple_(created_at, task_id),
+                ),
+            )
+        )
+    return query.order_by(Task.priority.desc(), Task.created_at, Task.id)
 
 
 _CURSOR_ERROR = "not a cursor of this list: pass on the X-Next-Cursor of the page before"
@@ -301,47 +366,6 @@ def _position(cursor: str) -> tuple[int, datetime, uuid.UUID]:
     if type(priority) is not int or not 0 <= priority <= 10 or position[1].tzinfo is None:
         raise InvalidInput(_CURSOR_ERROR, {"after": [_CURSOR_ERROR]})
     return position
-
-
-def task_page(
-    team_id: uuid.UUID,
-    status: str | None = None,
-    *,
-    limit: int | None = None,
-    after: str | None = None,
-) -> tuple[list[Task], str | None]:
-    """The team's tasks in list_tasks' order, from just after the cursor `after` (a page's
-    next cursor), at most limit of them (None: all); with the cursor of the next page, or
-    None when this one reaches the end. A cursor is a position in the order, not a snapshot:
-    tasks created or reprioritised meanwhile show where they now rank."""
-    query = select(Task).where(Task.team_id == team_id)
-    if status is not None:
-        try:
-            query = query.where(Task.status == TaskStatus(status))
-        except ValueError as exc:
-            raise InvalidInput(
-                f"unknown status {status!r}", {"status": ["unknown status"]}
-            ) from exc
-    if after is not None:
-        priority, created_at, task_id = _position(after)
-        query = query.where(
-            or_(
-                Task.priority < priority,
-                and_(
-                    Task.priority == priority,
-                    tuple_(Task.created_at, Task.id) > tuple_(created_at, task_id),
-                ),
-            )
-        )
-    query = query.order_by(Task.priority.desc(), Task.created_at, Task.id)
-    if limit is not None:
-        query = query.limit(limit + 1)
-    with events.transaction() as session:
-        _team(session, team_id)
-        tasks = list(session.scalars(query))
-    if limit is None or len(tasks) <= limit:
-        return tasks, None
-    return tasks[:limit], _cursor(tasks[limit - 1])
 
 
 def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import Task, TaskStatus
+from orchestration import decomposition
 from orchestration.plans import MAX_DEPTH_LIMIT
 from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
@@ -225,6 +226,28 @@ def test_list_tasks_in_pages(api: ApiClient, team: dict[str, Any], session: Sess
         assert [len(page) for page in pages[:-1]] == [limit] * (len(pages) - 1)
         assert 1 <= len(pages[-1]) <= limit
     assert page_walk(api, tasks(team["id"]), limit=12) == [whole]
+
+
+def test_the_whole_list_is_written_a_chunk_at_a_time(
+    api: ApiClient, team: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decomposition, "LIST_CHUNK", 2)
+    assert api.get(tasks(team["id"])).get_json() == []
+    created = [api.create_task(team["id"], f"t{i}", priority=i % 4)["id"] for i in range(7)]
+    response = api.get(tasks(team["id"]))
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    whole = response.get_json()
+    assert sorted(t["id"] for t in whole) == sorted(created)
+    assert all(set(t) == TASK_KEYS for t in whole)
+    pages = page_walk(api, tasks(team["id"]), limit=3)
+    assert [t for page in pages for t in page] == [t["id"] for t in whole]
+    # Each task as a page serialises it.
+    assert api.get(tasks(team["id"]), query_string={"limit": 7}).get_json() == whole
+    page = api.get(tasks(team["id"]), query_string={"limit": 2})
+    rest = api.get(tasks(team["id"]), query_string={"after": page.headers["X-Next-Cursor"]})
+    assert page.get_json() + rest.get_json() == whole
+    assert api.get(tasks(team["id"]), query_string={"status": "failed"}).get_json() == []
+    assert_error(api.get(tasks(unknown_id())), 404)
 
 
 def test_list_tasks_pages_keep_the_filter(api: ApiClient, team: dict[str, Any]) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, url_for
+from flask import Response, current_app, jsonify, stream_with_context, url_for
 
 from db.models import Task
 from orchestration import decomposition, lifecycle
@@ -62,17 +64,42 @@ NEXT_PAGE_HEADERS = {
 @blp.arguments(TaskListQuerySchema, location="query")
 @blp.response(200, TaskSchema(many=True), headers=NEXT_PAGE_HEADERS)
 @blp.alt_response(404, response="NOT_FOUND")
-def list_tasks(query: dict[str, Any], team_id: uuid.UUID) -> tuple[list[Task], dict[str, str]]:
+def list_tasks(
+    query: dict[str, Any], team_id: uuid.UUID
+) -> Response | tuple[list[Task], dict[str, str]]:
     """Highest priority first, then oldest; with `limit`, a page at a time."""
-    found, cursor = decomposition.task_page(
-        team_id, query.get("status"), limit=query.get("limit"), after=query.get("after")
-    )
+    status, after = query.get("status"), query.get("after")
+    if "limit" not in query:
+        return _streamed(decomposition.task_chunks(team_id, status, after))
+    found, cursor = decomposition.task_page(team_id, query["limit"], status, after)
     if cursor is None:
         return found, {}
     following = url_for(
         "tasks.list_tasks", team_id=team_id, **{**query, "after": cursor}, _external=False
     )
     return found, {"X-Next-Cursor": cursor, "Link": f'<{following}>; rel="next"'}
+
+
+def _streamed(chunks: Iterator[list[Task]]) -> Response:
+    """The tasks as one JSON array, written a chunk at a time (a team's whole list is never in
+    memory at once). The first chunk is read before the response starts, so that an unknown
+    team or a bad query is still answered with its error."""
+    first = next(chunks)
+    schema = TaskSchema()
+
+    def dumps(task: Task) -> str:
+        return current_app.json.dumps(schema.dump(task), separators=(",", ":"))
+
+    def body() -> Iterator[str]:
+        yield "["
+        separator = ""
+        for chunk in itertools.chain([first], chunks):
+            if chunk:
+                yield separator + ",".join(dumps(task) for task in chunk)
+                separator = ","
+        yield "]"
+
+    return Response(stream_with_context(body()), mimetype="application/json")
 
 
 @blp.route("/tasks/<uuid:task_id>", methods=["GET"])
