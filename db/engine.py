@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from psycopg.errors import DeadlockDetected
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Connection, Engine, TextClause, create_engine, event
+from sqlalchemy import Connection, Engine, Executable, TextClause, create_engine, event
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +98,27 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# Rows a streamed read holds at once: a response written from it needs the memory of a chunk,
+# whatever the size of the team.
+CHUNK_ROWS = 1000
+
+
+def chunks_of(
+    session: Session, statement: Executable, *, entities: bool = False
+) -> Iterator[list[Any]]:
+    """The statement's rows (with entities, the entity of each: select(Task)), CHUNK_ROWS at a
+    time through a server-side cursor, in the session's transaction; one empty chunk when
+    there is none. The session holds entities weakly: a chunk is freed once its reader drops
+    it."""
+    result = session.execute(statement.execution_options(yield_per=CHUNK_ROWS))
+    empty = True
+    for chunk in (result.scalars() if entities else result).partitions():
+        empty = False
+        yield list(chunk)
+    if empty:
+        yield []
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 from sqlalchemy import Select, and_, insert, or_, select, text, tuple_
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks, session_scope
+from db.engine import chunks_of, retry_deadlocks, session_scope
 from db.models import Task, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, graph, plans
@@ -281,27 +281,18 @@ def list_tasks(team_id: uuid.UUID, status: str | None = None) -> list[Task]:
     return [task for chunk in task_chunks(team_id, status) for task in chunk]
 
 
-# Rows a full listing holds at once: its memory stays that of a page, whatever the team's size.
-LIST_CHUNK = 1000
-
-
 def task_chunks(
     team_id: uuid.UUID, status: str | None = None, after: str | None = None
 ) -> Iterator[list[Task]]:
     """The team's tasks in list order from just after the cursor `after` (see task_page) to
-    the end, LIST_CHUNK at a time, all read in one transaction (one snapshot) through a
-    server-side cursor. The first chunk (empty when there is no task) comes before any other,
-    so NotFound and InvalidInput are raised by the first next(); the transaction ends with the
+    the end, a chunk at a time (db.engine.chunks_of), all read in one statement (one
+    snapshot). The first chunk (empty when there is no task) comes before any other, so
+    NotFound and InvalidInput are raised by the first next(); the transaction ends with the
     iteration, or when the iterator is closed."""
-    query = _listing(team_id, status, after).execution_options(yield_per=LIST_CHUNK)
+    query = _listing(team_id, status, after)
     with session_scope() as session:
         _team(session, team_id)
-        empty = True
-        for chunk in session.scalars(query).partitions():
-            empty = False
-            yield list(chunk)  # the session holds rows weakly: a chunk goes once sent
-        if empty:
-            yield []
+        yield from chunks_of(session, query, entities=True)
 
 
 def task_page(

@@ -14,6 +14,7 @@ import logging
 import typing
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks, rows_of_generic_plan
+from db.engine import chunks_of, retry_deadlocks, rows_of_generic_plan, session_scope
 from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
@@ -554,33 +555,28 @@ def remove_dependency(
     request_pass(team_id)
 
 
-def dependency_graph(team_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
-    """Every task of the team as a node and every dependency as an edge."""
-    with events.transaction() as session:
+def graph_chunks(team_id: uuid.UUID) -> Iterator[tuple[str, list[Any]]]:
+    """The team's dependency graph from one snapshot, a chunk at a time (db.engine.chunks_of):
+    ("nodes", rows of id, title, status, parent_task_id), every task in creation order, then
+    ("edges", rows of task_id, depends_on_task_id) in creation order; at least one chunk of
+    each. NotFound is raised by the first next()."""
+    with session_scope() as session:
+        # Nodes and edges read in two statements, from one snapshot: no edge without its task.
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         if session.get(Team, team_id) is None:
             raise NotFound(f"team {team_id} not found")
-        nodes = session.execute(
+        nodes = (
             select(Task.id, Task.title, Task.status, Task.parent_task_id)
             .where(Task.team_id == team_id)
             .order_by(Task.created_at, Task.id)
-        ).all()
-        edges = session.execute(
+        )
+        for chunk in chunks_of(session, nodes):
+            yield "nodes", chunk
+        edges = (
             select(TaskDependency.task_id, TaskDependency.depends_on_task_id)
             .join(Task, Task.id == TaskDependency.task_id)
             .where(Task.team_id == team_id)
             .order_by(TaskDependency.created_at, TaskDependency.id)
-        ).all()
-    return {
-        "nodes": [
-            {
-                "id": n.id,
-                "title": n.title,
-                "status": n.status.value,
-                "parent_task_id": n.parent_task_id,
-            }
-            for n in nodes
-        ],
-        "edges": [
-            {"task_id": e.task_id, "depends_on_task_id": e.depends_on_task_id} for e in edges
-        ],
-    }
+        )
+        for chunk in chunks_of(session, edges):
+            yield "edges", chunk

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import db.engine
 from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 EDGE_KEYS = {"id", "task_id", "depends_on_task_id", "dependency_type", "created_at"}
@@ -127,6 +128,27 @@ def test_dependency_graph(api: ApiClient, team: dict[str, Any], other_team: dict
     assert nodes[c["id"]]["parent_task_id"] == a["id"]
     assert nodes[b["id"]]["status"] == "blocked"
     assert graph["edges"] == [{"task_id": b["id"], "depends_on_task_id": a["id"]}]
+
+
+def test_dependency_graph_written_a_chunk_at_a_time(
+    api: ApiClient, team: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db.engine, "CHUNK_ROWS", 2)
+    assert api.get(f"{V1}/teams/{team['id']}/dependency-graph").get_json() == {
+        "nodes": [],
+        "edges": [],
+    }
+    first = api.create_task(team["id"], "first")
+    created = [first["id"]]
+    edges = []
+    for i in range(6):
+        task = api.create_task(team["id"], f"t{i}", depends_on=created[-2:])
+        edges += [{"task_id": task["id"], "depends_on_task_id": d} for d in created[-2:]]
+        created.append(task["id"])
+    graph = api.get(f"{V1}/teams/{team['id']}/dependency-graph").get_json()
+    assert [n["id"] for n in graph["nodes"]] == created
+    assert sorted(graph["edges"], key=str) == sorted(edges, key=str)
+    assert len(graph["edges"]) == 11
 
 
 def test_dependency_graph_unknown_team(api: ApiClient) -> None:

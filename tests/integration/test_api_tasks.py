@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+import db.engine
 from db.models import Task, TaskStatus
-from orchestration import decomposition
 from orchestration.plans import MAX_DEPTH_LIMIT
 from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
@@ -231,7 +231,7 @@ def test_list_tasks_in_pages(api: ApiClient, team: dict[str, Any], session: Sess
 def test_the_whole_list_is_written_a_chunk_at_a_time(
     api: ApiClient, team: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(decomposition, "LIST_CHUNK", 2)
+    monkeypatch.setattr(db.engine, "CHUNK_ROWS", 2)
     assert api.get(tasks(team["id"])).get_json() == []
     created = [api.create_task(team["id"], f"t{i}", priority=i % 4)["id"] for i in range(7)]
     response = api.get(tasks(team["id"]))

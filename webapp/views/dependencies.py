@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response
@@ -16,7 +19,10 @@ from webapp.schemas import (
     DependencyCreateSchema,
     DependencyGraphSchema,
     DependencySchema,
+    GraphEdgeSchema,
+    GraphNodeSchema,
 )
+from webapp.streaming import json_array, streamed
 
 blp = Blueprint(
     "dependencies",
@@ -68,5 +74,20 @@ def remove_dependency(
 @blp.route("/dependency-graph", methods=["GET"])
 @blp.response(200, DependencyGraphSchema)
 @blp.alt_response(404, response="NOT_FOUND")
-def dependency_graph(team_id: uuid.UUID) -> dict[str, Any]:
-    return dependencies.dependency_graph(team_id)
+def dependency_graph(team_id: uuid.UUID) -> Response:
+    """Every task as a node and every dependency as an edge, each in creation order."""
+    chunks = dependencies.graph_chunks(team_id)
+    # The first chunk before the response starts: an unknown team is still a 404.
+    first = next(chunks)
+    dumps = {"nodes": GraphNodeSchema().dump, "edges": GraphEdgeSchema().dump}
+
+    def body() -> Iterator[str]:
+        yield "{"
+        for i, (section, parts) in enumerate(
+            itertools.groupby(itertools.chain([first], chunks), key=operator.itemgetter(0))
+        ):
+            yield ("," if i else "") + f'"{section}":'
+            yield from json_array((rows for _, rows in parts), dumps[section])
+        yield "}"
+
+    return streamed(body())

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, current_app, jsonify, stream_with_context, url_for
+from flask import Response, jsonify, url_for
 
 from db.models import Task
 from orchestration import decomposition, lifecycle
@@ -21,6 +20,7 @@ from webapp.schemas import (
     TaskSchema,
     TaskTreeSchema,
 )
+from webapp.streaming import json_array, streamed
 
 # Documented as the two forms it accepts; validated by DecomposeSchema.
 DECOMPOSE_BODY = {
@@ -70,7 +70,10 @@ def list_tasks(
     """Highest priority first, then oldest; with `limit`, a page at a time."""
     status, after = query.get("status"), query.get("after")
     if "limit" not in query:
-        return _streamed(decomposition.task_chunks(team_id, status, after))
+        chunks = decomposition.task_chunks(team_id, status, after)
+        # The first chunk before the response starts: an unknown team is still a 404.
+        first = next(chunks)
+        return streamed(json_array(itertools.chain([first], chunks), TaskSchema().dump))
     found, cursor = decomposition.task_page(team_id, query["limit"], status, after)
     if cursor is None:
         return found, {}
@@ -78,28 +81,6 @@ def list_tasks(
         "tasks.list_tasks", team_id=team_id, **{**query, "after": cursor}, _external=False
     )
     return found, {"X-Next-Cursor": cursor, "Link": f'<{following}>; rel="next"'}
-
-
-def _streamed(chunks: Iterator[list[Task]]) -> Response:
-    """The tasks as one JSON array, written a chunk at a time (a team's whole list is never in
-    memory at once). The first chunk is read before the response starts, so that an unknown
-    team or a bad query is still answered with its error."""
-    first = next(chunks)
-    schema = TaskSchema()
-
-    def dumps(task: Task) -> str:
-        return current_app.json.dumps(schema.dump(task), separators=(",", ":"))
-
-    def body() -> Iterator[str]:
-        yield "["
-        separator = ""
-        for chunk in itertools.chain([first], chunks):
-            if chunk:
-                yield separator + ",".join(dumps(task) for task in chunk)
-                separator = ","
-        yield "]"
-
-    return Response(stream_with_context(body()), mimetype="application/json")
 
 
 @blp.route("/tasks/<uuid:task_id>", methods=["GET"])
