@@ -64,6 +64,7 @@ class Settings:
     task_events: bool
     log_format: str
     log_level: str
+    dashboard_graph_limit: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,6 +98,7 @@ class Settings:
             not in ("off", "0", "false"),
             log_format=(os.environ.get("ORCH_LOG_FORMAT") or "json").strip().lower(),
             log_level=(os.environ.get("ORCH_LOG_LEVEL") or "INFO").strip().upper(),
+            dashboard_graph_limit=_int("ORCH_DASHBOARD_GRAPH_LIMIT", 1000),
         )
 
 

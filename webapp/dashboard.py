@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, Response, render_template, send_from_directory
+from flask import Blueprint, Response, current_app, render_template, send_from_directory
 
 from webapp.auth import public
 
@@ -56,8 +56,11 @@ def teams_page() -> Response:
 @bp.route("/teams/<uuid:team_id>", methods=["GET"])
 @public
 def team_page(team_id: uuid.UUID) -> Response:
-    """One team: task tree, dependency graph, workers, assignment log, live."""
-    return _page("dashboard_team.html", team_id=str(team_id))
+    """One team: task tree, dependency graph, workers, assignment log, live. A team of more
+    than ORCH_DASHBOARD_GRAPH_LIMIT tasks is not drawn (the layered layout of many more takes a
+    browser too long), and its tree lists that many, the first by priority."""
+    limit = int(current_app.config["ORCH_DASHBOARD_GRAPH_LIMIT"])
+    return _page("dashboard_team.html", team_id=str(team_id), graph_limit=limit)
 
 
 @bp.route("/static/<path:filename>", methods=["GET"])

@@ -57,10 +57,12 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(database: str) -> Iterator[LiveServer]:
-    """The app on 127.0.0.1:<free port>, a thread per request (the event stream holds one)."""
+def live_server(database: str, request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """The app on 127.0.0.1:<free port>, a thread per request (the event stream holds one),
+    with the app config of the test's `app_config` marker, if any."""
+    marker = request.node.get_closest_marker("app_config")
     with environment(ORCH_ADMIN_TOKEN=ADMIN_TOKEN, ORCH_AUTH=None):
-        app = dashboard_app()
+        app = dashboard_app(**(marker.kwargs if marker else {}))
         server = make_server("127.0.0.1", 0, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, name="dashboard-http", daemon=True)
         thread.start()

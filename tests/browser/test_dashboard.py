@@ -253,6 +253,38 @@ def test_team_page_graph_and_live_update(
     print(f"live update after {latency:.2f}s; test body {time.monotonic() - started:.1f}s")
 
 
+@pytest.mark.app_config(ORCH_DASHBOARD_GRAPH_LIMIT=3)
+def test_a_team_too_large_to_draw(
+    live_server: LiveServer, page: Any, page_problems: PageProblems
+) -> None:
+    """Beyond the limit the page reads no graph and only the first page of tasks, and says so;
+    what it shows still follows the event stream."""
+    team = teams.create_team("Large team")
+    made = [
+        decomposition.create_task(team.id, {"title": f"task {i}", "priority": i}) for i in range(5)
+    ]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{live_server.url}/dashboard/teams/{team.id}")
+    sign_in(page, live_server.token)
+    page.wait_for_selector("#content[data-loaded=true]")
+    assert page.is_hidden("#graph-wrap")
+    assert "5 tasks" in page.inner_text("#graph-too-large")
+    assert "up to 3" in page.inner_text("#graph-too-large")
+    assert "first 3 of 5" in page.inner_text("#tree-partial")
+    listed = page.eval_on_selector_all(
+        "#task-tree li[data-task-id]", "items => items.map(i => i.dataset.taskId)"
+    )
+    assert listed == [str(t.id) for t in reversed(made)][:3]
+    assert not [u for u in requests if "/dependency-graph" in u]
+    assert [u for u in requests if u.endswith("/tasks?limit=3")]
+    lifecycle.cancel_task(team.id, made[4].id)
+    page.wait_for_selector(
+        f"#task-tree li[data-task-id='{made[4].id}'] > .row > .badge[data-status=cancelled]"
+    )
+    assert not page_problems.errors, (page_problems.errors, page_problems.failed)
+
+
 def test_pause_and_resume_buttons(live_server: LiveServer, page: Any) -> None:
     seeded = seed_team()
     page.goto(f"{live_server.url}/dashboard/teams/{seeded.team_id}")

@@ -51,10 +51,9 @@
 
     var counts = document.getElementById("team-counts");
     O.clear(counts);
-    var total = 0;
+    var total = taskTotal(team);
     O.TASK_STATUSES.forEach(function (s) {
       var n = (team.task_counts || {})[s] || 0;
-      total += n;
       var chip = O.badge(s);
       chip.dataset.count = String(n);
       chip.appendChild(el("b", { text: String(n) }));
@@ -69,6 +68,10 @@
     if (team.started_at) meta.push("started " + O.fmtTime(team.started_at));
     if (team.paused_at && team.status === "paused") meta.push("paused " + O.fmtTime(team.paused_at));
     document.getElementById("team-meta").textContent = meta.join(" · ");
+  }
+
+  function taskTotal(team) {
+    return O.TASK_STATUSES.reduce(function (sum, s) { return sum + ((team.task_counts || {})[s] || 0); }, 0);
   }
 
   function teamAction(action) {
@@ -259,17 +262,40 @@
   var loading = null;
   var again = false;
 
+  /* A team larger than this (data-graph-limit: ORCH_DASHBOARD_GRAPH_LIMIT) is
+   * not drawn, and its tree lists that many tasks, the first by priority: the whole of a large
+   * team would be tens of megabytes a refresh and a layout no browser finishes. */
+  var graphLimit = Number(document.body.dataset.graphLimit) || 1000;
+
+  function showScale(total, whole) {
+    document.getElementById("graph-wrap").hidden = !whole;
+    var large = document.getElementById("graph-too-large");
+    large.hidden = whole;
+    large.textContent = whole ? "" : "This team has " + O.fmtInt(total) + " tasks: the graph is " +
+      "drawn for teams of up to " + O.fmtInt(graphLimit) + ".";
+    var partial = document.getElementById("tree-partial");
+    partial.hidden = whole;
+    partial.textContent = whole ? "" : "The first " + O.fmtInt(graphLimit) + " of " +
+      O.fmtInt(total) + " tasks, highest priority first.";
+  }
+
   function refresh() {
     if (loading) { again = true; return loading; }
     var seq = state.eventSeq;
-    loading = Promise.all([
-      O.api("GET", base),
-      O.api("GET", base + "/tasks"),
-      O.api("GET", base + "/members"),
-      O.api("GET", base + "/dependency-graph"),
-      O.api("GET", base + "/assignments?limit=100")
-    ]).then(function (r) {
+    var total = 0, whole = true;
+    loading = O.api("GET", base).then(function (team) {
+      total = taskTotal(team);
+      whole = total <= graphLimit;
+      return Promise.all([
+        team,
+        O.api("GET", base + "/tasks" + (whole ? "" : "?limit=" + graphLimit)),
+        O.api("GET", base + "/members"),
+        whole ? O.api("GET", base + "/dependency-graph") : { nodes: [], edges: [] },
+        O.api("GET", base + "/assignments?limit=100")
+      ]);
+    }).then(function (r) {
       var team = r[0], tasks = r[1], members = r[2], graph = r[3], assignments = r[4];
+      showScale(total, whole);
       var stale = seq !== state.eventSeq; /* an event came in meanwhile: its refetch follows */
       renderTeam(team);
       renderMembers(members);
