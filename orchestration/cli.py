@@ -403,13 +403,26 @@ def member_names(client: Client, team_id: str) -> dict[str, str]:
 @cli.command("tasks")
 @click.argument("team_id")
 @click.option("--status", type=click.Choice(TASK_STATUSES), default=None, help="Only these.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=None, help="At most this many (a page)."
+)
+@click.option("--after", default=None, help="The page after this cursor (printed under a page).")
 @pass_client
-def tasks_cmd(client: Client, team_id: str, status: str | None) -> None:
+def tasks_cmd(
+    client: Client, team_id: str, status: str | None, limit: int | None, after: str | None
+) -> None:
     """The tasks of TEAM_ID, highest priority first."""
-    params = {"status": status} if status else None
-    tasks = client.call("GET", f"/teams/{team_id}/tasks", params=params)
+    params = {"status": status, "limit": limit, "after": after}
+    response = client.request(
+        "GET",
+        f"/teams/{team_id}/tasks",
+        params={k: v for k, v in params.items() if v is not None},
+    )
+    tasks, cursor = response.json(), response.headers.get("X-Next-Cursor")
     if client.as_json:
         print_json(tasks)
+        if cursor:
+            err().print(f"more: --after {cursor}", soft_wrap=True)
         return
     if not tasks:
         out().print("No tasks" + (f" with status {status}." if status else "."))
@@ -430,6 +443,8 @@ def tasks_cmd(client: Client, team_id: str, status: str | None) -> None:
             f"[dim]{(t.get('parent_task_id') or '-')[:8]}[/]",
         )
     out().print(table, soft_wrap=False)
+    if cursor:
+        out().print(f"More follow: add --after {cursor}", soft_wrap=True, highlight=False)
 
 
 def task_label(task: dict[str, Any], names: dict[str, str]) -> str:

@@ -210,6 +210,26 @@ def test_tasks_with_status_filter(orch: Orch) -> None:
     )
 
 
+def test_tasks_a_page_at_a_time(orch: Orch) -> None:
+    team_id = make_team(orch)
+    titles = [f"task-{i}" for i in range(5)]
+    for priority, title in enumerate(titles):
+        orch.http("POST", f"/teams/{team_id}/tasks", json={"title": title, "priority": priority})
+    shown: list[str] = []
+    args = ["tasks", team_id, "--limit", "2"]
+    for _ in range(3):
+        output = orch(*args).output
+        shown += sorted((t for t in titles if t in output), key=output.index)
+        more = re.search(r"More follow: add --after (\S+)", output)
+        if more is None:
+            break
+        args = ["tasks", team_id, "--limit", "2", "--after", more.group(1)]
+    assert shown == titles[::-1]
+    assert more is None
+    assert orch("tasks", team_id, "--limit", "0", ok=False).exit_code == 2
+    assert orch("tasks", team_id, "--after", "nonsense", ok=False).exit_code == 1
+
+
 def test_decompose_and_tree(orch: Orch) -> None:
     team_id = make_team(orch)
     orch("member", "add", team_id, "--role", "manager", "--agent-id", "boss")
