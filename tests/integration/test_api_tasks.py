@@ -250,6 +250,25 @@ def test_the_whole_list_is_written_a_chunk_at_a_time(
     assert_error(api.get(tasks(unknown_id())), 404)
 
 
+def test_a_list_read_in_part_gives_its_connection_back(
+    api: ApiClient, team: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that goes away mid-list ends the stream's transaction: its connection goes
+    back to the pool, not left idle in a transaction."""
+    monkeypatch.setattr(db.engine, "CHUNK_ROWS", 2)
+    for i in range(6):
+        api.create_task(team["id"], f"t{i}")
+    pool = db.engine.get_engine().pool
+    before = pool.checkedout()  # type: ignore[attr-defined]
+    response = api.get(tasks(team["id"]), buffered=False)
+    pieces = iter(response.response)
+    assert next(pieces) == b"["
+    assert next(pieces).count(b'"id"') == 2
+    assert pool.checkedout() == before + 1  # type: ignore[attr-defined]
+    response.close()
+    assert pool.checkedout() == before  # type: ignore[attr-defined]
+
+
 def test_list_tasks_pages_keep_the_filter(api: ApiClient, team: dict[str, Any]) -> None:
     first = api.create_task(team["id"], "first")
     waiting = [
