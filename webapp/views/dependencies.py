@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import operator
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from flask import Response
@@ -22,7 +19,7 @@ from webapp.schemas import (
     GraphEdgeSchema,
     GraphNodeSchema,
 )
-from webapp.streaming import json_array, streamed
+from webapp.streaming import json_object, started, streamed
 
 blp = Blueprint(
     "dependencies",
@@ -76,18 +73,5 @@ def remove_dependency(
 @blp.alt_response(404, response="NOT_FOUND")
 def dependency_graph(team_id: uuid.UUID) -> Response:
     """Every task as a node and every dependency as an edge, each in creation order."""
-    chunks = dependencies.graph_chunks(team_id)
-    # The first chunk before the response starts: an unknown team is still a 404.
-    first = next(chunks)
     dumps = {"nodes": GraphNodeSchema().dump, "edges": GraphEdgeSchema().dump}
-
-    def body() -> Iterator[str]:
-        yield "{"
-        for i, (section, parts) in enumerate(
-            itertools.groupby(itertools.chain([first], chunks), key=operator.itemgetter(0))
-        ):
-            yield ("," if i else "") + f'"{section}":'
-            yield from json_array((rows for _, rows in parts), dumps[section])
-        yield "}"
-
-    return streamed(body())
+    return streamed(json_object(started(dependencies.graph_chunks(team_id)), dumps))

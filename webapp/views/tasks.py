@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from typing import Any
 
@@ -20,7 +19,7 @@ from webapp.schemas import (
     TaskSchema,
     TaskTreeSchema,
 )
-from webapp.streaming import json_array, streamed
+from webapp.streaming import json_array, started, streamed
 
 # Documented as the two forms it accepts; validated by DecomposeSchema.
 DECOMPOSE_BODY = {
@@ -70,10 +69,8 @@ def list_tasks(
     """Highest priority first, then oldest; with `limit`, a page at a time."""
     status, after = query.get("status"), query.get("after")
     if "limit" not in query:
-        chunks = decomposition.task_chunks(team_id, status, after)
-        # The first chunk before the response starts: an unknown team is still a 404.
-        first = next(chunks)
-        return streamed(json_array(itertools.chain([first], chunks), TaskSchema().dump))
+        chunks = started(decomposition.task_chunks(team_id, status, after))
+        return streamed(json_array(chunks, TaskSchema().dump))
     found, cursor = decomposition.task_page(team_id, query["limit"], status, after)
     if cursor is None:
         return found, {}
