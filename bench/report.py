@@ -155,6 +155,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         servers = "; ".join(
             f"{r['tasks']:,} tasks: {r['servers_edges_per_s']}/s"
+            + (
+                f" [rounds {', '.join(map(str, r['servers_rounds']))}]"
+                if "servers_rounds" in r
+                else ""
+            )
             for r in ed["rows"]
             if "servers" in r
         )
