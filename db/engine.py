@@ -75,11 +75,13 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError(str(exc)) from exc
 
 
-def reset_engine() -> None:
-    """Drop the engine (tests and forked workers point at another database)."""
+def reset_engine(*, close: bool = True) -> None:
+    """Drop the engine (tests point at another database). A forked process passes
+    close=False: the connections it inherited are its parent's, still in use there, and
+    closing them would end the parent's sessions on the server."""
     global _engine, _sessions
     if _engine is not None:
-        _engine.dispose()
+        _engine.dispose(close=close)
     _engine = None
     _sessions = None
 

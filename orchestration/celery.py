@@ -50,5 +50,5 @@ def _fresh_connections(**_: Any) -> None:
     from db.engine import reset_engine
     from orchestration.redis_client import reset_redis
 
-    reset_engine()
+    reset_engine(close=False)
     reset_redis()

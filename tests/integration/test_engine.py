@@ -1,7 +1,9 @@
-"""rows_of_generic_plan: one statement under its generic plan, the setting gone with it."""
+"""The engine: rows_of_generic_plan (one statement under its generic plan, the setting gone
+with it) and a forked pool process leaving its parent's connections alone."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -11,6 +13,8 @@ import pytest
 from sqlalchemy import Connection, text
 
 from db.engine import get_engine, rows_of_generic_plan
+from orchestration.celery import _fresh_connections
+from orchestration.redis_client import get_redis
 
 _BACKEND = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
 _SEEN = text(
@@ -60,3 +64,22 @@ def test_a_connection_that_failed_in_it_is_discarded(database: str) -> None:
             conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
             assert time.monotonic() < deadline, "the failed connection is still open"
             time.sleep(0.01)
+
+
+def test_a_forked_pool_process_leaves_its_parents_connections_open(database: str) -> None:
+    """A Celery pool process starts by dropping the engine and Redis client it inherited; the
+    parent (the worker's stream consumer) goes on using them."""
+    get_engine().dispose()
+    with get_engine().connect() as conn:
+        before = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    get_redis().ping()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's own coverage is not collected)
+        try:
+            _fresh_connections()
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    with get_engine().connect() as conn:  # the same pooled connection, still alive
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() == before
+    assert get_redis().ping()
