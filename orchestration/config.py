@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -10,29 +11,113 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/orchestrati
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else float(raw)
+class ConfigError(ValueError):
+    """An environment variable holds a value the engine cannot use; the message names it."""
 
 
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else int(raw)
+def _raw(name: str) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    return raw or None
+
+
+def _invalid(name: str, raw: str, expected: str) -> ConfigError:
+    return ConfigError(f"{name}={raw!r} is invalid: expected {expected}")
+
+
+def _float(
+    name: str,
+    default: float,
+    expected: str,
+    *,
+    minimum: float = 0.0,
+    positive: bool = False,
+    maximum: float = math.inf,
+) -> float:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _invalid(name, raw, expected) from None
+    if not math.isfinite(value) or value < minimum or value > maximum or (positive and value <= 0):
+        raise _invalid(name, raw, expected)
+    return value
+
+
+def _int(name: str, default: int, expected: str, *, minimum: int | None = 0) -> int:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(name, raw, expected) from None
+    if minimum is not None and value < minimum:
+        raise _invalid(name, raw, expected)
+    return value
+
+
+def _optional_int(name: str, expected: str) -> int | None:
+    return None if _raw(name) is None else _int(name, 0, expected, minimum=None)
 
 
 def _read_ahead() -> int | None:
-    raw = (os.environ.get("ORCH_READ_AHEAD") or "auto").strip().lower()
-    if raw == "auto":
+    raw = _raw("ORCH_READ_AHEAD")
+    if raw is None or raw.lower() == "auto":
         return None
-    value = int(raw)
-    if value < 0:
-        raise ValueError("ORCH_READ_AHEAD must be auto or a number >= 0")
+    return _int("ORCH_READ_AHEAD", 0, "auto or a whole number >= 0")
+
+
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True}
+_SWITCH.update({"off": False, "false": False, "0": False, "no": False})
+
+
+def _switch(name: str, default: bool) -> bool:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    try:
+        return _SWITCH[raw.lower()]
+    except KeyError:
+        raise _invalid(name, raw, "on or off") from None
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...], *, upper: bool = False) -> str:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise _invalid(name, raw, "one of " + ", ".join(choices))
     return value
+
+
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level() -> str:
+    raw = _raw("ORCH_LOG_LEVEL")
+    if raw is not None and raw.isdigit():  # logging takes numeric levels too
+        return raw
+    return _choice("ORCH_LOG_LEVEL", "INFO", LOG_LEVELS, upper=True)
 
 
 def _optional(name: str) -> str | None:
     raw = os.environ.get(name)
     return raw if raw else None
+
+
+def _database_url() -> str:
+    """DATABASE_URL, with the libpq/Heroku schemes (postgres://, postgresql://) made explicit
+    for psycopg 3: SQLAlchemy knows no `postgres` dialect, and picks its default driver for
+    `postgresql` (psycopg2 before SQLAlchemy 2.1), which is not installed."""
+    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("postgres", "postgresql"):
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 @dataclass(frozen=True)
@@ -68,37 +153,41 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        seed = _optional("ORCH_SIM_SEED")
+        """The settings; ConfigError naming the variable, its value and what is expected."""
+        seconds = "a number of seconds > 0"
         return cls(
-            database_url=os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_database_url(),
             redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
             admin_token=_optional("ORCH_ADMIN_TOKEN"),
-            auth_enabled=os.environ.get("ORCH_AUTH", "on").lower() not in ("off", "0", "false"),
-            pass_interval=_float("ORCH_PASS_INTERVAL", 2.0),
+            auth_enabled=_switch("ORCH_AUTH", True),
+            pass_interval=_float("ORCH_PASS_INTERVAL", 2.0, seconds, positive=True),
             planner=os.environ.get("ORCH_PLANNER") or "heuristic",
             executor=os.environ.get("ORCH_EXECUTOR") or "simulated",
             reviewer=os.environ.get("ORCH_REVIEWER") or "rules",
             llm_base_url=_optional("LLM_BASE_URL"),
             llm_api_key=_optional("LLM_API_KEY"),
             llm_model=_optional("LLM_MODEL"),
-            llm_timeout=_float("LLM_TIMEOUT", 60.0),
+            llm_timeout=_float("LLM_TIMEOUT", 60.0, seconds, positive=True),
             llm_prices=_optional("LLM_PRICES"),
-            sim_duration=_float("ORCH_SIM_DURATION", 0.2),
-            sim_failure_rate=_float("ORCH_SIM_FAILURE_RATE", 0.0),
-            sim_seed=int(seed) if seed is not None else None,
-            visibility_timeout=_float("ORCH_VISIBILITY_TIMEOUT", 60.0),
-            max_deliveries=_int("ORCH_MAX_DELIVERIES", 5),
-            max_attempts=_int("ORCH_MAX_ATTEMPTS", 3),
-            retry_backoff=_float("ORCH_RETRY_BACKOFF", 1.0),
-            agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4),
+            sim_duration=_float("ORCH_SIM_DURATION", 0.2, "a number of seconds >= 0"),
+            sim_failure_rate=_float(
+                "ORCH_SIM_FAILURE_RATE", 0.0, "a number from 0 to 1", maximum=1.0
+            ),
+            sim_seed=_optional_int("ORCH_SIM_SEED", "a whole number"),
+            visibility_timeout=_float("ORCH_VISIBILITY_TIMEOUT", 60.0, seconds, positive=True),
+            max_deliveries=_int("ORCH_MAX_DELIVERIES", 5, "a whole number >= 1", minimum=1),
+            max_attempts=_int("ORCH_MAX_ATTEMPTS", 3, "a whole number >= 1", minimum=1),
+            retry_backoff=_float("ORCH_RETRY_BACKOFF", 1.0, "a number of seconds >= 0"),
+            agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4, "a whole number >= 0"),
             read_ahead=_read_ahead(),
-            reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0),
-            events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000),
-            task_events=os.environ.get("ORCH_TASK_EVENTS", "on").lower()
-            not in ("off", "0", "false"),
-            log_format=(os.environ.get("ORCH_LOG_FORMAT") or "json").strip().lower(),
-            log_level=(os.environ.get("ORCH_LOG_LEVEL") or "INFO").strip().upper(),
-            dashboard_graph_limit=_int("ORCH_DASHBOARD_GRAPH_LIMIT", 1000),
+            reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0, seconds, positive=True),
+            events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000, "a whole number >= 1", minimum=1),
+            task_events=_switch("ORCH_TASK_EVENTS", True),
+            log_format=_choice("ORCH_LOG_FORMAT", "json", LOG_FORMATS),
+            log_level=_log_level(),
+            dashboard_graph_limit=_int(
+                "ORCH_DASHBOARD_GRAPH_LIMIT", 1000, "a whole number >= 1", minimum=1
+            ),
         )
 
 
