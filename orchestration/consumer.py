@@ -51,6 +51,12 @@ MAX_HELD = 4  # entries held (running, claimed ahead or waiting for their commit
 READ_AHEAD_BELOW = 0.05
 GIL_SWITCH_INTERVAL = 0.001
 COMMIT_ATTEMPTS = 3
+# Outcomes that could not commit (the database unreachable) stay held, their entries kept alive
+# by the heartbeat, and are committed again after a wait doubling up to this many seconds.
+FINISH_BACKOFF_MAX = 5.0
+# XAUTOCLAIM calls a team gets per reclaim round: each looks at no more than 10 x COUNT entries
+# of the pending list, from where the last one stopped, so a long list is walked in rounds.
+RECLAIM_CALLS = 10
 
 # Refresh the idle time of an entry only while this consumer still owns it.
 _HEARTBEAT = """
@@ -118,6 +124,7 @@ class AgentConsumer:
         self.monitor = monitor
         self._reviewer = reviewer
         self._stop = threading.Event()
+        self._stop_reading = threading.Event()
         self._inflight: dict[str, streams.Entry] = {}
         self._claims: dict[str, str] = {}  # entry id -> claim token of the running task
         self._lock = threading.Lock()
@@ -127,6 +134,7 @@ class AgentConsumer:
         self._teams_at = 0.0
         self._groups: set[uuid.UUID] = set()
         self._last_reclaim = 0.0
+        self._reclaim_from: dict[uuid.UUID, str] = {}  # XAUTOCLAIM's cursor per team
         self._notify_id = "$"
         self._wake: set[uuid.UUID] = set()
         self._heartbeat_script: Any = None
@@ -157,32 +165,40 @@ class AgentConsumer:
         log.info("agent consumer %s started with %d agent threads", self.name, self.concurrency)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop reading; let running agents finish (their entries stay pending otherwise)."""
-        self._stop.set()
-        self._finish_wanted.set()
+        """Stop reading; let running agents finish and their outcomes commit, the heartbeat
+        keeping their entries claimed meanwhile (else another process would reclaim and run
+        them again); then stop the rest."""
+        self._stop_reading.set()
         self._slot_freed.set()
-        for thread in self._threads:
+        reader, others = self._threads[:1], self._threads[1:]  # start() begins with the reader
+        for thread in reader:
             thread.join(timeout)
         # Entries claimed ahead run too (they are short, or read-ahead was forced): cancelled,
         # they would wait out the visibility timeout before another process took them.
         self._pool.shutdown(wait=True)
-        self._finish_pending()
+        deadline = time.monotonic() + timeout
+        while not self._finish_pending() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self._stop.set()
+        self._finish_wanted.set()
+        for thread in others:
+            thread.join(timeout)
         if self.monitor is not None:
             self.monitor.close()
 
     # -- reading ---------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop_reading.is_set():
             try:
                 self._read_once()
             except redis.RedisError as exc:
                 log.warning("stream reader: Redis unavailable (%s); retrying", exc)
                 self._groups.clear()
-                self._stop.wait(1.0)
+                self._stop_reading.wait(1.0)
             except Exception:
                 log.exception("stream reader: unexpected error; retrying")
-                self._stop.wait(1.0)
+                self._stop_reading.wait(1.0)
 
     def _working_teams(self) -> list[uuid.UUID]:
         now = time.monotonic()
@@ -299,16 +315,27 @@ class AgentConsumer:
             if free - len(taken) <= 0:
                 break
             stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+            claimed: list[tuple[str, dict[str, str]]] = []
             try:
-                reply = r.xautoclaim(
-                    stream, group, self.name, idle_ms, "0-0", count=free - len(taken)
-                )
+                for _ in range(RECLAIM_CALLS):
+                    reply = r.xautoclaim(
+                        stream,
+                        group,
+                        self.name,
+                        idle_ms,
+                        self._reclaim_from.get(team_id, "0-0"),
+                        count=free - len(taken) - len(claimed),
+                    )
+                    self._reclaim_from[team_id] = reply[0]
+                    claimed += reply[1]
+                    if reply[0] == "0-0" or len(taken) + len(claimed) >= free:
+                        break  # the whole list seen, or enough taken
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     self._groups.discard(team_id)
+                    self._reclaim_from.pop(team_id, None)
                     continue
                 raise
-            claimed = reply[1] if len(reply) > 1 else []
             for entry_id, fields in claimed:
                 if not fields:
                     continue  # deleted while pending: nothing to run
@@ -554,17 +581,26 @@ class AgentConsumer:
         self._slot_freed.set()
 
     def _finish_loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
-            if self._finish_wanted.wait(0.5):
-                self._finish_wanted.clear()
-                self._finish_pending()
+            if not self._finish_wanted.wait(0.5):
+                continue
+            self._finish_wanted.clear()
+            if self._finish_pending():
+                failures = 0
+            else:
+                failures += 1
+                self._stop.wait(min(FINISH_BACKOFF_MAX, 0.1 * 2**failures))
 
-    def _finish_pending(self) -> None:
-        """Commit every outcome waiting (one transaction), then acknowledge their entries."""
+    def _finish_pending(self) -> bool:
+        """Commit every outcome waiting (one transaction), then acknowledge their entries.
+        False when the database could not be reached: the outcomes stay held, first in line
+        for the next try, and their entries stay claimed (a run that succeeded is not thrown
+        away, to run again and spend an attempt, because of a short outage)."""
         with self._lock:
             batch, self._finishing = self._finishing, []
         if not batch:
-            return
+            return True
         entries = [item.entry for item in batch]
 
         def complete(completions: list[lifecycle.Completion]) -> set[uuid.UUID]:
@@ -575,6 +611,16 @@ class AgentConsumer:
 
         try:
             done = _retried(complete, [item.completion for item in batch])
+        except OperationalError as exc:
+            log.warning(
+                "outcomes of %d entries not committed yet (%s); held, to try again",
+                len(batch),
+                exc.orig,
+            )
+            with self._lock:
+                self._finishing[:0] = batch
+            self._finish_wanted.set()
+            return False
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout, and run again.
             log.exception("outcomes of %d entries not committed", len(batch))
@@ -582,12 +628,13 @@ class AgentConsumer:
                 if self.monitor and item.uid:
                     self.monitor.crashed(item.uid, exc)
             self._forget(batch)
-            return
+            return True
         for item in batch:
             result = "completed" if item.entry.task_id in done else "stale"
             with log_context(team_id=item.entry.team_id, task_id=item.entry.task_id):
                 self._finished(item.entry, item.run, result, item.uid, item.began)
         self._forget(batch)
+        return True
 
     def _forget(self, batch: list[_Finishing]) -> None:
         with self._lock:

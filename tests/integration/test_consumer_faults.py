@@ -1,0 +1,148 @@
+"""The stream consumer under faults, against real PostgreSQL and Redis: a warm shutdown while
+agents run, the database gone while an outcome commits, a dead consumer's entry behind many
+live ones in the pending list."""
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from sqlalchemy import create_engine, select, text
+
+from db.engine import session_scope
+from db.models import Task, TaskStatus
+from orchestration import keys, orchestrator
+from orchestration.config import reload_settings
+from orchestration.consumer import AgentConsumer
+from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
+    PickyReviewer,
+    RecordingExecutor,
+    active_team,
+    executor,
+    fast_settings,
+    new_task,
+)
+from tests.support.invariants import check_invariants
+
+
+def task_row(task_id: uuid.UUID) -> Task:
+    with session_scope() as s:
+        task = s.execute(select(Task).where(Task.id == task_id)).scalar_one()
+        s.expunge(task)
+        return task
+
+
+def wait_for(done: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def settled(task_id: uuid.UUID) -> bool:
+    try:
+        return task_row(task_id).status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+    except Exception:  # the database is away for a moment in one of these tests
+        return False
+
+
+@contextmanager
+def database_away(database: str) -> Iterator[None]:
+    """No connection to the test database while inside: new ones refused, open ones ended."""
+    name = urlsplit(database).path.lstrip("/")
+    admin = create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def test_a_warm_shutdown_keeps_running_entries_claimed_until_their_outcomes_commit(
+    fast_settings: None, executor: RecordingExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT", "0.6")
+    reload_settings()
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "long", input_data={"sleep": 2.0})
+    leaving = AgentConsumer(concurrency=1, executor=executor, reviewer=PickyReviewer())
+    staying = AgentConsumer(concurrency=1, executor=executor, reviewer=PickyReviewer())
+    leaving.start()
+    orchestrator.run_pass(team_id)
+    wait_for(lambda: any(executor.running.values()))
+    staying.start()  # reclaims whatever goes idle past the visibility timeout
+    try:
+        leaving.stop()  # while the run has ~2 s, several visibility timeouts, to go
+        wait_for(lambda: settled(task))
+        time.sleep(1.0)  # room for a wrongful reclaim to show
+    finally:
+        staying.stop()
+    assert len(executor.runs) == 1
+    row = task_row(task)
+    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
+    check_invariants(team_id)
+
+
+def test_an_outcome_that_meets_the_database_away_is_held_and_committed_once_it_is_back(
+    database: str, fast_settings: None, executor: RecordingExecutor
+) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "finishes during an outage", input_data={"sleep": 0.5})
+    consumer = AgentConsumer(concurrency=1, executor=executor, reviewer=PickyReviewer())
+    consumer.start()
+    try:
+        orchestrator.run_pass(team_id)
+        wait_for(lambda: any(executor.running.values()))
+        with database_away(database):
+            time.sleep(3.0)  # the run ends meanwhile; past the visibility timeout (2 s)
+        wait_for(lambda: settled(task))
+        time.sleep(2.5)  # a wrongful reclaim would run it again after the visibility timeout
+    finally:
+        consumer.stop()
+    assert len(executor.runs) == 1
+    row = task_row(task)
+    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
+    check_invariants(team_id)
+
+
+def test_a_dead_consumers_entry_behind_many_live_ones_is_reclaimed(
+    fast_settings: None, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT", "1")
+    reload_settings()
+    team_id = active_team(workers=6, capacity=4)
+    for i in range(21):
+        new_task(team_id, f"t{i}")
+    orchestrator.run_pass(team_id)
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    live = redis_client.xreadgroup(group, "live", {stream: ">"}, count=20)[0][1]
+    dead = redis_client.xreadgroup(group, "dead", {stream: ">"}, count=1)[0][1]
+    time.sleep(1.2)
+    for entry_id, _ in live:  # the live consumer's heartbeat: idle again
+        redis_client.xclaim(stream, group, "live", 0, [entry_id], justid=True)
+    reclaimer = AgentConsumer(concurrency=1, executor=RecordingExecutor())
+    taken: list[str] = []
+    reclaimer._dispatch = lambda entries: taken.extend(e.entry_id for e in entries)  # type: ignore[method-assign]
+    reclaimer._reclaim([team_id], 1)  # one reclaim round, room for one entry
+    assert taken == [dead[0][0]]
+    owners = {
+        p["message_id"]: p["consumer"]
+        for p in redis_client.xpending_range(stream, group, "-", "+", 100)
+    }
+    assert owners[dead[0][0]] == reclaimer.name
+    assert {owners[e] for e, _ in live} == {"live"}
