@@ -190,14 +190,25 @@ def live_entries(team_id: uuid.UUID) -> dict[uuid.UUID, str]:
 
 
 def trim(team_id: uuid.UUID, live: dict[uuid.UUID, str]) -> int:
-    """Drop acknowledged entries older than the oldest live one; never a live entry."""
+    """Drop the entries the group has delivered and had acknowledged: those before its oldest
+    pending entry, the first it has not delivered and the oldest of `live`. The group is read
+    here, not when `live` was: an entry emitted since (by a concurrent pass) is past its
+    last-delivered id, or pending, and stays."""
     r = get_redis()
-    stream = keys.task_stream(team_id)
-    if live:
-        oldest = min(live.values(), key=_id_key)
-        return int(r.xtrim(stream, minid=oldest, approximate=False))
-    newest = r.xrevrange(stream, count=1)
-    if not newest:
-        return 0
-    ms, seq = _id_key(newest[0][0])
-    return int(r.xtrim(stream, minid=f"{ms}-{seq + 1}", approximate=False))
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    # One MULTI: the cursor and the pending list as of one moment.
+    pipe = r.pipeline(transaction=True)
+    pipe.xinfo_groups(stream)
+    pipe.xpending(stream, group)
+    groups, pending = pipe.execute(raise_on_error=False)
+    for reply in (groups, pending):
+        if isinstance(reply, redis.ResponseError):
+            if "no such key" in str(reply).lower() or "NOGROUP" in str(reply):
+                return 0  # no stream, or no group to say what was delivered: keep everything
+            raise reply
+    last_delivered = next(g["last-delivered-id"] for g in groups if g["name"] == group)
+    ms, seq = _id_key(last_delivered)
+    keep = [f"{ms}-{seq + 1}", *live.values()]
+    if pending["pending"]:
+        keep.append(pending["min"])
+    return int(r.xtrim(stream, minid=min(keep, key=_id_key), approximate=False))
