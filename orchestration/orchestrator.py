@@ -108,6 +108,10 @@ def run_pass(team_id: uuid.UUID) -> PassResult:
         total.ready, total.workers = result.ready, result.workers
         if not again:
             break
+    else:
+        # The last loop took a flag it will not serve, and whoever set it ran no pass of its
+        # own: queue one (behind other teams' passes, rather than loop on).
+        request_pass(team_id)
     total.duration = time.perf_counter() - started
     return total
 
