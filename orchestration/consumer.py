@@ -493,6 +493,7 @@ class AgentConsumer:
             metrics.observe("orch_unblock_latency_seconds", claimed.unblock_latency)
         settings = self.settings
         if claimed.status is TaskStatus.IN_PROGRESS and claimed.attempts > settings.max_attempts:
+            log.error("the last worker was lost mid-run, attempts spent; the task fails")
             lifecycle.fail(
                 entry.task_id,
                 token,
@@ -536,6 +537,11 @@ class AgentConsumer:
             if verdict.accepted:
                 return lifecycle.Completion(entry.task_id, token, TaskStatus.REVIEW, None)
             if revisions + 1 > claimed.max_revisions:
+                log.error(
+                    "rejected by the reviewer after %d revision(s); the task fails: %s",
+                    revisions,
+                    verdict.feedback,
+                )
                 failed = lifecycle.fail(
                     entry.task_id,
                     token,
@@ -556,12 +562,24 @@ class AgentConsumer:
         message = str(exc) or type(exc).__name__
         tokens = exc.tokens if isinstance(exc, ExecutionFailed) else 0
         cost = exc.cost if isinstance(exc, ExecutionFailed) else Decimal(0)
-        if attempts < self.settings.max_attempts:
+        # The task's error_message keeps it too; the log is where an operator looks first.
+        limit = self.settings.max_attempts
+        if attempts < limit:
             backoff = self.settings.retry_backoff * (2 ** (attempts - 1))
+            log.warning(
+                "execution failed (attempt %d of %d): %s; retrying in %g s",
+                attempts,
+                limit,
+                message,
+                backoff,
+            )
             if lifecycle.retry_later(entry.task_id, token, message, backoff, tokens, cost):
                 orchestrator.request_pass(entry.team_id, countdown=backoff)
                 return "retrying"
             return "stale"
+        log.error(
+            "execution failed (attempt %d of %d): %s; the task fails", attempts, limit, message
+        )
         failed = lifecycle.fail(
             entry.task_id,
             token,

@@ -1,10 +1,11 @@
 """The stream consumer under faults, against real PostgreSQL and Redis: a warm shutdown while
 agents run, the database gone while an outcome commits, a dead consumer's entry behind many
-live ones in the pending list."""
+live ones in the pending list, failed executions in the log."""
 # ruff: noqa: F811
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from db.models import Task, TaskStatus
 from orchestration import keys, orchestrator
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
+from orchestration.logs import ContextFilter
 from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
     PickyReviewer,
     RecordingExecutor,
@@ -27,6 +29,7 @@ from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
     executor,
     fast_settings,
     new_task,
+    run_until,
 )
 from tests.support.invariants import check_invariants
 
@@ -146,3 +149,28 @@ def test_a_dead_consumers_entry_behind_many_live_ones_is_reclaimed(
     }
     assert owners[dead[0][0]] == reclaimer.name
     assert {owners[e] for e, _ in live} == {"live"}
+
+
+def test_each_failed_execution_is_logged_with_its_task(
+    fast_settings: None, executor: RecordingExecutor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(ContextFilter())
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "doomed", input_data={"fail": 9})
+    consumer = AgentConsumer(concurrency=1, executor=executor, reviewer=PickyReviewer())
+    consumer.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="orchestration.consumer"):
+            run_until(team_id, lambda: settled(task))
+    finally:
+        consumer.stop()
+    lines = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if getattr(r, "task_id", None) == str(task) and "execution failed" in r.getMessage()
+    ]
+    assert lines == [
+        ("WARNING", "execution failed (attempt 1 of 3): planned failure 1; retrying in 0.05 s"),
+        ("WARNING", "execution failed (attempt 2 of 3): planned failure 2; retrying in 0.1 s"),
+        ("ERROR", "execution failed (attempt 3 of 3): planned failure 3; the task fails"),
+    ]
