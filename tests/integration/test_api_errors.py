@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg.errors
 import pytest
 import redis
 import sqlalchemy.exc
@@ -168,6 +169,7 @@ def test_unexpected_error_is_a_logged_json_500(
         (sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("refused")), 503),
         (redis.ConnectionError("refused"), 503),
         (redis.TimeoutError("slow"), 503),
+        (sqlalchemy.exc.ProgrammingError("SELECT", {}, psycopg.errors.UndefinedTable("no")), 503),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
@@ -179,6 +181,8 @@ def test_error_classes_map_to_statuses(
 
     monkeypatch.setattr(teams, "list_teams", failing)
     body = assert_error(api.get(f"{V1}/teams"), code)
+    if isinstance(getattr(exc, "orig", None), psycopg.errors.UndefinedTable):
+        assert "run make migrate" in body["message"]
     if isinstance(exc, errors.OrchestrationError):
         assert body["message"] == exc.message
         if exc.errors:

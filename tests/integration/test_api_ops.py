@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy
 from prometheus_client.parser import text_string_to_metric_families
 
+from db import migrate
+from db.engine import get_engine, reset_engine
 from orchestration import teams
+from tests.conftest import run_tag, scratch_database_url, worker_id
+from webapp import readiness
 from webapp.testing import V1, ApiClient, assert_error, environment
 
 PREFIXES = ["", V1]
@@ -50,6 +56,61 @@ def test_not_ready_without_postgres(anonymous: ApiClient, monkeypatch: pytest.Mo
     body = assert_error(anonymous.get("/ready"), 503, errors=True)
     assert set(body["errors"]) == {"postgres"}
     assert "postgres" in body["message"]
+
+
+@pytest.fixture
+def unmigrated(anonymous: ApiClient) -> Iterator[str]:
+    """The app pointed at a database that exists but was never migrated; its URL."""
+    url = scratch_database_url(f"orch_test_{run_tag()}_unmigrated_{worker_id()}")
+    migrate.drop_database(url)
+    migrate.ensure_database(url)
+    readiness.forget()
+    try:
+        with environment(DATABASE_URL=url):
+            reset_engine()
+            yield url
+    finally:
+        reset_engine()
+        readiness.forget()
+        migrate.drop_database(url)
+
+
+def test_not_ready_when_the_schema_is_not_migrated(anonymous: ApiClient, unmigrated: str) -> None:
+    body = assert_error(anonymous.get("/ready"), 503, errors=True)
+    assert body["message"] == "not ready: postgres: schema not migrated (run make migrate)"
+    assert body["errors"] == {"postgres": ["postgres: schema not migrated (run make migrate)"]}
+
+
+def test_not_ready_while_the_schema_is_behind_then_ready_and_asked_once(
+    anonymous: ApiClient, unmigrated: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrate.upgrade(unmigrated, "0004")
+    body = assert_error(anonymous.get(f"{V1}/ready"), 503, errors=True)
+    assert set(body["errors"]) == {"postgres"}
+    assert "schema at revision 0004, behind" in body["message"]
+    assert "run make migrate" in body["message"]
+
+    migrate.upgrade(unmigrated)
+    assert anonymous.get("/ready").status_code == 200
+
+    # At head once, the schema is not read again: /ready is polled.
+    def not_again() -> Any:
+        raise AssertionError("the revision was read again")
+
+    monkeypatch.setattr(readiness, "current_revisions", not_again)
+    assert anonymous.get("/ready").status_code == 200
+
+
+def test_a_route_on_a_missing_table_is_503_saying_to_migrate(
+    api: ApiClient, unmigrated: str
+) -> None:
+    for response in (api.get(f"{V1}/teams"), api.post(f"{V1}/teams", {"name": "x"})):
+        body = assert_error(response, 503, errors=False)
+        assert "run make migrate" in body["message"]
+    with get_engine().begin() as conn:  # a table of an older schema, a column missing
+        conn.execute(sqlalchemy.text("CREATE TABLE teams (id uuid PRIMARY KEY)"))
+    body = assert_error(api.get(f"{V1}/teams"), 503, errors=False)
+    assert "run make migrate" in body["message"]
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from flask import Response
 
-from orchestration import teams
-from webapp import metrics
+from orchestration import errors, teams
+from webapp import metrics, readiness
 from webapp.auth import public
 from webapp.errors import error_response
 from webapp.parsing import Blueprint
@@ -36,18 +36,28 @@ def health() -> dict[str, str]:
 @blp.response(200, ReadySchema)
 @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
 def ready() -> Any:
-    """200 when PostgreSQL and Redis answer; 503 naming the ones that do not."""
-    checks = {"postgres": teams.check_database, "redis": teams.check_redis}
+    """200 when PostgreSQL (migrated to the latest revision) and Redis answer; 503 naming
+    the problem of each that does not."""
+    checks = {"postgres": _check_postgres, "redis": teams.check_redis}
     failed: dict[str, list[str]] = {}
     for name, check in checks.items():
         try:
             check()
+        except errors.Unavailable as exc:
+            log.warning("readiness: %s: %s", name, exc.message)
+            failed[name] = [f"{name}: {exc.message}"]
         except Exception as exc:
             log.warning("readiness: %s does not answer: %s", name, exc)
             failed[name] = [f"{name} does not answer ({type(exc).__name__})"]
     if failed:
-        return error_response(503, "not ready: " + ", ".join(failed) + " unavailable", failed)
+        problems = "; ".join(problem for found in failed.values() for problem in found)
+        return error_response(503, f"not ready: {problems}", failed)
     return {"status": "ok", "checks": dict.fromkeys(checks, "ok")}
+
+
+def _check_postgres() -> None:
+    teams.check_database()
+    readiness.check_schema()
 
 
 @blp.route("/metrics", methods=["GET"])
