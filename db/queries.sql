@@ -337,7 +337,7 @@ WITH RECURSIVE held(id) AS (
 SELECT id FROM blocked;
 
 -- roll_up --
--- A subtask reached a final state: its summary task completes, fails or is cancelled when its subtasks say so.
+-- A subtask reached a final state: its summary task completes, fails or is cancelled when its subtasks say so; it completes only with no dependency of its own or above it unmet.
 UPDATE tasks p
 SET status = CASE
         WHEN s.failed > 0 THEN 'failed'::task_status
@@ -354,6 +354,9 @@ FROM (
 WHERE p.id = :task_id
   AND p.status IN ('pending', 'blocked', 'in_progress')
   AND (s.failed > 0 OR s.open = 0)
+  -- Never completed while it or a task above it waits for a dependency: its dependents would
+  -- start before that dependency (edges refused by started_below make this unreachable).
+  AND (s.failed > 0 OR s.completed = 0 OR (p.status <> 'blocked' AND p.unmet_dependencies = 0))
 RETURNING p.id, p.team_id, p.parent_task_id, p.status;
 
 -- highest_rank --
@@ -461,8 +464,25 @@ FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
 ORDER BY id
 FOR NO KEY UPDATE;
 
+-- started_below --
+-- Which summary tasks among :task_ids have started (a task below is in flight or finished; a summary itself shows pending until a task below is claimed): per summary, the first such task in id order. Every task below them is share-locked in id order first, so a pass cannot assign one before the caller commits, and one assigned meanwhile is read as committed; the sort reads every locked row.
+WITH RECURSIVE below(root, id) AS (
+    SELECT parent_task_id, id FROM tasks WHERE parent_task_id = ANY(CAST(:task_ids AS uuid[]))
+    UNION ALL
+    SELECT b.root, c.id FROM tasks c JOIN below b ON c.parent_task_id = b.id
+), held AS MATERIALIZED (
+    SELECT b.root, t.id, t.status
+    FROM below b JOIN tasks t ON t.id = b.id
+    ORDER BY t.id
+    FOR SHARE OF t
+)
+SELECT DISTINCT ON (root) root, id, status::text AS status
+FROM held
+WHERE status IN ('assigned', 'in_progress', 'review', 'completed', 'failed')
+ORDER BY root, id;
+
 -- add_ordered_edges --
--- The usual new edges (task_ids[i] depends on depends_on[i]), each decided on its own, in one statement run as its own transaction (one round trip; concurrent add_dependency calls share it): hold the team's graph lock shared, lock the tasks at their ends in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert each edge the ranks already order (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary, with its dependency.added event; a task gains one unmet dependency per new edge on an unfinished task and is then blocked, with one task.blocked event (by its first such edge) when it was pending. Returns a row for each edge inserted (i: its position); an edge without one was not written, and its caller runs the general path.
+-- The usual new edges (task_ids[i] depends on depends_on[i]), each decided on its own, in one statement run as its own transaction (one round trip; concurrent add_dependency calls share it): hold the team's graph lock shared, lock the tasks at their ends in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert each edge the ranks already order (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary (a summary has started when a task below it has: the general path checks that, started_below), with its dependency.added event; a task gains one unmet dependency per new edge on an unfinished task and is then blocked, with one task.blocked event (by its first such edge) when it was pending. Returns a row for each edge inserted (i: its position); an edge without one was not written, and its caller runs the general path.
 WITH graph AS (
     SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
     FROM teams WHERE id = :team_id

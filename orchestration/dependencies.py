@@ -39,6 +39,9 @@ from orchestration.errors import (
 )
 from orchestration.locks import lock_graph, lock_team_graph, try_lock_graph
 
+# A task takes new dependencies only before it starts: its own status says so, but a summary
+# task shows pending until a task below it is claimed, so it is also checked below
+# (_refuse_started_summaries).
 NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
 
 log = logging.getLogger(__name__)
@@ -289,6 +292,21 @@ def _block(
     events.written(session, [events.Event(team_id, "task.blocked", t, data) for t in held])
 
 
+def _refuse_started_summaries(session: Session, summaries: list[uuid.UUID]) -> None:
+    """InvalidTransition when a task below one of these summary tasks is in flight or
+    finished: the summary has started, and a dependency added now would hold back none of
+    that work, yet the summary would complete with it (DESIGN.md, Hierarchy). Every task below
+    stays share-locked, so none is assigned before the caller commits."""
+    if not summaries:
+        return
+    started = session.execute(Q["started_below"], {"task_ids": summaries}).first()
+    if started is not None:
+        raise InvalidTransition(
+            f"task {started.root} has started: task {started.id} below it is {started.status}; "
+            "dependencies can only be added before it starts"
+        )
+
+
 def _edge(session: Session, task_id: uuid.UUID, dep_id: uuid.UUID) -> TaskDependency | None:
     return session.execute(
         select(TaskDependency).where(
@@ -323,6 +341,9 @@ def add_dependency(
 ) -> tuple[TaskDependency, bool]:
     """Make task_id wait for depends_on_task_id; (edge, True) when created, (edge, False)
     when it already existed.
+
+    A task takes a dependency only before it starts; a summary task has started once a task
+    below it is in flight or finished (InvalidTransition).
 
     The usual edge, new, one the ranks already order, on a task not started that is not a
     summary, is one statement that is its own transaction, shared with the usual edges of
@@ -426,6 +447,8 @@ def _add_dependency(
             raise InvalidTransition(
                 f"task {task_id} is {status.value}; dependencies can only be added before it starts"
             )
+        if task.is_summary:
+            _refuse_started_summaries(session, [task_id])
         if not dep.end_rank < task.start_rank:
             _hold_alone(session, team_id, alone=alone)
         add_edge(
@@ -499,6 +522,7 @@ def _add_dependencies(
                     f"task {task_id} is {rows[task_id].status}; dependencies can only be "
                     "added before it starts"
                 )
+        _refuse_started_summaries(session, sorted({t for t, _ in new if rows[t].is_summary}))
         ranks = {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
         if any(not ranks[d][1] < ranks[t][0] for t, d in new):
             _hold_alone(session, team_id, alone=alone)
