@@ -209,6 +209,8 @@ class Task(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claim: Mapped[str | None] = mapped_column(Text)
+    # A fresh id per assignment, carried by its stream entry: a claim must name the current one.
+    assignment: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     review_feedback: Mapped[str | None] = mapped_column(Text)
     cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
     # The task's start and end in a topological order of the team's waits-for graph (see

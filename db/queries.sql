@@ -44,7 +44,7 @@ SELECT
      FROM ready r) AS ready;
 
 -- assign --
--- Assign the chosen tasks that are still pending, count them on their workers (locked in id order; fits is false if a worker went offline or lost capacity meanwhile: roll back), log each assignment and its event, in one statement.
+-- Assign the chosen tasks that are still pending, each under a fresh assignment id (its stream entry carries it), count them on their workers (locked in id order; fits is false if a worker went offline or lost capacity meanwhile: roll back), log each assignment and its event, in one statement.
 WITH chosen AS (
     SELECT *
     FROM unnest(
@@ -54,10 +54,10 @@ WITH chosen AS (
 ), moved AS (
     UPDATE tasks t
     SET status = 'assigned', assigned_to = c.worker_id, assigned_by = CAST(:manager_id AS uuid),
-        claim = NULL, updated_at = now()
+        claim = NULL, assignment = gen_random_uuid(), updated_at = now()
     FROM chosen c
     WHERE t.id = c.task_id AND t.status = 'pending' AND NOT t.is_summary
-    RETURNING t.id, t.assigned_to, t.priority
+    RETURNING t.id, t.assigned_to, t.priority, t.assignment
 ), workers AS (
     SELECT id FROM team_members
     WHERE id IN (SELECT assigned_to FROM moved)
@@ -88,16 +88,18 @@ WITH chosen AS (
            jsonb_build_object('worker_id', c.worker_id::text, 'score', c.score)
     FROM chosen c JOIN moved m ON m.id = c.task_id
 )
-SELECT m.id, m.assigned_to, m.priority, c.score,
+SELECT m.id, m.assigned_to, m.priority, m.assignment, c.score,
        (SELECT count(*) FROM loaded) = (SELECT count(DISTINCT assigned_to) FROM moved) AS fits
 FROM moved m JOIN chosen c ON c.task_id = m.id;
 
 -- claim --
--- Take assigned tasks (parallel arrays) for execution by their workers; a new claim fences out any earlier holder. Returns each agent's profile, and logs first starts. Commits without waiting for its WAL flush: the completion's synchronous commit flushes it too, and a claim lost in a crash only makes that completion stale (the task, still assigned, is re-emitted).
+-- Take assigned tasks (parallel arrays) for execution by their workers, each for the assignment its entry names (null: any, for an entry emitted before entries named it); a new claim fences out any earlier holder, and an entry of an earlier assignment of the task takes nothing. Returns each agent's profile, and logs first starts. Commits without waiting for its WAL flush: the completion's synchronous commit flushes it too, and a claim lost in a crash only makes that completion stale (the task, still assigned, is re-emitted).
 WITH wanted AS (
     SELECT *
-    FROM unnest(CAST(:task_ids AS uuid[]), CAST(:worker_ids AS uuid[]), CAST(:claims AS text[]))
-        AS w(task_id, worker_id, claim)
+    FROM unnest(
+        CAST(:task_ids AS uuid[]), CAST(:worker_ids AS uuid[]), CAST(:claims AS text[]),
+        CAST(:assignments AS uuid[])
+    ) AS w(task_id, worker_id, claim, assignment)
 ), old AS (
     SELECT t.id, t.status FROM tasks t
     WHERE t.id = ANY(CAST(:task_ids AS uuid[]))
@@ -115,6 +117,7 @@ WITH wanted AS (
       AND w.task_id = t.id
       AND m.id = t.assigned_to
       AND t.assigned_to = w.worker_id
+      AND (w.assignment IS NULL OR t.assignment = w.assignment)
       AND t.status IN ('assigned', 'in_progress', 'review')
     RETURNING old.status AS previous_status, t.*,
         m.agent_id AS agent_id, m.role AS agent_role, m.specialization AS agent_specialization,

@@ -375,7 +375,10 @@ class AgentConsumer:
             return
         requests = [
             lifecycle.ClaimRequest(
-                e.task_id, e.worker_id, f"{self.name}/{e.entry_id}/{uuid.uuid4().hex[:8]}"
+                e.task_id,
+                e.worker_id,
+                f"{self.name}/{e.entry_id}/{uuid.uuid4().hex[:8]}",
+                e.assignment,
             )
             for e in entries
         ]

@@ -123,11 +123,13 @@ class Claimed:
 
 @dataclass(frozen=True)
 class ClaimRequest:
-    """A stream entry asking to run its task as its assigned worker, under a fresh claim token."""
+    """A stream entry asking to run its task as its assigned worker, under a fresh claim token:
+    for its assignment (None: any, for entries emitted before they carried it)."""
 
     task_id: uuid.UUID
     worker_id: uuid.UUID
     token: str
+    assignment: uuid.UUID | None = None
 
 
 def claim(task_id: uuid.UUID, worker_id: uuid.UUID, token: str) -> Claimed | None:
@@ -150,6 +152,7 @@ def claim_many(requests: list[ClaimRequest]) -> list[Claimed | None]:
                     "task_ids": [r.task_id for r in requests],
                     "worker_ids": [r.worker_id for r in requests],
                     "claims": [r.token for r in requests],
+                    "assignments": [r.assignment for r in requests],
                 },
             ).mappings()
         }

@@ -202,7 +202,9 @@ def _assign(session: Session, team: Any, result: PassResult) -> None:
             for row in moved
         ],
     )
-    result.assigned = [streams.Assignment(row.id, row.assigned_to, row.priority) for row in moved]
+    result.assigned = [
+        streams.Assignment(row.id, row.assigned_to, row.priority, row.assignment) for row in moved
+    ]
 
 
 def _deliver(
@@ -349,7 +351,7 @@ def reconcile(team_id: uuid.UUID, grace: float | None = None) -> ReconcileResult
         rows = session.execute(
             text(
                 """
-                SELECT id, assigned_to, priority FROM tasks
+                SELECT id, assigned_to, priority, assignment FROM tasks
                 WHERE team_id = :team_id AND assigned_to IS NOT NULL AND (
                     (status = 'assigned' AND updated_at < now() - make_interval(secs => :grace))
                     OR (status IN ('in_progress', 'review')
@@ -363,7 +365,9 @@ def reconcile(team_id: uuid.UUID, grace: float | None = None) -> ReconcileResult
             },
         ).all()
     missing = [
-        streams.Assignment(r.id, r.assigned_to, r.priority) for r in rows if r.id not in live
+        streams.Assignment(r.id, r.assigned_to, r.priority, r.assignment)
+        for r in rows
+        if r.id not in live
     ]
     if missing:
         log.warning(

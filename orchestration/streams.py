@@ -32,6 +32,7 @@ class Entry:
     worker_id: uuid.UUID
     priority: int
     timestamp: float
+    assignment: uuid.UUID | None = None  # None: emitted before entries carried it
 
     @classmethod
     def parse(cls, team_id: uuid.UUID, entry_id: str, fields: dict[str, str]) -> Entry:
@@ -42,6 +43,7 @@ class Entry:
             worker_id=uuid.UUID(fields["worker_id"]),
             priority=int(fields.get("priority", 5)),
             timestamp=float(fields.get("timestamp", 0)),
+            assignment=uuid.UUID(fields["assignment"]) if fields.get("assignment") else None,
         )
 
 
@@ -50,6 +52,7 @@ class Assignment:
     task_id: uuid.UUID
     worker_id: uuid.UUID
     priority: int
+    assignment: uuid.UUID | None = None  # None: assigned before tasks carried one
 
 
 def ensure_group(team_id: uuid.UUID, client: redis.Redis | None = None) -> None:
@@ -82,16 +85,16 @@ def queue_emit(pipe: Any, team_id: uuid.UUID, batch: list[Assignment]) -> int:
     now = f"{time.time():.6f}"
     pipe.xgroup_create(stream, group, id="0", mkstream=True)
     for a in batch:
-        pipe.xadd(
-            stream,
-            {
-                "task_id": str(a.task_id),
-                "team_id": str(team_id),
-                "worker_id": str(a.worker_id),
-                "priority": str(a.priority),
-                "timestamp": now,
-            },
-        )
+        fields = {
+            "task_id": str(a.task_id),
+            "team_id": str(team_id),
+            "worker_id": str(a.worker_id),
+            "priority": str(a.priority),
+            "timestamp": now,
+        }
+        if a.assignment is not None:
+            fields["assignment"] = str(a.assignment)
+        pipe.xadd(stream, fields)
     pipe.xadd(NOTIFY_STREAM, {"team_id": str(team_id)}, maxlen=NOTIFY_MAXLEN, approximate=True)
     return len(batch) + 2
 

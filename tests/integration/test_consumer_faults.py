@@ -1,6 +1,7 @@
 """The stream consumer under faults, against real PostgreSQL and Redis: a warm shutdown while
 agents run, the database gone while an outcome commits, a dead consumer's entry behind many
-live ones in the pending list, failed executions in the log."""
+live ones in the pending list, an entry of an earlier assignment, failed executions in
+the log."""
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, select, text
 
 from db.engine import session_scope
 from db.models import Task, TaskStatus
-from orchestration import keys, orchestrator
+from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
 from orchestration.logs import ContextFilter
@@ -174,3 +175,38 @@ def test_each_failed_execution_is_logged_with_its_task(
         ("WARNING", "execution failed (attempt 2 of 3): planned failure 2; retrying in 0.1 s"),
         ("ERROR", "execution failed (attempt 3 of 3): planned failure 3; the task fails"),
     ]
+
+
+def test_an_entry_of_an_earlier_assignment_cannot_take_the_task_from_its_live_run(
+    fast_settings: None,
+    executor: RecordingExecutor,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT", "1")
+    reload_settings()
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "assigned twice", input_data={"sleep": 3.0})
+    orchestrator.run_pass(team_id)
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
+    # A process reads and claims the first assignment's entry, then dies holding it.
+    [(entry_id, fields)] = redis_client.xreadgroup(group, "dead", {stream: ">"})[0][1]
+    first = streams.Entry.parse(team_id, entry_id, fields)
+    [claimed] = lifecycle.claim_many(
+        [lifecycle.ClaimRequest(task, first.worker_id, "dead/1", first.assignment)]
+    )
+    assert claimed is not None
+    lifecycle.cancel_task(team_id, task)
+    lifecycle.retry_task(team_id, task)
+    consumer = AgentConsumer(concurrency=2, executor=executor, reviewer=PickyReviewer())
+    consumer.start()
+    try:
+        orchestrator.run_pass(team_id)  # the same worker again: a second entry
+        wait_for(lambda: settled(task))  # the first entry went idle past the timeout meanwhile
+    finally:
+        consumer.stop()
+    assert len(executor.runs) == 1
+    row = task_row(task)
+    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
+    assert redis_client.xpending(stream, group)["pending"] == 0  # the old entry acknowledged
+    check_invariants(team_id)

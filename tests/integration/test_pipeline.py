@@ -183,7 +183,9 @@ def test_pass_assigns_best_first_within_capacity_and_logs_why(redis_client: redi
         assert meta["breakdown"]["skill"] == pytest.approx(0.9)
     entries = redis_client.xrange(keys.task_stream(team.id))
     assert [e[1]["task_id"] for e in entries] == [str(code), str(docs)]
-    assert set(entries[0][1]) == {"task_id", "team_id", "worker_id", "priority", "timestamp"}
+    seed_fields = {"task_id", "team_id", "worker_id", "priority", "timestamp"}
+    assert set(entries[0][1]) == seed_fields | {"assignment"}
+    assert entries[0][1]["assignment"] == str(tasks[code].assignment)
     check_invariants(team.id, all_done=False)
 
 
