@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_process_init
+from celery.utils.imports import cwd_in_path
 
 from orchestration.config import get_settings
 from orchestration.logs import celery_setup_logging
@@ -22,6 +24,8 @@ class AgentConsumerStep(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.consumer: Any = None
+        if get_settings().agent_concurrency > 0:
+            _refuse_unusable_agents()
 
     def start(self, parent: Any) -> None:
         if get_settings().agent_concurrency <= 0:
@@ -38,6 +42,22 @@ class AgentConsumerStep(bootsteps.StartStopStep):
         if self.consumer is not None:
             self.consumer.stop()
             self.consumer = None
+
+
+def _refuse_unusable_agents() -> None:
+    """A worker whose executor or reviewer cannot be built would start cleanly and then fail
+    every task it takes: refuse to start instead (before the pool and the broker), with
+    Celery's one-line `Error: ...` and exit status 1. The agents built here are the ones the
+    consumer uses (orchestration.agents caches them)."""
+    from orchestration.agents import AgentConfigError, check_agents
+
+    try:
+        # A dotted-path executor is imported as Celery imports the app: from the working
+        # directory, which Celery puts on sys.path only while it imports.
+        with cwd_in_path():
+            check_agents("executor", "reviewer")
+    except AgentConfigError as exc:
+        raise click.ClickException(f"the worker refuses to start: {exc}") from None
 
 
 app.steps["worker"].add(AgentConsumerStep)

@@ -12,6 +12,7 @@ from flask import Flask, request
 from flask_smorest import Api
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from orchestration.agents import AgentConfigError, check_agents
 from orchestration.config import get_settings
 from orchestration.logs import configure_logging
 from webapp import auth, errors, metrics
@@ -38,7 +39,8 @@ class OrchestrationApi(Api):
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app. Refuses to start without ORCH_ADMIN_TOKEN unless ORCH_AUTH=off."""
+    """Build the app. Refuses to start without ORCH_ADMIN_TOKEN unless ORCH_AUTH=off, and with
+    a planner (ORCH_PLANNER) that cannot be built."""
     settings = get_settings()
     app = Flask(__name__, static_folder=None)
     app.config.update(
@@ -65,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.testing:
         configure_logging(settings.log_format, settings.log_level)
     _check_auth_config(app)
+    _check_planner()
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     metrics.init_app(app)  # first: times every request, refused ones included
@@ -97,6 +100,15 @@ def _check_auth_config(app: Flask) -> None:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
             "or set ORCH_AUTH=off for a local, private run."
         )
+
+
+def _check_planner() -> None:
+    """`POST .../decompose` runs the planner: a setting that cannot work refuses the start,
+    rather than every decomposition failing later."""
+    try:
+        check_agents("planner")
+    except AgentConfigError as exc:
+        raise ConfigurationError(f"the API refuses to start: {exc}") from None
 
 
 def _refuse_oversized_body() -> None:

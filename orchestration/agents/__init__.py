@@ -52,6 +52,7 @@ __all__ = [
     "build_executor",
     "build_planner",
     "build_reviewer",
+    "check_agents",
     "get_executor",
     "get_planner",
     "get_reviewer",
@@ -132,6 +133,30 @@ def get_executor() -> Executor:
 def get_reviewer() -> Reviewer:
     """The configured reviewer (ORCH_REVIEWER), cached until the settings change."""
     return _cached("reviewer", build_reviewer)
+
+
+_GETTERS: dict[str, tuple[str, Callable[[], Any]]] = {
+    "planner": ("ORCH_PLANNER", get_planner),
+    "executor": ("ORCH_EXECUTOR", get_executor),
+    "reviewer": ("ORCH_REVIEWER", get_reviewer),
+}
+
+
+def check_agents(*kinds: str) -> None:
+    """Resolve the configured agents of these kinds ("planner", "executor", "reviewer") now,
+    so that a process refuses to start on a setting that cannot work rather than failing
+    every task later. AgentConfigError, one line naming the variable, otherwise. The agents
+    built stay cached for the get_* functions."""
+    settings = get_settings()
+    for kind in kinds:
+        variable, get = _GETTERS[kind]
+        try:
+            get()
+        except AgentConfigError as exc:
+            message = " ".join(str(exc).split())
+            if variable not in message:
+                message = f"{variable}={getattr(settings, kind)!r}: {message}"
+            raise AgentConfigError(message) from exc
 
 
 def reset_agents() -> None:
