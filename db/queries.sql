@@ -130,6 +130,14 @@ WITH wanted AS (
 )
 SELECT claimed.*, set_config('synchronous_commit', 'off', true) AS relaxed FROM claimed;
 
+-- lost_claims --
+-- Which of the runs (task_ids[i] under claims[i]) are no longer theirs to finish: the task was cancelled, failed or taken by another claim meanwhile.
+SELECT r.id
+FROM unnest(CAST(:task_ids AS uuid[]), CAST(:claims AS text[])) AS r(id, claim)
+LEFT JOIN tasks t
+    ON t.id = r.id AND t.claim = r.claim AND t.status IN ('in_progress', 'review')
+WHERE t.id IS NULL;
+
 -- dependency_outputs --
 -- What the dependencies of the claimed tasks produced, for their agents (first completed first).
 SELECT d.task_id AS for_task, t.id, t.title, t.output_data, t.completion_time

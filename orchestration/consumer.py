@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 
 from db.models import TaskStatus
 from orchestration import keys, lifecycle, metrics, orchestrator, streams
-from orchestration.agents.base import ExecutionFailed, Executor, Reviewer
+from orchestration.agents.base import ExecutionFailed, Executor, Reviewer, TaskContext
 from orchestration.config import Settings, get_settings
 from orchestration.logs import log_context
 from orchestration.monitoring import CeleryEvents
@@ -50,6 +50,9 @@ MAX_HELD = 4  # entries held (running, claimed ahead or waiting for their commit
 # ones a claimed entry would wait in this process while another process's agents sit idle.
 READ_AHEAD_BELOW = 0.05
 GIL_SWITCH_INTERVAL = 0.001
+# Seconds between checks that the running tasks are still this process's runs: a task cancelled
+# (or taken over) meanwhile has its context's `cancelled` set, so its agent may stop early.
+CANCEL_POLL = 1.0
 COMMIT_ATTEMPTS = 3
 # Outcomes that could not commit (the database unreachable) stay held, their entries kept alive
 # by the heartbeat, and are committed again after a wait doubling up to this many seconds.
@@ -127,6 +130,7 @@ class AgentConsumer:
         self._stop_reading = threading.Event()
         self._inflight: dict[str, streams.Entry] = {}
         self._claims: dict[str, str] = {}  # entry id -> claim token of the running task
+        self._contexts: dict[str, TaskContext] = {}  # entry id -> its run's context, while it runs
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="agent")
         self._threads: list[threading.Thread] = []
@@ -158,6 +162,7 @@ class AgentConsumer:
             (self._heartbeat_loop, "heartbeat"),
             (self._pass_loop, "passes"),
             (self._finish_loop, "completions"),
+            (self._cancel_loop, "cancellations"),
         ):
             thread = threading.Thread(target=target, name=label, daemon=True)
             thread.start()
@@ -434,6 +439,8 @@ class AgentConsumer:
         uid = self.monitor.started(entry) if self.monitor else None
         began = time.monotonic()
         run = Run(agent_id=claimed.context.agent.agent_id)
+        with self._lock:
+            self._contexts[entry.entry_id] = claimed.context
         try:
             result = self._handle(entry, token, claimed, run)
             self._ran(time.monotonic() - began)
@@ -447,6 +454,9 @@ class AgentConsumer:
             log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
             if self.monitor and uid:
                 self.monitor.crashed(uid, exc)
+        finally:
+            with self._lock:
+                self._contexts.pop(entry.entry_id, None)
         self._release([entry])
 
     def _ran(self, took: float) -> None:
@@ -516,9 +526,13 @@ class AgentConsumer:
                     if isinstance(exc, ExecutionFailed):
                         run.tokens += exc.tokens
                         run.cost += exc.cost
+                    if ctx.cancelled.is_set():
+                        return self._stopped()
                     return self._execution_failed(entry, token, claimed.attempts, exc)
                 run.tokens += result.tokens
                 run.cost += result.cost
+                if ctx.cancelled.is_set():
+                    return self._stopped()
                 if not claimed.has_criteria:
                     return lifecycle.Completion(
                         entry.task_id,
@@ -558,6 +572,10 @@ class AgentConsumer:
             revisions = revision
             ctx = replace(ctx, revision=revision, feedback=verdict.feedback)
             status = TaskStatus.IN_PROGRESS
+
+    def _stopped(self) -> str:
+        log.info("run stopped: the task was cancelled or taken over while it ran")
+        return "stale"
 
     def _execution_failed(
         self, entry: streams.Entry, token: str, attempts: int, exc: Exception
@@ -687,6 +705,29 @@ class AgentConsumer:
                 except Exception:
                     # Beat's next pass (or the next completion) assigns what this one did not.
                     log.exception("pass for team %s failed", team_id)
+
+    # -- cancellations ---------------------------------------------------------------------
+
+    def _cancel_loop(self) -> None:
+        while not self._stop.wait(CANCEL_POLL):
+            with self._lock:
+                running = [
+                    (context, self._claims[entry_id])
+                    for entry_id, context in self._contexts.items()
+                    if entry_id in self._claims and not context.cancelled.is_set()
+                ]
+            if not running:
+                continue
+            try:
+                lost = lifecycle.lost_claims([(c.task_id, claim) for c, claim in running])
+            except Exception as exc:
+                log.warning("cancellations not checked: %s", exc)
+                continue
+            for context, _ in running:
+                if context.task_id in lost:
+                    with log_context(team_id=context.team_id, task_id=context.task_id):
+                        log.info("the task is no longer this run's: asking its agent to stop")
+                    context.cancelled.set()
 
     # -- heartbeat -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from db.engine import retry_deadlocks
+from db.engine import retry_deadlocks, statement_scope
 from db.models import (
     FINAL,
     IN_FLIGHT,
@@ -259,6 +259,20 @@ def touch(running: list[tuple[uuid.UUID, str]]) -> None:
                 "AND t.status IN ('in_progress', 'review')"
             ),
             {"ids": [i for i, _ in running], "claims": [c for _, c in running]},
+        )
+
+
+def lost_claims(running: list[tuple[uuid.UUID, str]]) -> set[uuid.UUID]:
+    """Of a consumer's runs (task id, claim), the tasks no longer theirs: cancelled, failed
+    or claimed by another run meanwhile."""
+    if not running:
+        return set()
+    with statement_scope() as conn:
+        return set(
+            conn.execute(
+                Q["lost_claims"],
+                {"task_ids": [i for i, _ in running], "claims": [c for _, c in running]},
+            ).scalars()
         )
 
 

@@ -3,6 +3,7 @@ task as one agent, a reviewer judges an output against acceptance criteria."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,6 +46,10 @@ class TaskContext:
     revision: int = 0
     feedback: str | None = None
     dependency_outputs: list[DependencyOutput] = field(default_factory=list)
+    # Set while the run is under way when it stops being this run's: the task was cancelled,
+    # or another run took it over. An executor may watch it and stop early (what it returns or
+    # raises then is discarded); the worker's agent thread and its capacity come back sooner.
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

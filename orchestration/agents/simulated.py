@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,7 +75,7 @@ class SimulatedExecutor:
         prices: PriceTable | None = None,
         *,
         model: str = SIMULATED_MODEL,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.duration = max(0.0, float(duration))
         self.failure_rate = min(1.0, max(0.0, float(failure_rate)))
@@ -109,9 +108,14 @@ class SimulatedExecutor:
         sim: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         duration = max(0.0, _number(sim.get("duration"), self.duration))
         if duration > 0:
-            self._sleep(duration)
+            if self._sleep is None:
+                ctx.cancelled.wait(duration)  # the run ends early when the task is cancelled
+            else:
+                self._sleep(duration)
         prompt_tokens = estimate_tokens(_prompt_text(ctx))
         prompt_cost = self.prices.cost(self.model, prompt_tokens, 0)
+        if ctx.cancelled.is_set():
+            raise ExecutionFailed("stopped: the task was cancelled while it ran")
 
         fail = sim.get("fail")
         if fail is True:

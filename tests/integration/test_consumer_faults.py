@@ -1,7 +1,7 @@
 """The stream consumer under faults, against real PostgreSQL and Redis: a warm shutdown while
 agents run, the database gone while an outcome commits, a dead consumer's entry behind many
-live ones in the pending list, an entry of an earlier assignment, failed executions in
-the log."""
+live ones in the pending list, an entry of an earlier assignment, a task cancelled while it
+runs, failed executions in the log."""
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from sqlalchemy import create_engine, select, text
 from db.engine import session_scope
 from db.models import Task, TaskStatus
 from orchestration import keys, lifecycle, orchestrator, streams
+from orchestration.agents.base import ExecutionResult, TaskContext
 from orchestration.config import reload_settings
-from orchestration.consumer import AgentConsumer
+from orchestration.consumer import CANCEL_POLL, AgentConsumer
 from orchestration.logs import ContextFilter
 from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
     PickyReviewer,
@@ -209,4 +210,40 @@ def test_an_entry_of_an_earlier_assignment_cannot_take_the_task_from_its_live_ru
     row = task_row(task)
     assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
     assert redis_client.xpending(stream, group)["pending"] == 0  # the old entry acknowledged
+    check_invariants(team_id)
+
+
+class PatientExecutor:
+    """Runs a task for input_data["sleep"] seconds unless told to stop: (task, ran, stopped)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[uuid.UUID, float, bool]] = []
+
+    def execute(self, ctx: TaskContext) -> ExecutionResult:
+        began = time.monotonic()
+        stopped = ctx.cancelled.wait(float(ctx.input_data.get("sleep", 0)))
+        self.runs.append((ctx.task_id, time.monotonic() - began, stopped))
+        return ExecutionResult({"done": True})
+
+
+def test_a_task_cancelled_while_it_runs_has_its_agent_told_to_stop(
+    fast_settings: None,
+) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    long = new_task(team_id, "long", input_data={"sleep": 30.0})
+    executor = PatientExecutor()
+    consumer = AgentConsumer(concurrency=1, executor=executor, reviewer=PickyReviewer())
+    consumer.start()
+    try:
+        orchestrator.run_pass(team_id)
+        wait_for(lambda: task_row(long).status is TaskStatus.IN_PROGRESS)
+        lifecycle.cancel_task(team_id, long)
+        after = new_task(team_id, "after")  # the freed capacity goes to it
+        run_until(team_id, lambda: settled(after))
+    finally:
+        consumer.stop()
+    (task, ran, stopped), (next_task, _, _) = executor.runs
+    assert (task, stopped, next_task) == (long, True, after)
+    assert ran < CANCEL_POLL + 2  # not the 30 s it would have run
+    assert task_row(long).status is TaskStatus.CANCELLED
     check_invariants(team_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -336,3 +337,12 @@ def test_bad_price_table_is_a_clear_error(agent_env: pytest.MonkeyPatch) -> None
     table = PriceTable.parse('{"m": {"prompt": 0.15, "completion": 0.6}, "*": {"prompt": 1}}')
     assert table.cost("m", 1_000_000, 1_000_000) == Decimal("0.75")
     assert table.cost("other", 2_000_000, 5) == Decimal(2)
+
+
+def test_a_run_stops_early_when_its_task_is_cancelled() -> None:
+    ctx = make_ctx(simulate={"duration": 30})
+    threading.Timer(0.05, ctx.cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(ExecutionFailed, match="cancelled while it ran"):
+        SimulatedExecutor().execute(ctx)
+    assert time.monotonic() - started < 5
