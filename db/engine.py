@@ -10,10 +10,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from psycopg.errors import DeadlockDetected
+from psycopg.errors import (
+    DeadlockDetected,
+    UndefinedColumn,
+    UndefinedFunction,
+    UndefinedObject,
+    UndefinedTable,
+)
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine, Executable, TextClause, create_engine, event
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from orchestration.config import get_settings
@@ -73,6 +79,18 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     except Exception as exc:
         # The pool discards this connection and checks out another.
         raise DisconnectionError(str(exc)) from exc
+
+
+# A statement naming a table, column, type or function the database lacks: its schema is behind
+# this code's (never migrated, or not to the latest revision), which the operator fixes.
+_SCHEMA_BEHIND = (UndefinedTable, UndefinedColumn, UndefinedObject, UndefinedFunction)
+SCHEMA_BEHIND_MESSAGE = (
+    "the database schema is missing or behind this version of the code (run make migrate)"
+)
+
+
+def schema_behind(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, _SCHEMA_BEHIND)
 
 
 def reset_engine(*, close: bool = True) -> None:

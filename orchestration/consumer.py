@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import redis
 from sqlalchemy.exc import OperationalError
 
+from db.engine import SCHEMA_BEHIND_MESSAGE, schema_behind
 from db.models import TaskStatus
 from orchestration import keys, lifecycle, metrics, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer, TaskContext
@@ -84,6 +85,33 @@ def _retried(change: Callable[[list[T]], R], batch: list[T]) -> R:
             log.warning("%s of %d entries: %s; retrying", change.__name__, len(batch), exc.orig)
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Repeats:
+    """The same error, again and again (a server down, a schema not migrated): logged the first
+    time and then once a minute with how often it came, not every second with its traceback."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self._last = ""
+        self._since = 0.0
+        self._count = 0
+
+    def due(self, exc: BaseException) -> bool:
+        """True when exc should be logged now."""
+        what = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        now = time.monotonic()
+        if what == self._last:
+            if now - self._since < self.EVERY:
+                self._count += 1
+                return False
+            log.warning("the next error came %d more times in the last minute", self._count)
+        self._last, self._since, self._count = what, now, 0
+        return True
 
 
 def consumer_name() -> str:
@@ -194,15 +222,24 @@ class AgentConsumer:
     # -- reading ---------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
+        repeated = _Repeats()
         while not self._stop_reading.is_set():
             try:
                 self._read_once()
+                repeated.clear()
             except redis.RedisError as exc:
-                log.warning("stream reader: Redis unavailable (%s); retrying", exc)
+                if repeated.due(exc):
+                    log.warning("stream reader: Redis unavailable (%s); retrying", exc)
                 self._groups.clear()
                 self._stop_reading.wait(1.0)
-            except Exception:
-                log.exception("stream reader: unexpected error; retrying")
+            except Exception as exc:
+                if schema_behind(exc):
+                    if repeated.due(exc):
+                        log.error("stream reader: %s; retrying", SCHEMA_BEHIND_MESSAGE)
+                    self._stop_reading.wait(5.0)
+                    continue
+                if repeated.due(exc):
+                    log.exception("stream reader: unexpected error; retrying")
                 self._stop_reading.wait(1.0)
 
     def _working_teams(self) -> list[uuid.UUID]:

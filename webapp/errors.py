@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import marshmallow as ma
-import psycopg.errors
 import redis
 import sqlalchemy.exc
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from db.engine import SCHEMA_BEHIND_MESSAGE, schema_behind
 from orchestration import errors
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,6 @@ UNAVAILABLE: tuple[tuple[type[BaseException], str], ...] = (
     (sqlalchemy.exc.TimeoutError, "the database connection pool is exhausted"),
     (redis.ConnectionError, "redis does not answer"),
     (redis.TimeoutError, "redis does not answer"),
-)
-
-# A statement naming a table, column, type or function the database lacks: its schema is
-# behind this code's (never migrated, or not to the latest revision), which the operator fixes.
-SCHEMA_BEHIND = (
-    psycopg.errors.UndefinedTable,
-    psycopg.errors.UndefinedColumn,
-    psycopg.errors.UndefinedObject,
-    psycopg.errors.UndefinedFunction,
-)
-SCHEMA_BEHIND_MESSAGE = (
-    "the database schema is missing or behind this version of the code (run make migrate)"
 )
 
 DEFAULT_MESSAGES = {
@@ -128,8 +116,8 @@ def handle_orchestration_error(exc: errors.OrchestrationError) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, SCHEMA_BEHIND):
-        log.error("database schema behind the code: %s", _first_line(exc.orig))
+    if schema_behind(exc):
+        log.error("database schema behind the code: %s", _first_line(exc))
         return error_response(503, SCHEMA_BEHIND_MESSAGE, headers={"Retry-After": "5"})
     for cls, message in UNAVAILABLE:
         if isinstance(exc, cls):

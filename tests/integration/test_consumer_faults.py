@@ -1,7 +1,7 @@
 """The stream consumer under faults, against real PostgreSQL and Redis: a warm shutdown while
 agents run, the database gone while an outcome commits, a dead consumer's entry behind many
 live ones in the pending list, an entry of an earlier assignment, a task cancelled while it
-runs, failed executions in the log."""
+runs, failed executions in the log, a database not migrated yet."""
 # ruff: noqa: F811
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 import redis
 from sqlalchemy import create_engine, select, text
 
-from db.engine import session_scope
+from db import migrate
+from db.engine import SCHEMA_BEHIND_MESSAGE, reset_engine, session_scope
 from db.models import Task, TaskStatus
 from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.agents.base import ExecutionResult, TaskContext
@@ -247,3 +248,27 @@ def test_a_task_cancelled_while_it_runs_has_its_agent_told_to_stop(
     assert ran < CANCEL_POLL + 2  # not the 30 s it would have run
     assert task_row(long).status is TaskStatus.CANCELLED
     check_invariants(team_id)
+
+
+def test_a_worker_started_before_the_migrations_says_so_once_not_every_second(
+    database: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = f"{database}_empty"
+    migrate.drop_database(empty)
+    migrate.ensure_database(empty)
+    monkeypatch.setenv("DATABASE_URL", empty)
+    reload_settings()
+    reset_engine()
+    consumer = AgentConsumer(concurrency=1, executor=RecordingExecutor())
+    try:
+        with caplog.at_level(logging.WARNING, logger="orchestration.consumer"):
+            consumer.start()
+            time.sleep(3.0)
+            consumer.stop()
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+        reset_engine()
+        migrate.drop_database(empty)
+    logged = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert logged == [("ERROR", f"stream reader: {SCHEMA_BEHIND_MESSAGE}; retrying", False)]
