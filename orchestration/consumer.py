@@ -544,13 +544,13 @@ class AgentConsumer:
         settings = self.settings
         if claimed.status is TaskStatus.IN_PROGRESS and claimed.attempts > settings.max_attempts:
             log.error("the last worker was lost mid-run, attempts spent; the task fails")
-            lifecycle.fail(
+            failed = lifecycle.fail(
                 entry.task_id,
                 token,
                 f"gave up after {claimed.attempts - 1} attempts "
                 f"(ORCH_MAX_ATTEMPTS={settings.max_attempts}); the last worker was lost mid-run",
             )
-            return "failed"
+            return "failed" if failed else "stale"  # cancelled since its claim, say
         ctx = claimed.context
         status = claimed.status
         output = claimed.output or {}
