@@ -60,6 +60,28 @@ def _refuse_unusable_agents() -> None:
         raise click.ClickException(f"the worker refuses to start: {exc}") from None
 
 
+def check_flower_auth(basic_auth: list[str], oauth: str | None = None) -> None:
+    """Flower (flowerconfig.py) serves the whole cluster, tasks' arguments included, on every
+    interface: like the API, it refuses to start without authentication unless ORCH_AUTH=off.
+    `basic_auth` is Flower's option (from FLOWER_BASIC_AUTH or --basic_auth), a list of
+    user:password; `oauth`, its --auth option, counts as authentication too."""
+    for number, entry in enumerate(basic_auth, 1):
+        user, sep, password = entry.partition(":")
+        if not (sep and user.strip() and password):
+            # The entry itself is not shown: it may be a password.
+            raise click.ClickException(
+                f"FLOWER_BASIC_AUTH entry {number} of {len(basic_auth)} is not user:password "
+                "(several are comma-separated, e.g. admin:s3cret,ops:an0ther)"
+            )
+    if basic_auth or oauth or not get_settings().auth_enabled:
+        return
+    raise click.ClickException(
+        "FLOWER_BASIC_AUTH is not set: Flower refuses to start without authentication. "
+        "Set FLOWER_BASIC_AUTH=user:password (e.g. admin:$(python -c 'import secrets; "
+        "print(secrets.token_urlsafe(16))')), or ORCH_AUTH=off for a local, private run."
+    )
+
+
 app.steps["worker"].add(AgentConsumerStep)
 setup_logging.connect(celery_setup_logging, weak=False)
 
