@@ -1,9 +1,10 @@
-"""Pipeline metrics shared by every process on every machine.
+"""Pipeline and API metrics shared by every process on every machine.
 
-Workers, beat and the API count into Redis hashes (batched: a background thread flushes each
-process's counts about once a second), and the API's /metrics exposes the sums, so one scrape
-sees the whole cluster whatever the number of worker processes. Counters and histograms only:
-the gauges (tasks by status, stream length) are read at scrape time from their source.
+Workers, beat and the API's processes count into Redis hashes (batched: a background thread
+flushes each process's counts about once a second), and the API's /metrics exposes the sums, so
+one scrape sees the whole cluster whatever the number of worker processes. Counters and
+histograms only: the gauges (tasks by status, stream length) are read at scrape time from their
+source.
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ SPECS = {
         Spec("orch_reemitted", "counter", "Assignments re-emitted by reconciliation", ("team_id",)),
         Spec("orch_tokens", "counter", "Model tokens used", ("team_id", "agent_id")),
         Spec("orch_cost_usd", "counter", "Model cost in USD", ("team_id", "agent_id")),
+        Spec(
+            "orch_api_requests",
+            "counter",
+            "API requests by route template, method and status",
+            ("route", "method", "status"),
+        ),
+        Spec(
+            "orch_api_request_duration_seconds",
+            "histogram",
+            "API request latency by route template, method and status",
+            ("route", "method", "status"),
+        ),
     )
 }
 

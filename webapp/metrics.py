@@ -1,21 +1,18 @@
-"""Prometheus metrics: API requests by route template, method and status (counter and latency
-histogram), pipeline gauges computed at scrape time from PostgreSQL and Redis, and the
-pipeline's counters and histograms that every process records in Redis (orchestration.metrics).
-
-Each app has its own registry (an app factory may run many times in one process). Under a
-multi-process server set PROMETHEUS_MULTIPROC_DIR and the request metrics of every worker
-process are aggregated at scrape time.
+"""Prometheus metrics: pipeline gauges computed at scrape time from PostgreSQL and Redis, and
+the counters and histograms every process records in Redis (orchestration.metrics): the
+pipeline's and the API's requests by route template, method and status (count and latency).
+Every API process counts into the same place, so a scrape answered by any one of a
+multi-process server's workers sees the requests all of them served.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -105,30 +102,12 @@ def _bound(bound: float) -> str:
 
 class Metrics:
     def __init__(self) -> None:
+        # Each app its own registry: an app factory may run many times in one process.
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "orch_api_requests",
-            "API requests by route template, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "orch_api_request_duration_seconds",
-            "API request latency by route template, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.pipeline = PipelineCollector()
-        self.registry.register(self.pipeline)
+        self.registry.register(PipelineCollector())
 
     def exposition(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            registry.register(self.pipeline)
-            return generate_latest(registry)
+        pipeline_metrics.flush()  # this process's latest counts, this request's own included
         return generate_latest(self.registry)
 
 
@@ -140,15 +119,16 @@ def _observe(response: Response) -> Response:
     started = g.pop("orch_request_started", None)
     if started is None:
         return response
-    metrics: Metrics = current_app.extensions[EXTENSION]
     rule = request.url_rule
     labels = {
         "route": rule.rule if rule is not None else UNMATCHED,
         "method": request.method if rule is not None else "other",
         "status": str(response.status_code),
     }
-    metrics.requests.labels(**labels).inc()
-    metrics.latency.labels(**labels).observe(time.perf_counter() - started)
+    pipeline_metrics.inc("orch_api_requests", 1.0, **labels)
+    pipeline_metrics.observe(
+        "orch_api_request_duration_seconds", time.perf_counter() - started, **labels
+    )
     return response
 
 
