@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -283,19 +283,53 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_token(team_id: uuid.UUID) -> str:
-    """A new bearer token for the team. Only its hash is stored: this is the one time it shows."""
+@dataclass(frozen=True)
+class NewToken:
+    token: str  # the only time it shows: only its hash is stored
+    id: uuid.UUID
+    prefix: str
+
+
+def create_token(team_id: uuid.UUID) -> NewToken:
+    """A new bearer token for the team."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    prefix = token[:TOKEN_PREFIX_LENGTH]
     with session_scope() as session:
         _require_team(session, team_id)
-        row = ApiToken(
-            team_id=team_id, token_hash=hash_token(token), prefix=token[:TOKEN_PREFIX_LENGTH]
-        )
+        row = ApiToken(team_id=team_id, token_hash=hash_token(token), prefix=prefix)
         session.add(row)
         session.flush()
         token_id = row.id
     log.info("API token %s created for team %s", token_id, team_id)
-    return token
+    return NewToken(token, token_id, prefix)
+
+
+def list_tokens(team_id: uuid.UUID) -> list[ApiToken]:
+    """The team's tokens, oldest first (their hashes, never the tokens)."""
+    with session_scope() as session:
+        _require_team(session, team_id)
+        rows = list(
+            session.scalars(
+                select(ApiToken)
+                .where(ApiToken.team_id == team_id)
+                .order_by(ApiToken.created_at, ApiToken.id)
+            )
+        )
+        session.expunge_all()
+        return rows
+
+
+def revoke_token(team_id: uuid.UUID, token_id: uuid.UUID) -> None:
+    """Delete the token: the next request bearing it answers 401."""
+    with session_scope() as session:
+        gone = session.execute(
+            delete(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.team_id == team_id)
+            .returning(ApiToken.id)
+        ).scalar_one_or_none()
+    if gone is None:
+        raise NotFound(f"token {token_id} of team {team_id} not found")
+    log.info("API token %s of team %s revoked", token_id, team_id)
 
 
 def team_for_token(token: str) -> uuid.UUID | None:

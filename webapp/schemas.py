@@ -129,6 +129,19 @@ class TeamSchema(ma.Schema):
 
 class TokenSchema(ma.Schema):
     token = fields.String(required=True, metadata={"description": "shown once; keep it"})
+    id = fields.UUID(required=True, metadata={"description": "to revoke it with"})
+    prefix = fields.String(required=True, metadata={"description": "its first characters"})
+
+
+class TokenInfoSchema(ma.Schema):
+    """A team token as listed: never the token itself, which only its creation shows."""
+
+    id = fields.UUID(required=True)
+    prefix = fields.String(required=True, metadata={"description": "the token's first characters"})
+    created_at = fields.DateTime(required=True)
+    last_used_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "to the minute"}
+    )
 
 
 # --- members -----------------------------------------------------------------------------------

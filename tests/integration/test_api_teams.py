@@ -146,7 +146,7 @@ def test_create_token(api: ApiClient, team: dict[str, Any], session: Session) ->
     response = api.post(f"{V1}/teams/{team['id']}/tokens")
     assert response.status_code == 201
     body = response.get_json()
-    assert set(body) == {"token"}
+    assert set(body) == {"token", "id", "prefix"}
     token = body["token"]
     assert len(token) >= 40
     rows = session.scalars(select(ApiToken)).all()
@@ -154,6 +154,7 @@ def test_create_token(api: ApiClient, team: dict[str, Any], session: Session) ->
     assert rows[0].token_hash == hashlib.sha256(token.encode()).hexdigest()
     assert token not in (rows[0].token_hash, rows[0].prefix)
     assert token.startswith(rows[0].prefix)
+    assert (body["id"], body["prefix"]) == (str(rows[0].id), rows[0].prefix)
     assert rows[0].team_id.hex == team["id"].replace("-", "")
     # Each call makes another token; both work.
     second = api.create_token(team["id"])
@@ -179,6 +180,39 @@ def test_team_token_cannot_create_teams_or_tokens(api: ApiClient, team: dict[str
     assert_error(scoped.post(f"{V1}/teams", {"name": "mine"}), 403)
     assert_error(scoped.post(f"{V1}/teams/{team['id']}/tokens"), 403)
     assert [t["name"] for t in api.get(f"{V1}/teams").get_json()] == ["alpha"]
+
+
+def test_tokens_are_listed_without_their_secret_and_revoked(
+    api: ApiClient, team: dict[str, Any], other_team: dict[str, Any]
+) -> None:
+    first = api.post(f"{V1}/teams/{team['id']}/tokens").get_json()
+    second = api.post(f"{V1}/teams/{team['id']}/tokens").get_json()
+    api.as_token(first["token"]).get(f"{V1}/teams")  # records its use
+    listed = api.get(f"{V1}/teams/{team['id']}/tokens")
+    assert listed.status_code == 200
+    rows = listed.get_json()
+    assert [(r["id"], r["prefix"]) for r in rows] == [
+        (first["id"], first["prefix"]),
+        (second["id"], second["prefix"]),
+    ]
+    assert set(rows[0]) == {"id", "prefix", "created_at", "last_used_at"}
+    assert rows[0]["last_used_at"] is not None and rows[1]["last_used_at"] is None
+    assert first["token"] not in listed.get_data(as_text=True)
+    # A team token can neither list nor revoke, even its own.
+    scoped = api.as_token(first["token"])
+    assert_error(scoped.get(f"{V1}/teams/{team['id']}/tokens"), 403)
+    assert_error(scoped.delete(f"{V1}/teams/{team['id']}/tokens/{second['id']}"), 403)
+    # Revoked: refused from the next request on; the other token still works.
+    assert api.delete(f"{V1}/teams/{team['id']}/tokens/{first['id']}").status_code == 204
+    assert_error(api.as_token(first["token"]).get(f"{V1}/teams"), 401)
+    assert api.as_token(second["token"]).get(f"{V1}/teams").status_code == 200
+    assert [r["id"] for r in api.get(f"{V1}/teams/{team['id']}/tokens").get_json()] == [
+        second["id"]
+    ]
+    # Gone already, another team's, or an unknown team: 404.
+    assert_error(api.delete(f"{V1}/teams/{team['id']}/tokens/{first['id']}"), 404)
+    assert_error(api.delete(f"{V1}/teams/{other_team['id']}/tokens/{second['id']}"), 404)
+    assert_error(api.get(f"{V1}/teams/{unknown_id()}/tokens"), 404)
 
 
 def test_team_token_of_a_deleted_team_is_refused(

@@ -5,11 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from flask import Response
+
 from db.models import Team
 from orchestration import lifecycle, teams
 from webapp.auth import admin_only, current_principal
 from webapp.parsing import Blueprint
-from webapp.schemas import TeamCreateSchema, TeamSchema, TeamUpdateSchema, TokenSchema
+from webapp.schemas import (
+    TeamCreateSchema,
+    TeamSchema,
+    TeamUpdateSchema,
+    TokenInfoSchema,
+    TokenSchema,
+)
 
 blp = Blueprint(
     "teams",
@@ -99,6 +107,27 @@ def resume_team(team_id: uuid.UUID) -> dict[str, Any]:
 @blp.response(201, TokenSchema)
 @blp.alt_response(403, response="FORBIDDEN")
 @blp.alt_response(404, response="NOT_FOUND")
-def create_token(team_id: uuid.UUID) -> dict[str, str]:
+def create_token(team_id: uuid.UUID) -> teams.NewToken:
     """A bearer token reaching this team only (admin token only). Shown once, stored hashed."""
-    return {"token": teams.create_token(team_id)}
+    return teams.create_token(team_id)
+
+
+@blp.route("/<uuid:team_id>/tokens", methods=["GET"])
+@admin_only
+@blp.response(200, TokenInfoSchema(many=True))
+@blp.alt_response(403, response="FORBIDDEN")
+@blp.alt_response(404, response="NOT_FOUND")
+def list_tokens(team_id: uuid.UUID) -> list[Any]:
+    """The team's tokens (admin token only): id, prefix and use, never the token."""
+    return teams.list_tokens(team_id)
+
+
+@blp.route("/<uuid:team_id>/tokens/<uuid:token_id>", methods=["DELETE"])
+@admin_only
+@blp.response(204)
+@blp.alt_response(403, response="FORBIDDEN")
+@blp.alt_response(404, response="NOT_FOUND")
+def revoke_token(team_id: uuid.UUID, token_id: uuid.UUID) -> Response:
+    """Revoke a team token (admin token only): requests bearing it answer 401 from now on."""
+    teams.revoke_token(team_id, token_id)
+    return Response(status=204)
