@@ -1,7 +1,8 @@
 """`orch`: the operator's command line, a client of the HTTP API (CONTRACT.md, HTTP API).
 
     orch teams                                   the teams, their status, tasks and members
-    orch team create NAME | start|pause|resume TEAM_ID
+    orch team create NAME                        prints the new team's id (only)
+    orch team start|pause|resume TEAM_ID
     orch token create TEAM_ID                    a team token, printed once
     orch member add TEAM_ID --role worker --specialization "Technical Executor" --max 2
     orch tasks TEAM_ID [--status pending]
@@ -12,6 +13,7 @@
 
 `--url` (or ORCH_URL) names the API, default http://127.0.0.1:5000; `--token` (or ORCH_TOKEN,
 else ORCH_ADMIN_TOKEN) is the bearer token. `--json` prints the API's JSON instead of tables.
+These global options go before or after the subcommand.
 
 Exit codes: 0 success; 1 the API refused the request (its message is printed); 2 a usage error;
 3 the API could not be reached. The token is never printed, except by `orch token create`.
@@ -22,10 +24,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 import requests
@@ -86,9 +89,15 @@ class Client:
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
         self.http = requests.Session()
-        if self.token:
-            self.http.headers["Authorization"] = f"Bearer {self.token}"
         self.http.headers["Accept"] = "application/json"
+        self.set_token(self.token)
+
+    def set_token(self, token: str | None) -> None:
+        self.token = token
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self.http.headers.pop("Authorization", None)
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
@@ -167,6 +176,71 @@ pass_client = click.make_pass_decorator(Client)
 # --- the group ---------------------------------------------------------------------------------
 
 
+def check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """An http(s) URL with a host: `127.0.0.1:5901` alone would be read as a path."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(
+            f"{value!r} needs a scheme and a host, e.g. http://{value.split('://')[-1] or 'HOST'}"
+        )
+    return value
+
+
+def _override(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """A callback that sets a global option given after the subcommand on the Client the group
+    built (the group's callback runs before the subcommand's options are parsed)."""
+
+    def apply(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is None or value is False:  # not given here: the group's value stands
+            return
+        client = ctx.find_object(Client)
+        if client is None:
+            return
+        if name == "token":
+            client.set_token(value)
+        elif name == "url":
+            check_url(ctx, param, value)
+            client.url = value.rstrip("/")
+        else:
+            setattr(client, name, value)
+
+    return apply
+
+
+def global_options_after() -> list[click.Option]:
+    return [
+        click.Option(["--url"], expose_value=False, callback=_override("url"), help="API URL."),
+        click.Option(["--token"], expose_value=False, callback=_override("token"), help="Token."),
+        click.Option(
+            ["--json", "as_json"],
+            is_flag=True,
+            default=None,
+            expose_value=False,
+            callback=_override("as_json"),
+            help="Print the API's JSON instead of tables.",
+        ),
+        click.Option(
+            ["--http-timeout", "http_timeout"],  # not `timeout`: `events --timeout` is another
+            type=float,
+            expose_value=False,
+            callback=_override("timeout"),
+            help="Seconds to wait for each answer.",
+        ),
+    ]
+
+
+def accept_global_options_after_subcommands(group: click.Group) -> None:
+    """`orch tasks T --json` as well as `orch --json tasks T`: every command under the group
+    takes the global options too (without defaults or environment: those are the group's)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            accept_global_options_after_subcommands(command)
+        else:
+            command.params.extend(global_options_after())
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--url",
@@ -174,6 +248,7 @@ pass_client = click.make_pass_decorator(Client)
     default=DEFAULT_URL,
     show_default=True,
     show_envvar=True,
+    callback=check_url,
     help="Base URL of the API.",
 )
 @click.option(
@@ -271,11 +346,17 @@ def print_team(client: Client, team: dict[str, Any], verb: str) -> None:
 @click.option("--description", "-d", default=None, help="What the team is for.")
 @pass_client
 def team_create(client: Client, name: str, description: str | None) -> None:
-    """Create a team (admin token); it starts inactive."""
+    """Create a team (admin token); it starts inactive. Prints its id (for scripts:
+    `TEAM=$(orch team create NAME)`), the rest on stderr."""
     body: dict[str, Any] = {"name": name}
     if description is not None:
         body["description"] = description
-    print_team(client, client.call("POST", "/teams", json=body), "Created")
+    team = client.call("POST", "/teams", json=body)
+    if client.as_json:
+        print_json(team)
+        return
+    click.echo(team["id"])
+    err().print(f"Created team [bold]{escape(team['name'])}[/]: {styled(team['status'])}")
 
 
 def _transition(action: str, verb: str) -> click.Command:
@@ -647,6 +728,9 @@ def demo_cmd() -> None:
     from orchestration import demo
 
     sys.exit(demo.main())
+
+
+accept_global_options_after_subcommands(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,8 +95,9 @@ def make_team(orch: Orch, name: str = "alpha") -> str:
 
 def test_team_create_start_pause_resume(orch: Orch) -> None:
     result = orch("team", "create", "alpha", "--description", "first")
-    team_id = created_id(result)
-    assert "Created team alpha" in result.output and "inactive" in result.output
+    team_id = result.stdout.strip()  # only the id, for `TEAM=$(orch team create NAME)`
+    assert UUID_RE.fullmatch(team_id), result.stdout
+    assert "Created team alpha" in result.stderr and "inactive" in result.stderr
     assert orch.http("GET", f"/teams/{team_id}")["description"] == "first"
 
     assert "active" in orch("team", "start", team_id).output
@@ -343,6 +344,35 @@ def test_admin_token_from_orch_admin_token(orch: Orch) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "alpha" in result.output and ADMIN_TOKEN not in result.output
+
+
+def test_global_options_after_the_subcommand(orch: Orch) -> None:
+    created = json.loads(orch("team", "create", "alpha", "--json").stdout)
+    team_id = created["id"]
+    assert created["status"] == "inactive"
+    orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "one"})
+    tasks = json.loads(orch("tasks", team_id, "--json").stdout)
+    assert [t["title"] for t in tasks] == ["one"]
+    # Nested commands too, and --token after the subcommand wins over ORCH_TOKEN.
+    started = json.loads(orch("team", "start", team_id, "--json").stdout)
+    assert started["status"] == "active"
+    denied = orch("teams", "--token", "not-the-token-4242", ok=False)
+    assert denied.exit_code == 1 and "401" in denied.output
+    assert "alpha" in orch("teams", "--token", ADMIN_TOKEN, token=None).output
+    unreachable = orch("teams", "--url", "http://127.0.0.1:1", ok=False)
+    assert unreachable.exit_code == 3 and "http://127.0.0.1:1" in unreachable.output
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_url_without_a_scheme_is_a_usage_error(orch: Orch, where: str) -> None:
+    args = (
+        ["--url", "127.0.0.1:5901", "teams"]
+        if where == "before"
+        else ["teams", "--url", "127.0.0.1:5901"]
+    )
+    result = orch(*args, ok=False)
+    assert result.exit_code == 2
+    assert "'127.0.0.1:5901' needs a scheme and a host, e.g. http://127.0.0.1:5901" in result.output
 
 
 def test_unreachable_api(database: str) -> None:
