@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import get_engine
+from orchestration import metrics
 from tests.support.processes import Procs
 from tests.support.services import (
     RedisServer,
@@ -62,6 +63,8 @@ def e2e_env(database: str, redis_server: RedisServer) -> Iterator[RedisServer]:
     from orchestration.redis_client import reset_redis
 
     truncate_all()
+    # Counts this process buffered in earlier tests go to their Redis, not this test's server.
+    metrics.flush()
     saved = {k: os.environ.get(k) for k in ("REDIS_URL", *WORKER_ENV)}
     os.environ["REDIS_URL"] = redis_server.url
     for key, value in WORKER_ENV.items():

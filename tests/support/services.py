@@ -42,15 +42,17 @@ def truncate_all() -> None:
 def point_celery_at(url: str) -> None:
     """This process's Celery app (request_pass publishes through it) uses the private broker:
     its cached connection and producer pools, made for the old URL, are dropped."""
+    from kombu import pools
+
     from orchestration.celery import app
 
     app.conf.broker_url = url
     app.conf.result_backend = url
-    pool = getattr(app, "_pool", None)
-    if pool is not None:
-        with contextlib.suppress(Exception):
-            pool.force_close_all()
-        app._pool = None
+    # kombu keeps its pools in a registry of its own, by URL: closing the old URL's pool alone
+    # leaves it there, closed, for the next time this process points back at that URL.
+    with contextlib.suppress(Exception):
+        pools.reset()
+    app._pool = None
     amqp = app.amqp
     if getattr(amqp, "_producer_pool", None) is not None:
         amqp._producer_pool = None
