@@ -347,6 +347,40 @@ WITH RECURSIVE held(id) AS (
 )
 SELECT id FROM blocked;
 
+-- stop_dependents --
+-- Tasks failed or cancelled for good (parallel arrays: task_ids[i] ended as statuses[i]): every task waiting for one of them, not started (so blocked), can never run, and ends the same way with its whole unfinished subtree, each naming the dependency that stopped it (its first in id order), with its event; returns them, for their own dependents and summary tasks in turn.
+WITH RECURSIVE ended AS (
+    SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:statuses AS text[])) AS e(id, status)
+), waiting AS (
+    SELECT DISTINCT ON (d.task_id) d.task_id AS id, e.id AS cause, e.status
+    FROM task_dependencies d JOIN ended e ON e.id = d.depends_on_task_id
+    ORDER BY d.task_id, e.id
+), below(id, cause, status) AS (
+    SELECT id, cause, status FROM waiting
+    UNION
+    SELECT t.id, b.cause, b.status FROM tasks t JOIN below b ON t.parent_task_id = b.id
+), old AS (
+    SELECT t.id FROM tasks t
+    WHERE t.id IN (SELECT id FROM below) AND t.status IN ('pending', 'blocked')
+    ORDER BY t.id
+    FOR UPDATE
+), stopped AS (
+    UPDATE tasks t
+    SET status = CAST(b.status AS task_status),
+        error_message = CASE WHEN b.status = 'failed' THEN 'dependency ' || b.cause || ' failed'
+                             ELSE 'dependency ' || b.cause || ' was cancelled' END,
+        completion_time = now(), updated_at = now()
+    FROM (SELECT DISTINCT ON (id) * FROM below ORDER BY id, cause) b, old
+    WHERE t.id = b.id AND old.id = t.id AND t.status IN ('pending', 'blocked')
+    RETURNING t.id, t.team_id, t.parent_task_id, t.status, t.error_message, b.cause
+), evented AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.' || status,
+           jsonb_build_object('error', error_message, 'dependency', cause::text)
+    FROM stopped
+)
+SELECT id, parent_task_id, status::text AS status, error_message, cause FROM stopped;
+
 -- roll_up --
 -- A subtask reached a final state: its summary task completes, fails or is cancelled when its subtasks say so; it completes only with no dependency of its own or above it unmet.
 UPDATE tasks p

@@ -463,6 +463,9 @@ def fail(
         return True
 
 
+# Final states that stop the tasks waiting for them (stop_dependents).
+STOPPING = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
 _WITH_DEPENDENTS = text(
     "SELECT DISTINCT depends_on_task_id FROM task_dependencies "
     "WHERE depends_on_task_id = ANY(CAST(:ids AS uuid[]))"
@@ -475,13 +478,15 @@ def settle(
     finished: list[tuple[uuid.UUID, uuid.UUID | None, TaskStatus]],
     dependents: set[uuid.UUID] | None = None,
 ) -> None:
-    """After tasks of the team reached a final state: unblock dependents of completed ones and
-    roll up their summary tasks, repeating for every summary task that becomes final.
+    """After tasks of the team reached a final state: unblock dependents of completed ones, end
+    the same way those waiting for failed or cancelled ones (they can never run), and roll up
+    their summary tasks, repeating for every task that becomes final.
     `dependents`: which of `finished` have dependents, when the caller knows already."""
     queue = list(finished)
     locked = False
     while queue:
         completed = [task_id for task_id, _, status in queue if status is TaskStatus.COMPLETED]
+        ended = [(task_id, status) for task_id, _, status in queue if status in STOPPING]
         if dependents is not None:
             unblocking = [task_id for task_id in completed if task_id in dependents]
             dependents = None  # summary tasks rolled up below are not known: ask
@@ -491,7 +496,7 @@ def settle(
             unblocking = []
         parents = [(task_id, parent_id) for task_id, parent_id, _ in queue if parent_id]
         queue = []
-        if not unblocking and not parents:
+        if not unblocking and not parents and not ended:
             break
         if not locked:
             # Serialises with dependency edits and sibling roll-ups; the next statement reads
@@ -526,6 +531,24 @@ def settle(
                         for r in below
                     ],
                 )
+        if ended:
+            stopped = session.execute(
+                Q["stop_dependents"],
+                {"task_ids": [t for t, _ in ended], "statuses": [s.value for _, s in ended]},
+            ).all()
+            events.written(  # the statement logged these itself
+                session,
+                [
+                    events.Event(
+                        team_id,
+                        f"task.{r.status}",
+                        r.id,
+                        {"error": r.error_message, "dependency": str(r.cause)},
+                    )
+                    for r in stopped
+                ],
+            )
+            queue += [(r.id, r.parent_task_id, TaskStatus(r.status)) for r in stopped]
         for task_id, parent_id in parents:
             rolled = session.execute(
                 Q["roll_up"],
@@ -560,7 +583,7 @@ _CANCEL = text(
     SET status = 'cancelled', claim = NULL, completion_time = now(), updated_at = now()
     FROM (SELECT id, status FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) FOR UPDATE) old
     WHERE t.id = old.id AND t.status NOT IN ('completed', 'failed', 'cancelled')
-    RETURNING t.id, t.assigned_to, old.status AS previous_status
+    RETURNING t.id, t.parent_task_id, t.assigned_to, old.status AS previous_status
     """
 )
 
@@ -606,7 +629,10 @@ def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
         events.record_many(
             session, [events.Event(team_id, "task.cancelled", r.id, {}) for r in cancelled]
         )
-        settle(session, team_id, [(task.id, task.parent_task_id, TaskStatus.CANCELLED)])
+        # Every task cancelled, so that what waits for any of them stops too.
+        settle(
+            session, team_id, [(r.id, r.parent_task_id, TaskStatus.CANCELLED) for r in cancelled]
+        )
         session.flush()
         session.refresh(task)
     _request_pass(team_id)

@@ -1,0 +1,103 @@
+"""Tasks waiting for a task that failed for good or was cancelled can never run: they end the
+same way, with their subtrees, naming the dependency that stopped them, and their summary tasks
+roll up; retrying a summary above them runs them all again."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from db.engine import session_scope
+from db.models import Task, TaskEvent
+from orchestration import lifecycle, orchestrator
+from orchestration.decomposition import create_task
+from tests.integration.test_pipeline import active_team
+from tests.support.invariants import check_invariants
+
+
+def new(team_id: uuid.UUID, title: str, **data: Any) -> uuid.UUID:
+    return create_task(team_id, {"title": title, **data}).id
+
+
+def states(team_id: uuid.UUID) -> dict[uuid.UUID, tuple[str, str | None]]:
+    with session_scope() as s:
+        return {
+            t.id: (t.status.value, t.error_message)
+            for t in s.scalars(select(Task).where(Task.team_id == team_id))
+        }
+
+
+def events_of(task_id: uuid.UUID) -> list[tuple[str, dict[str, Any]]]:
+    with session_scope() as s:
+        return [
+            (e.kind, dict(e.data or {}))
+            for e in s.scalars(
+                select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)
+            )
+        ]
+
+
+def test_what_waits_for_a_failed_task_fails_with_its_subtree_naming_it() -> None:
+    team_id = active_team(workers=1, capacity=5)
+    root = new(team_id, "goal")
+    x = new(team_id, "x", parent_task_id=root)
+    d = new(team_id, "d", parent_task_id=root, depends_on=[x])
+    e = new(team_id, "e", parent_task_id=root, depends_on=[d])
+    s = new(team_id, "s", parent_task_id=root, depends_on=[x])
+    s1 = new(team_id, "s1", parent_task_id=s)
+    y = new(team_id, "y", parent_task_id=root, depends_on=[s1])
+    other = new(team_id, "unrelated")
+    orchestrator.run_pass(team_id)  # x and the unrelated task are assigned
+    assert lifecycle.fail(x, None, "boom")
+
+    got = states(team_id)
+    assert got[x] == ("failed", "boom")
+    assert got[d] == ("failed", f"dependency {x} failed")
+    assert got[e] == ("failed", f"dependency {d} failed")
+    assert got[s] == ("failed", f"dependency {x} failed")
+    assert got[s1] == ("failed", f"dependency {x} failed")
+    assert got[y] == ("failed", f"dependency {s1} failed")
+    assert got[root][0] == "failed"
+    assert got[other][0] == "assigned"
+    assert ("task.failed", {"error": f"dependency {x} failed", "dependency": str(x)}) in events_of(
+        d
+    )
+    check_invariants(team_id, all_done=False)
+
+    # Retrying the goal runs again everything the failure stopped, each waiting as before.
+    lifecycle.retry_task(team_id, root)
+    got = states(team_id)
+    assert got[x] == ("pending", None)
+    assert {got[t] for t in (d, e, s, s1, y)} == {("blocked", None)}
+    assert got[root][0] in ("pending", "in_progress")
+
+
+def test_what_waits_for_a_cancelled_task_is_cancelled_too() -> None:
+    team_id = active_team(workers=1, capacity=5)
+    s = new(team_id, "s")
+    s1 = new(team_id, "s1", parent_task_id=s)
+    waits = new(team_id, "waits for s1", depends_on=[s1])
+    then = new(team_id, "then", depends_on=[waits])
+    free = new(team_id, "free")
+    lifecycle.cancel_task(team_id, s)  # cancels s1 with it: what waits for s1 stops too
+    got = states(team_id)
+    assert got[s][0] == got[s1][0] == "cancelled"
+    assert got[waits] == ("cancelled", f"dependency {s1} was cancelled")
+    assert got[then] == ("cancelled", f"dependency {waits} was cancelled")
+    assert got[free] == ("pending", None)
+    check_invariants(team_id, all_done=False)
+
+
+def test_a_failure_rolled_up_to_a_summary_stops_what_waits_for_the_summary() -> None:
+    team_id = active_team(workers=1, capacity=5)
+    s = new(team_id, "s")
+    s1 = new(team_id, "s1", parent_task_id=s)
+    after = new(team_id, "after s", depends_on=[s])
+    orchestrator.run_pass(team_id)
+    assert lifecycle.fail(s1, None, "boom")
+    got = states(team_id)
+    assert got[s] == ("failed", f"subtask {s1} failed")
+    assert got[after] == ("failed", f"dependency {s} failed")
+    check_invariants(team_id, all_done=False)
