@@ -347,6 +347,31 @@ WITH RECURSIVE held(id) AS (
 )
 SELECT id FROM blocked;
 
+-- release_assigned --
+-- A member went offline: its tasks assigned but not claimed yet go back to pending (locked in id order, then the member), for the next pass to give to another worker, each with its task.unassigned event; its load drops by as many. A claim that got there first keeps its task; one that comes after finds the task no longer its worker's.
+WITH old AS (
+    SELECT id FROM tasks
+    WHERE assigned_to = :member_id AND status = 'assigned'
+    ORDER BY id
+    FOR UPDATE
+), released AS (
+    UPDATE tasks t
+    SET status = 'pending', assigned_to = NULL, assigned_by = NULL, assignment = NULL,
+        claim = NULL, updated_at = now()
+    FROM old
+    WHERE t.id = old.id AND t.status = 'assigned' AND t.assigned_to = :member_id
+    RETURNING t.id, t.team_id
+), counted AS (
+    UPDATE team_members m
+    SET current_workload = m.current_workload - (SELECT count(*) FROM released)
+    WHERE m.id = :member_id AND EXISTS (SELECT 1 FROM released)
+), evented AS (
+    INSERT INTO task_events (team_id, task_id, kind, data)
+    SELECT team_id, id, 'task.unassigned', jsonb_build_object('worker_id', CAST(:member_id AS text))
+    FROM released
+)
+SELECT id FROM released;
+
 -- stop_dependents --
 -- Tasks failed or cancelled for good (parallel arrays: task_ids[i] ended as statuses[i]): every task waiting for one of them, not started (so blocked), can never run, and ends the same way with its whole unfinished subtree, each naming the dependency that stopped it (its first in id order), with its event; returns them, for their own dependents and summary tasks in turn.
 WITH RECURSIVE ended AS (

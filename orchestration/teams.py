@@ -36,6 +36,7 @@ from db.models import (
     TeamMember,
     TeamStatus,
 )
+from db.queries import Q
 from orchestration import events, keys
 from orchestration.config import get_settings
 from orchestration.errors import Conflict, InvalidInput, NotFound
@@ -219,7 +220,8 @@ def update_member(
     """Change a member's availability, capacity or skills.
 
     `idle` means "online": stored as `active` while the member has work in flight, else `idle`.
-    `offline` stops new assignments; work in flight finishes. A change that may free capacity
+    `offline` stops new assignments; work it has started finishes, and what was assigned to it
+    but not started goes back to pending, for other workers. A change that may free capacity
     asks for an orchestration pass once committed."""
     new_status = MemberStatus(status) if status is not None else None
     if new_status is MemberStatus.ACTIVE:
@@ -261,9 +263,29 @@ def update_member(
         )
         batch = events.take_pending(session)
     events.publish(batch)
+    if new_status is MemberStatus.OFFLINE:
+        # Its own transaction, tasks locked before the member as a pass locks them.
+        may_free_capacity |= bool(release_assigned(team_id, member_id))
     if may_free_capacity and member.role is MemberRole.WORKER:
         _request_pass(team_id)
     return member
+
+
+def release_assigned(team_id: uuid.UUID, member_id: uuid.UUID) -> list[uuid.UUID]:
+    """Give back the tasks assigned to an offline member that it has not started: pending again,
+    for other workers (those started finish where they are)."""
+    with events.transaction() as session:
+        released = list(session.execute(Q["release_assigned"], {"member_id": member_id}).scalars())
+        events.written(
+            session,
+            [
+                events.Event(team_id, "task.unassigned", t, {"worker_id": str(member_id)})
+                for t in released
+            ],
+        )
+    if released:
+        log.info("member %s went offline: %d assigned tasks released", member_id, len(released))
+    return released
 
 
 def _request_pass(team_id: uuid.UUID) -> None:
