@@ -44,6 +44,12 @@ _TEAM_MOVES: dict[str, tuple[TeamStatus, TeamStatus, str]] = {
     "pause": (TeamStatus.ACTIVE, TeamStatus.PAUSED, "team.paused"),
     "resume": (TeamStatus.PAUSED, TeamStatus.ACTIVE, "team.resumed"),
 }
+# What to do instead, by the team's status: the move that gets it where the caller meant.
+_TEAM_HINTS = {
+    TeamStatus.INACTIVE: "start it first",
+    TeamStatus.ACTIVE: "it is running already",
+    TeamStatus.PAUSED: "resume it to go on",
+}
 
 
 def _move_team(team_id: uuid.UUID, action: str) -> Team:
@@ -64,7 +70,10 @@ def _move_team(team_id: uuid.UUID, action: str) -> Team:
             current = session.get(Team, team_id)
             if current is None:
                 raise NotFound(f"team {team_id} not found")
-            raise InvalidTransition(f"cannot {action} a team that is {current.status.value}")
+            raise InvalidTransition(
+                f"cannot {action} a team that is {current.status.value}: "
+                f"{_TEAM_HINTS[current.status]}"
+            )
         events.record(session, team_id, kind, status=target.value)
     if target is TeamStatus.ACTIVE:
         _request_pass(team_id)

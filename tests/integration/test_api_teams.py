@@ -118,23 +118,23 @@ def test_start_pause_resume(api: ApiClient, team: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("before", "action"),
+    ("before", "action", "message"),
     [
-        ([], "pause"),
-        ([], "resume"),
-        (["start"], "start"),
-        (["start"], "resume"),
-        (["start", "pause"], "pause"),
-        (["start", "pause"], "start"),
+        ([], "pause", "cannot pause a team that is inactive: start it first"),
+        ([], "resume", "cannot resume a team that is inactive: start it first"),
+        (["start"], "start", "cannot start a team that is active: it is running already"),
+        (["start"], "resume", "cannot resume a team that is active: it is running already"),
+        (["start", "pause"], "pause", "cannot pause a team that is paused: resume it to go on"),
+        (["start", "pause"], "start", "cannot start a team that is paused: resume it to go on"),
     ],
 )
-def test_impossible_transitions(
-    api: ApiClient, team: dict[str, Any], before: list[str], action: str
+def test_impossible_transitions_say_what_to_do_instead(
+    api: ApiClient, team: dict[str, Any], before: list[str], action: str, message: str
 ) -> None:
     base = f"{V1}/teams/{team['id']}"
     for step in before:
         assert api.post(f"{base}/{step}").status_code == 200
-    assert_error(api.post(f"{base}/{action}"), 409)
+    assert assert_error(api.post(f"{base}/{action}"), 409)["message"] == message
 
 
 @pytest.mark.parametrize("action", ["start", "pause", "resume", "tokens"])
