@@ -413,7 +413,9 @@ class LLMExecutor:
 
     def execute(self, ctx: TaskContext) -> ExecutionResult:
         try:
-            response = self.client.chat(executor_messages(ctx), temperature=self.temperature)
+            response = self.client.chat(
+                executor_messages(ctx), temperature=self.temperature, cancelled=ctx.cancelled
+            )
         except AgentError as exc:
             raise ExecutionFailed(str(exc)) from exc
         tokens = response.usage.total_tokens

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -206,8 +207,10 @@ class ChatClient:
         temperature: float | None = None,
         json_object: bool = False,
         max_tokens: int | None = None,
+        cancelled: threading.Event | None = None,
     ) -> ChatResponse:
-        """One completion; AgentError when the server cannot give one.
+        """One completion; AgentError when the server cannot give one, or when `cancelled` is
+        set (the task was cancelled): no attempt starts after that, and a retry's wait ends.
 
         json_object asks for ``response_format: {"type": "json_object"}``; a server that refuses
         that field (400/422 naming it) is asked again without it, and not asked for it again."""
@@ -218,7 +221,9 @@ class ChatClient:
             body["max_tokens"] = int(max_tokens)
         if json_object and self._json_mode:
             try:
-                return self._with_retries({**body, "response_format": {"type": "json_object"}})
+                return self._with_retries(
+                    {**body, "response_format": {"type": "json_object"}}, cancelled
+                )
             except _Refused as exc:
                 if exc.status not in (400, 422) or "response_format" not in exc.body:
                     raise
@@ -227,12 +232,16 @@ class ChatClient:
                     _redact_url(self.url),
                 )
                 self._json_mode = False
-        return self._with_retries(body)
+        return self._with_retries(body, cancelled)
 
-    def _with_retries(self, body: dict[str, Any]) -> ChatResponse:
+    def _with_retries(
+        self, body: dict[str, Any], cancelled: threading.Event | None = None
+    ) -> ChatResponse:
         payload = json.dumps(body).encode("utf-8")
         last_problem = "no attempt made"
         for attempt in range(1, self.max_attempts + 1):
+            if cancelled is not None and cancelled.is_set():
+                raise AgentError("stopped: the task was cancelled")
             try:
                 return self._once(payload)
             except _Retryable as exc:
@@ -248,7 +257,10 @@ class ChatClient:
                     attempt,
                     self.max_attempts,
                 )
-                self._sleep(delay)
+                if cancelled is not None and self._sleep is time.sleep:
+                    cancelled.wait(delay)
+                else:
+                    self._sleep(delay)
         attempts = f"{self.max_attempts} attempt{'s' if self.max_attempts != 1 else ''}"
         raise AgentError(
             self._redact(

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -279,6 +280,18 @@ def test_server_errors_are_retried(llm_env: FakeChatServer) -> None:
     result = LLMExecutor(ChatClient.from_settings(backoff=0.05)).execute(ctx())
     assert result.output["result"] == "done" and result.tokens == 10
     assert len(llm_env.requests) == 3
+
+
+def test_a_cancelled_task_stops_retrying_at_once(llm_env: FakeChatServer) -> None:
+    llm_env.error(429, "slow down", retry_after="30")
+    llm_env.answer("too late")
+    task = ctx()
+    threading.Timer(0.3, task.cancelled.set).start()  # cancelled during the 30 s wait
+    started = time.monotonic()
+    with pytest.raises(ExecutionFailed, match="stopped: the task was cancelled"):
+        LLMExecutor(ChatClient.from_settings()).execute(task)
+    assert time.monotonic() - started < 5
+    assert len(llm_env.requests) == 1
 
 
 def test_timeouts_then_failure(llm_env: FakeChatServer) -> None:
