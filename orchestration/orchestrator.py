@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from psycopg.errors import DeadlockDetected
 from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
@@ -120,12 +122,14 @@ def _one_pass(team_id: uuid.UUID) -> tuple[PassResult | None, bool]:
     """One pass under the team's pass lock: (None, False) when another pass holds it; else
     its result, and whether another pass was asked for while it ran."""
     result = PassResult(team_id)
+    marked = False
     try:
         with session_scope() as session:
             team = session.execute(Q["pass_start"], {"team_id": team_id}).first()
             if team is not None and not team.locked:
                 return None, False
             _mark_running(team_id)
+            marked = True
             if team is not None and team.status == TeamStatus.ACTIVE.value:
                 _assign(session, team, result)
             published = events.take_pending(session)
@@ -133,7 +137,25 @@ def _one_pass(team_id: uuid.UUID) -> tuple[PassResult | None, bool]:
         log.info("team %s: a worker's capacity changed during the pass; passing again", team_id)
         _deliver(team_id, [], [])  # clears the running mark, as every pass that set it does
         return PassResult(team_id), True
+    except Exception as exc:
+        if not marked:
+            raise
+        if isinstance(exc, OperationalError) and isinstance(exc.orig, DeadlockDetected):
+            # Broken by PostgreSQL against a graph edit locking the same tasks: nothing
+            # committed, and the next loop passes again.
+            log.info("team %s: the pass was a deadlock's victim; passing again", team_id)
+            _deliver(team_id, [], [])
+            return PassResult(team_id), True
+        _abandon(team_id)
+        raise
     return result, _deliver(team_id, result.assigned, published)
+
+
+def _abandon(team_id: uuid.UUID) -> None:
+    """A pass that failed: its running mark goes, and a pass asked for meanwhile is queued
+    rather than left to the flag only this pass would have taken."""
+    if _deliver(team_id, [], []):
+        request_pass(team_id)
 
 
 class _CapacityChanged(Exception):

@@ -4,13 +4,16 @@ has gone round already (DESIGN.md: an unblocked task never waits for the next be
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db.engine import get_engine
 from orchestration import keys, orchestrator, tasks
 from orchestration.decomposition import create_task, list_tasks
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
@@ -81,3 +84,37 @@ def test_a_pass_asked_for_during_the_last_loop_still_runs(
     assert {t.id: t.status.value for t in list_tasks(team_id)} == dict.fromkeys(late, "assigned")
     assert redis_client.get(keys.pass_running(team_id)) is None
     check_invariants(team_id, all_done=False)
+
+
+def test_a_pass_broken_by_a_deadlock_passes_again() -> None:
+    """A transaction that locks the worker, then the task, meets a pass that locks the task,
+    then the worker: PostgreSQL breaks the deadlock by failing the pass (its deadlock_timeout
+    is the shorter), and the pass goes round again instead of failing."""
+    team = TeamFactory(active=True)
+    ManagerFactory(team=team)
+    worker = WorkerFactory(team=team, max_concurrent_tasks=1)
+    team_id = uuid.UUID(str(team.id))
+    task = create_task(team_id, {"title": "contended"}).id
+    passed: list[object] = []
+    with get_engine().connect() as other:
+        other.execute(text("SET LOCAL deadlock_timeout = '10s'"))
+        other.execute(
+            text("SELECT id FROM team_members WHERE id = :w FOR UPDATE"), {"w": worker.id}
+        )
+        runner = threading.Thread(target=lambda: passed.append(run_or_error(team_id)))
+        runner.start()
+        time.sleep(0.3)  # the pass now holds the task and waits for the worker
+        other.execute(text("UPDATE tasks SET updated_at = now() WHERE id = :t"), {"t": task})
+        other.commit()
+        runner.join(30)
+    [result] = passed
+    assert isinstance(result, orchestrator.PassResult), result
+    assert [a.task_id for a in result.assigned] == [task]
+    check_invariants(team_id, all_done=False)
+
+
+def run_or_error(team_id: uuid.UUID) -> object:
+    try:
+        return orchestrator.run_pass(team_id)
+    except Exception as exc:
+        return exc
