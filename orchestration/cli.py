@@ -4,8 +4,14 @@
     orch team create NAME                        prints the new team's id (only)
     orch team start|pause|resume TEAM_ID
     orch token create TEAM_ID                    a team token, printed once
+    orch token list TEAM_ID | revoke TEAM_ID TOKEN_ID
     orch member add TEAM_ID --role worker --specialization "Technical Executor" --max 2
+    orch member list TEAM_ID                     role, status, load, history of each member
+    orch member set TEAM_ID MEMBER_ID [--status idle|offline] [--capacity N] [--skill NAME=LEVEL]
     orch tasks TEAM_ID [--status pending]
+    orch task add TEAM_ID TITLE [--priority N]   prints the new task's id (only)
+    orch task cancel|retry TEAM_ID TASK_ID       prints the task's new status
+    orch depend|undepend TEAM_ID TASK_ID ON_TASK_ID
     orch tree TEAM_ID TASK_ID                    a task's hierarchy with status and assignees
     orch decompose TEAM_ID "goal"                the manager's planner makes a task tree
     orch events TEAM_ID [--follow] [--timeout S] the team's live events, one line each
@@ -142,7 +148,10 @@ def error_message(response: requests.Response) -> str:
     if isinstance(errors, dict):
         for field, problems in errors.items():
             if isinstance(problems, list):
-                problems = "; ".join(str(p) for p in problems)
+                joiner = " -> " if field == "cycle" else "; "  # the cycle's task ids, in order
+                problems = joiner.join(str(p) for p in problems)
+            if field == "cycle" and str(problems) in str(body["message"]):
+                continue  # the message names it already
             text += f"\n  {field}: {problems}"
     if response.status_code == 401:
         text += "\n  (pass --token, or set ORCH_TOKEN or ORCH_ADMIN_TOKEN)"
@@ -164,6 +173,23 @@ def styled(status: str) -> str:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def done(client: Client, message: str) -> None:
+    """The confirmation of a request the API answers with no body (204): on stdout, or on
+    stderr with --json (stdout then stays empty, as the API's answer was)."""
+    (err() if client.as_json else out()).print(message)
+
+
+def moment_text(value: str) -> str:
+    """An API timestamp, `2024-05-01 12:00:00Z` (to the second, in UTC)."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return escape(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + ("Z" if moment.tzinfo else "")
 
 
 def fail(message: str, *, unreachable: bool = False) -> NoReturn:
@@ -383,7 +409,7 @@ _transition("resume", "Resumed")
 
 @cli.group("token")
 def token_group() -> None:
-    """Team tokens."""
+    """Team tokens: create, list, revoke."""
 
 
 @token_group.command("create")
@@ -399,24 +425,78 @@ def token_create(client: Client, team_id: str) -> None:
     err().print("[dim]Shown once; the API keeps only its hash. Use it as ORCH_TOKEN.[/]")
 
 
+@token_group.command("list")
+@click.argument("team_id")
+@pass_client
+def token_list(client: Client, team_id: str) -> None:
+    """The tokens of TEAM_ID (admin token): id, prefix, when created and last used (to the
+    minute). The tokens themselves are never shown again."""
+    tokens = client.call("GET", f"/teams/{team_id}/tokens")
+    if client.as_json:
+        print_json(tokens)
+        return
+    if not tokens:
+        out().print("No tokens for this team: `orch token create TEAM_ID`.")
+        return
+    table = Table(title=f"Tokens ({len(tokens)})", title_justify="left", show_lines=True)
+    table.add_column("token (prefix, id)", min_width=36, no_wrap=True)
+    table.add_column("created")
+    table.add_column("last used")
+    for t in tokens:
+        last_used = t.get("last_used_at")
+        table.add_row(
+            f"[bold]{escape(t['prefix'])}[/]…\n[dim]{t['id']}[/]",
+            moment_text(t["created_at"]),
+            moment_text(last_used) if last_used else "[dim]never[/]",
+        )
+    out().print(table, soft_wrap=False)
+
+
+@token_group.command("revoke")
+@click.argument("team_id")
+@click.argument("token_id")
+@pass_client
+def token_revoke(client: Client, team_id: str, token_id: str) -> None:
+    """Revoke a token of TEAM_ID (admin token): requests bearing it answer 401 from now on."""
+    client.call("DELETE", f"/teams/{team_id}/tokens/{token_id}")
+    done(client, f"Revoked token {token_id}")
+
+
 @cli.group("member")
 def member_group() -> None:
-    """Team members."""
+    """Team members: add, list, set."""
 
 
 def parse_skill(
     _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, float] | None:
+    """`--skill coding=0.9 ...` as {"coding": 0.9}; the level is required (no default)."""
     if not values:
         return None
     skills: dict[str, float] = {}
     for value in values:
-        name, sep, level = value.partition("=")
+        name, sep, level_text = value.partition("=")
         try:
-            skills[name.strip()] = float(level) if sep else 1.0
+            level = float(level_text) if sep else None
         except ValueError:
-            raise click.BadParameter(f"{value!r}: use NAME=PROFICIENCY, e.g. coding=0.9") from None
+            level = None
+        if not name.strip() or level is None or not 0 <= level <= 1:
+            raise click.BadParameter(
+                f"{value!r}: use NAME=LEVEL with LEVEL a proficiency in 0..1, e.g. coding=0.9"
+            )
+        skills[name.strip()] = level
     return skills
+
+
+def skill_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--skill",
+        "skills",
+        multiple=True,
+        callback=parse_skill,
+        metavar="NAME=LEVEL",
+        help="A skill and its proficiency 0..1; repeatable.",
+    )
 
 
 @member_group.command("add")
@@ -435,14 +515,7 @@ def parse_skill(
 )
 @click.option("--max", "max_tasks", type=int, default=None, help="Max concurrent tasks (3).")
 @click.option("--agent-id", default=None, help="The agent's name (generated when omitted).")
-@click.option(
-    "--skill",
-    "skills",
-    multiple=True,
-    callback=parse_skill,
-    metavar="NAME=LEVEL",
-    help="A skill and its proficiency 0..1; repeatable.",
-)
+@skill_option()
 @pass_client
 def member_add(
     client: Client,
@@ -472,6 +545,80 @@ def member_add(
         f"({escape(member.get('specialization') or 'Generalist')}, "
         f"max {member['max_concurrent_tasks']} tasks)"
     )
+
+
+@member_group.command("list")
+@click.argument("team_id")
+@pass_client
+def member_list(client: Client, team_id: str) -> None:
+    """The members of TEAM_ID: agent, role, specialization and member id (for `orch member
+    set`), status, load/capacity, tasks completed/failed."""
+    members = client.call("GET", f"/teams/{team_id}/members")
+    if client.as_json:
+        print_json(members)
+        return
+    if not members:
+        out().print("No members yet: `orch member add TEAM_ID`.")
+        return
+    table = Table(title=f"Members ({len(members)})", title_justify="left", show_lines=True)
+    table.add_column("agent (role, specialization, id)", min_width=36)
+    table.add_column("status", no_wrap=True)
+    table.add_column("load", justify="right", no_wrap=True)
+    table.add_column("done/failed", justify="right")
+    for m in sorted(members, key=lambda m: (m["role"] != "manager", m["agent_id"])):
+        table.add_row(
+            f"[bold]{escape(m['agent_id'])}[/] ({m['role']}, "
+            f"{escape(m.get('specialization') or 'Generalist')})\n[dim]{m['id']}[/]",
+            styled(m["status"]),
+            f"{m['current_workload']}/{m['max_concurrent_tasks']}",
+            f"{m['tasks_completed']}/{m['tasks_failed']}",
+        )
+    out().print(table, soft_wrap=False)
+
+
+@member_group.command("set")
+@click.argument("team_id")
+@click.argument("member_id")
+@click.option(
+    "--status",
+    type=click.Choice(["idle", "offline"]),
+    default=None,
+    help="offline: no new work (what it has started finishes); idle: back online.",
+)
+@click.option("--capacity", type=int, default=None, help="Max concurrent tasks.")
+@skill_option()
+@pass_client
+def member_set(
+    client: Client,
+    team_id: str,
+    member_id: str,
+    status: str | None,
+    capacity: int | None,
+    skills: dict[str, float] | None,
+) -> None:
+    """Change a member's status, capacity or skills (--skill replaces all its skills)."""
+    body: dict[str, Any] = {}
+    if status is not None:
+        body["status"] = status
+    if capacity is not None:
+        body["max_concurrent_tasks"] = capacity
+    if skills:
+        body["skills"] = skills
+    if not body:
+        raise click.UsageError("give at least one of --status, --capacity, --skill")
+    member = client.call("PATCH", f"/teams/{team_id}/members/{member_id}", json=body)
+    if client.as_json:
+        print_json(member)
+        return
+    text = (
+        f"Updated {member['role']} [bold]{escape(member['agent_id'])}[/] {member['id']}: "
+        f"{styled(member['status'])}, max {member['max_concurrent_tasks']} tasks"
+    )
+    if member.get("skills"):
+        text += ", skills " + ", ".join(
+            f"{escape(name)}={level:g}" for name, level in member["skills"].items()
+        )
+    out().print(text)
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -539,6 +686,121 @@ def task_label(task: dict[str, Any], names: dict[str, str]) -> str:
     if task.get("error_message"):
         label += f" [red]{escape(task['error_message'])}[/]"
     return label
+
+
+@cli.group("task")
+def task_group() -> None:
+    """Add a task; cancel or retry one."""
+
+
+@task_group.command("add")
+@click.argument("team_id")
+@click.argument("title")
+@click.option("--priority", "-p", type=int, default=None, help="0..10, highest first (5).")
+@click.option(
+    "--skill", "skills", multiple=True, metavar="NAME", help="A required skill; repeatable."
+)
+@click.option(
+    "--depends-on",
+    "depends_on",
+    multiple=True,
+    metavar="TASK_ID",
+    help="A task this one waits for; repeatable.",
+)
+@click.option("--parent", default=None, metavar="TASK_ID", help="The task this one is part of.")
+@click.option("--description", "-d", default=None, help="What to do.")
+@pass_client
+def task_add(
+    client: Client,
+    team_id: str,
+    title: str,
+    priority: int | None,
+    skills: tuple[str, ...],
+    depends_on: tuple[str, ...],
+    parent: str | None,
+    description: str | None,
+) -> None:
+    """Add a task to TEAM_ID. Prints its id (for scripts: `TASK=$(orch task add T TITLE)`),
+    the rest on stderr."""
+    body: dict[str, Any] = {"title": title}
+    if description is not None:
+        body["description"] = description
+    if priority is not None:
+        body["priority"] = priority
+    if skills:
+        body["required_skills"] = list(skills)
+    if depends_on:
+        body["depends_on"] = list(depends_on)
+    if parent is not None:
+        body["parent_task_id"] = parent
+    task = client.call("POST", f"/teams/{team_id}/tasks", json=body)
+    if client.as_json:
+        print_json(task)
+        return
+    click.echo(task["id"])
+    err().print(
+        f"Created task [bold]{escape(task['title'])}[/]: {styled(task['status'])}, "
+        f"priority {task['priority']}"
+    )
+
+
+def _task_action(action: str, verb: str, doc: str) -> None:
+    @click.argument("team_id")
+    @click.argument("task_id")
+    @pass_client
+    def command(client: Client, team_id: str, task_id: str) -> None:
+        task = client.call("POST", f"/teams/{team_id}/tasks/{task_id}/{action}")
+        if client.as_json:
+            print_json(task)
+            return
+        out().print(
+            f"{verb} task [bold]{escape(task['title'])}[/] {task['id']}: {styled(task['status'])}"
+        )
+
+    command.__doc__ = doc
+    task_group.command(action)(command)
+
+
+_task_action(
+    "cancel",
+    "Cancelled",
+    "Cancel TASK_ID and its subtasks; what waits for them ends too. Prints its new status.",
+)
+_task_action(
+    "retry",
+    "Retried",
+    "Give a failed or cancelled TASK_ID another go. Prints its new status.",
+)
+
+
+@cli.command("depend")
+@click.argument("team_id")
+@click.argument("task_id")
+@click.argument("on_task_id")
+@pass_client
+def depend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) -> None:
+    """Make TASK_ID wait for ON_TASK_ID. A cycle is refused (exit 1), the cycle printed."""
+    response = client.request(
+        "POST",
+        f"/teams/{team_id}/tasks/{task_id}/dependencies",
+        json={"depends_on_task_id": on_task_id},
+    )
+    if client.as_json:
+        print_json(response.json())
+        return
+    already = " already" if response.status_code == 200 else ""
+    out().print(f"Task {task_id}{already} waits for {on_task_id}")
+
+
+@cli.command("undepend")
+@click.argument("team_id")
+@click.argument("task_id")
+@click.argument("on_task_id")
+@pass_client
+def undepend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) -> None:
+    """TASK_ID no longer waits for ON_TASK_ID (it becomes ready if nothing else holds it)."""
+    client.call("DELETE", f"/teams/{team_id}/tasks/{task_id}/dependencies/{on_task_id}")
+    done(client, f"Task {task_id} no longer waits for {on_task_id}")
 
 
 @cli.command("tree")

@@ -157,6 +157,41 @@ def test_token_create_prints_the_token_once_and_it_works(orch: Orch) -> None:
     assert all(token not in text for text in orch.outputs[3:])  # after `token create`
 
 
+def test_token_list_and_revoke(orch: Orch) -> None:
+    alpha = make_team(orch, "alpha")
+    assert "No tokens for this team" in orch("token", "list", alpha).output
+    kept = orch("token", "create", alpha).stdout.strip()
+    revoked = orch("token", "create", alpha).stdout.strip()
+    orch("teams", token=kept)  # a use: its last_used_at is set
+    listed = orch.http("GET", f"/teams/{alpha}/tokens")
+    assert len(listed) == 2
+    kept_info = next(t for t in listed if kept.startswith(t["prefix"]))
+    revoked_info = next(t for t in listed if revoked.startswith(t["prefix"]))
+
+    output = orch("token", "list", alpha).output
+    assert "Tokens (2)" in output
+    kept_row = row_of(output, kept_info["id"])
+    revoked_row = row_of(output, revoked_info["id"])
+    assert kept_info["prefix"] in kept_row and "never" not in kept_row
+    assert re.search(r"\d{4}-\d\d-\d\d\s.*\d\d:\d\d:\d\dZ", kept_row, re.S), kept_row
+    assert "never" in revoked_row
+    assert kept not in output and revoked not in output  # prefixes only
+    assert [t["id"] for t in json.loads(orch("token", "list", alpha, "--json").stdout)] == [
+        t["id"] for t in listed
+    ]
+    denied = orch("token", "list", alpha, token=kept, ok=False)
+    assert denied.exit_code == 1 and "403" in denied.output
+
+    result = orch("token", "revoke", alpha, revoked_info["id"])
+    assert f"Revoked token {revoked_info['id']}" in result.output
+    refused = orch("teams", token=revoked, ok=False)
+    assert refused.exit_code == 1 and "401" in refused.output
+    assert "alpha" in orch("teams", token=kept).output  # the other one still works
+    assert [t["id"] for t in orch.http("GET", f"/teams/{alpha}/tokens")] == [kept_info["id"]]
+    again = orch("token", "revoke", alpha, revoked_info["id"], ok=False)
+    assert again.exit_code == 1 and again.output.startswith("Error: 404 Not Found: ")
+
+
 def test_member_add(orch: Orch) -> None:
     team_id = make_team(orch)
     result = orch(
@@ -186,8 +221,74 @@ def test_member_add(orch: Orch) -> None:
     assert bad.exit_code == 1
     assert "422" in bad.output and "max_concurrent_tasks" in bad.output
 
-    usage = orch("member", "add", team_id, "--skill", "coding=high", ok=False)
-    assert usage.exit_code == 2 and "NAME=PROFICIENCY" in usage.output
+    for skill in ("coding=high", "coding", "coding=1.5", "=0.5"):
+        usage = orch("member", "add", team_id, "--skill", skill, ok=False)
+        assert usage.exit_code == 2, (skill, usage.output)
+        assert "use NAME=LEVEL with LEVEL a proficiency in 0..1" in usage.output
+    assert len(orch.http("GET", f"/teams/{team_id}/members")) == 1  # nothing was added
+
+
+def test_member_list(orch: Orch) -> None:
+    team_id = make_team(orch)
+    assert "No members yet" in orch("member", "list", team_id).output
+    orch("member", "add", team_id, "--role", "manager", "--agent-id", "boss")
+    orch("member", "add", team_id, "-s", "Researcher/Analyzer", "--agent-id", "ana", "--max", "2")
+    members = {m["agent_id"]: m for m in orch.http("GET", f"/teams/{team_id}/members")}
+
+    output = orch("member", "list", team_id).output
+    assert "Members (2)" in output
+    assert output.index("boss") < output.index("ana")  # the manager first
+    ana = row_of(output, members["ana"]["id"])
+    assert "ana (worker, Researcher/Analyzer)" in ana
+    assert re.search(r"\bidle\b.*\b0/2\b.*\b0/0\b", ana), ana  # status, load, done/failed
+    boss = row_of(output, members["boss"]["id"])
+    assert "boss (manager, Generalist)" in boss and "0/3" in boss
+
+    listed = json.loads(orch("member", "list", team_id, "--json").stdout)
+    assert {m["agent_id"] for m in listed} == {"boss", "ana"}
+
+    missing = orch("member", "list", str(uuid.uuid4()), ok=False)
+    assert missing.exit_code == 1 and missing.output.startswith("Error: 404 Not Found: ")
+
+
+def test_member_set(orch: Orch) -> None:
+    team_id = make_team(orch)
+    member = orch.http("POST", f"/teams/{team_id}/members", json={"role": "worker"})
+    result = orch(
+        "member",
+        "set",
+        team_id,
+        member["id"],
+        "--status",
+        "offline",
+        "--capacity",
+        "5",
+        "--skill",
+        "coding=0.9",
+        "--skill",
+        "testing=0.25",
+    )
+    assert f"Updated worker {member['agent_id']} {member['id']}: offline" in result.output
+    assert "max 5 tasks" in result.output and "coding=0.9, testing=0.25" in result.output
+    [stored] = orch.http("GET", f"/teams/{team_id}/members")
+    assert stored["status"] == "offline" and stored["max_concurrent_tasks"] == 5
+    assert stored["skills"] == {"coding": 0.9, "testing": 0.25}
+
+    back = json.loads(
+        orch("member", "set", team_id, member["id"], "--status", "idle", "--json").stdout
+    )
+    assert back["status"] == "idle" and back["max_concurrent_tasks"] == 5
+
+    nothing = orch("member", "set", team_id, member["id"], ok=False)
+    assert nothing.exit_code == 2
+    assert "at least one of --status, --capacity, --skill" in nothing.output
+    assert orch("member", "set", team_id, member["id"], "--status", "busy", ok=False).exit_code == 2
+    bare = orch("member", "set", team_id, member["id"], "--skill", "coding", ok=False)
+    assert bare.exit_code == 2 and "NAME=LEVEL" in bare.output
+    bad = orch("member", "set", team_id, member["id"], "--capacity", "0", ok=False)
+    assert bad.exit_code == 1 and "422" in bad.output and "max_concurrent_tasks" in bad.output
+    missing = orch("member", "set", team_id, str(uuid.uuid4()), "--capacity", "2", ok=False)
+    assert missing.exit_code == 1 and missing.output.startswith("Error: 404 Not Found: ")
 
 
 def test_tasks_with_status_filter(orch: Orch) -> None:
@@ -229,6 +330,106 @@ def test_tasks_a_page_at_a_time(orch: Orch) -> None:
     assert more is None
     assert orch("tasks", team_id, "--limit", "0", ok=False).exit_code == 2
     assert orch("tasks", team_id, "--after", "nonsense", ok=False).exit_code == 1
+
+
+def test_task_add_prints_only_the_id(orch: Orch) -> None:
+    team_id = make_team(orch)  # inactive: nothing gets assigned
+    result = orch("task", "add", team_id, "research")
+    first = result.stdout.strip()  # only the id, for `TASK=$(orch task add T TITLE)`
+    assert UUID_RE.fullmatch(first), result.stdout
+    assert "Created task research: pending, priority 5" in result.stderr
+    parent = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "report"})["id"]
+
+    result = orch(
+        "task",
+        "add",
+        team_id,
+        "write",
+        "--priority",
+        "8",
+        "--skill",
+        "writing",
+        "--skill",
+        "editing",
+        "--depends-on",
+        first,
+        "--parent",
+        parent,
+        "--description",
+        "the report",
+    )
+    second = result.stdout.strip()
+    assert UUID_RE.fullmatch(second), result.stdout
+    assert "blocked" in result.stderr and "priority 8" in result.stderr
+    task = orch.http("GET", f"/teams/{team_id}/tasks/{second}")
+    assert task["title"] == "write" and task["description"] == "the report"
+    assert task["priority"] == 8 and task["required_skills"] == ["writing", "editing"]
+    assert task["parent_task_id"] == parent and task["status"] == "blocked"
+    edges = orch.http("GET", f"/teams/{team_id}/dependency-graph")["edges"]
+    assert edges == [{"task_id": second, "depends_on_task_id": first}]
+
+    as_json = json.loads(orch("task", "add", team_id, "third", "--json").stdout)
+    assert as_json["title"] == "third" and as_json["status"] == "pending"
+
+    bad = orch("task", "add", team_id, "too urgent", "--priority", "11", ok=False)
+    assert bad.exit_code == 1 and "422" in bad.output and "priority" in bad.output
+    assert bad.stdout == ""  # no id for a script to pick up
+    assert orch("task", "add", team_id, "x", "--priority", "high", ok=False).exit_code == 2
+    assert len(orch.http("GET", f"/teams/{team_id}/tasks")) == 4  # nothing more was added
+
+
+def test_task_cancel_and_retry(orch: Orch) -> None:
+    team_id = make_team(orch)
+    task = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "solo"})
+    result = orch("task", "cancel", team_id, task["id"])
+    assert f"Cancelled task solo {task['id']}: cancelled" in result.output
+    again = orch("task", "cancel", team_id, task["id"], ok=False)
+    assert again.exit_code == 1
+    assert again.output.startswith("Error: 409 Conflict: ") and "cancelled" in again.output
+
+    result = orch("task", "retry", team_id, task["id"])
+    assert f"Retried task solo {task['id']}: pending" in result.output
+    assert orch.http("GET", f"/teams/{team_id}/tasks/{task['id']}")["status"] == "pending"
+    refused = orch("task", "retry", team_id, task["id"], ok=False)
+    assert refused.exit_code == 1 and "409" in refused.output and "pending" in refused.output
+
+    as_json = json.loads(orch("task", "cancel", team_id, task["id"], "--json").stdout)
+    assert as_json["id"] == task["id"] and as_json["status"] == "cancelled"
+    missing = orch("task", "retry", team_id, str(uuid.uuid4()), ok=False)
+    assert missing.exit_code == 1 and missing.output.startswith("Error: 404 Not Found: ")
+
+
+def test_depend_and_undepend(orch: Orch) -> None:
+    team_id = make_team(orch)
+    first = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "first"})["id"]
+    second = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "second"})["id"]
+
+    assert f"Task {second} waits for {first}" in orch("depend", team_id, second, first).output
+    assert orch.http("GET", f"/teams/{team_id}/tasks/{second}")["status"] == "blocked"
+    assert "already waits" in orch("depend", team_id, second, first).output
+    edge = json.loads(orch("depend", team_id, second, first, "--json").stdout)
+    assert edge["task_id"] == second and edge["depends_on_task_id"] == first
+
+    cycle = orch("depend", team_id, first, second, ok=False)
+    assert cycle.exit_code == 1
+    assert cycle.output.startswith("Error: 409 Conflict: ") and "cycle" in cycle.output
+    assert re.search(rf"cycle: ({first}|{second}) -> ({first}|{second}) -> ", cycle.output), (
+        cycle.output
+    )
+    assert cycle.output.count(first) == 2 and cycle.output.count(second) == 1  # named once
+    itself = orch("depend", team_id, first, first, ok=False)
+    assert itself.exit_code == 1 and "409" in itself.output
+    assert f"cycle: {first} -> {first}" in itself.output
+
+    result = orch("undepend", team_id, second, first)
+    assert f"Task {second} no longer waits for {first}" in result.output
+    assert orch.http("GET", f"/teams/{team_id}/tasks/{second}")["status"] == "pending"
+    gone = orch("undepend", team_id, second, first, ok=False)
+    assert gone.exit_code == 1 and gone.output.startswith("Error: 404 Not Found: ")
+
+    orch("depend", team_id, second, first)
+    quiet = orch("undepend", team_id, second, first, "--json")
+    assert quiet.stdout == "" and "no longer waits" in quiet.stderr
 
 
 def test_decompose_and_tree(orch: Orch) -> None:
