@@ -237,8 +237,16 @@ def test_team_page_graph_and_live_update(
     shown = status_of(page, tutorials)
     assert shown == {"status": "cancelled", "fill": CANCELLED_FILL, "badge": "cancelled"}
     assert page.evaluate("window.__sameDocument") is True
-    # The debounced refetch brings the counts up to date too.
-    page.wait_for_selector("#team-counts .badge.status-cancelled[data-count='1']")
+    # What waited for it (publishing) is cancelled with it, and shows so live too; the
+    # debounced refetch brings the counts up to date.
+    publish = seeded.ids["Publish the site"]
+    page.wait_for_function(
+        "id => document.querySelector(`#dag g.node[data-task-id='${id}']`)"
+        "?.getAttribute('data-status') === 'cancelled'",
+        arg=str(publish),
+        timeout=5_000,
+    )
+    page.wait_for_selector("#team-counts .badge.status-cancelled[data-count='2']")
 
     # A team change shows live as well.
     lifecycle.pause_team(seeded.team_id)
