@@ -5,7 +5,8 @@
 -- pass_start --
 -- Open a pass: take the team's pass lock (false: another pass holds it), and read the team share-locked (a pause waits for the pass) with its manager. The pass commits without waiting for its WAL flush: an assignment lost in a crash leaves its task pending, and an entry emitted for it is refused by claim.
 SELECT pg_try_advisory_xact_lock(hashtextextended('pass:' || CAST(:team_id AS text), 0)) AS locked,
-       t.status, t.token_budget, m.id AS manager_id, m.agent_id AS manager_agent_id,
+       t.status, t.status_reason, t.token_budget, m.id AS manager_id,
+       m.agent_id AS manager_agent_id,
        set_config('synchronous_commit', 'off', true) AS relaxed
 FROM teams t
 LEFT JOIN LATERAL (

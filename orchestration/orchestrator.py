@@ -171,6 +171,10 @@ def _assign(session: Session, team: Any, result: PassResult) -> None:
     result.workers = len(loads)
     ready = [_Ready(uuid.UUID(t["id"]), t["priority"], t["required_skills"]) for t in work.ready]
     result.ready = len(ready)
+    if not loads:  # the ready tasks read are as many as the free capacity: none here
+        _say_if_stalled(session, team_id)
+    elif loads and team.status_reason == NO_WORKERS:
+        session.execute(_UNSTALLED, {"team_id": team_id, "reason": NO_WORKERS})
     if not ready:
         return
     chosen: list[dict[str, object]] = []
@@ -280,6 +284,33 @@ def _budget_spent(session: Session, team_id: uuid.UUID, budget: int) -> bool:
         )
         log.warning("team %s paused: %s", team_id, reason)
     return True
+
+
+# Why an active team's ready tasks wait, when no worker could ever take them.
+NO_WORKERS = "no worker can take its tasks: add a worker member, or set an offline one idle"
+_STALLED = text(
+    """
+    UPDATE teams SET status_reason = :reason, updated_at = now()
+    WHERE id = :team_id AND status = 'active' AND status_reason IS NULL
+      AND NOT EXISTS (SELECT 1 FROM team_members
+                      WHERE team_id = :team_id AND role = 'worker' AND status <> 'offline')
+      AND EXISTS (SELECT 1 FROM tasks
+                  WHERE team_id = :team_id AND status = 'pending' AND NOT is_summary)
+    RETURNING id
+    """
+)
+_UNSTALLED = text(
+    "UPDATE teams SET status_reason = NULL, updated_at = now() "
+    "WHERE id = :team_id AND status_reason = :reason"
+)
+
+
+def _say_if_stalled(session: Session, team_id: uuid.UUID) -> None:
+    """No free worker: when the team has tasks ready and no worker that is not offline (not
+    merely busy ones), say so on the team, once, with a team.stalled event."""
+    if session.execute(_STALLED, {"team_id": team_id, "reason": NO_WORKERS}).first():
+        events.record(session, team_id, "team.stalled", reason=NO_WORKERS)
+        log.warning("team %s: %s", team_id, NO_WORKERS)
 
 
 # Longer than any pass: a mark left by a process that died goes, and then flaggers retry.
