@@ -425,18 +425,29 @@ def token_create(client: Client, team_id: str) -> None:
     err().print("[dim]Shown once; the API keeps only its hash. Use it as ORCH_TOKEN.[/]")
 
 
+def listed(client: Client, path: str, empty: str) -> list[Any] | None:
+    """The rows GET path answers, for a table; None when they are printed already: as the
+    API's JSON with --json, or as `empty` when there are none."""
+    rows: list[Any] = client.call("GET", path)
+    if client.as_json:
+        print_json(rows)
+        return None
+    if not rows:
+        out().print(empty)
+        return None
+    return rows
+
+
 @token_group.command("list")
 @click.argument("team_id")
 @pass_client
 def token_list(client: Client, team_id: str) -> None:
     """The tokens of TEAM_ID (admin token): id, prefix, when created and last used (to the
     minute). The tokens themselves are never shown again."""
-    tokens = client.call("GET", f"/teams/{team_id}/tokens")
-    if client.as_json:
-        print_json(tokens)
-        return
-    if not tokens:
-        out().print("No tokens for this team: `orch token create TEAM_ID`.")
+    tokens = listed(
+        client, f"/teams/{team_id}/tokens", "No tokens for this team: `orch token create TEAM_ID`."
+    )
+    if tokens is None:
         return
     table = Table(title=f"Tokens ({len(tokens)})", title_justify="left", show_lines=True)
     table.add_column("token (prefix, id)", min_width=36, no_wrap=True)
@@ -553,12 +564,10 @@ def member_add(
 def member_list(client: Client, team_id: str) -> None:
     """The members of TEAM_ID: agent, role, specialization and member id (for `orch member
     set`), status, load/capacity, tasks completed/failed."""
-    members = client.call("GET", f"/teams/{team_id}/members")
-    if client.as_json:
-        print_json(members)
-        return
-    if not members:
-        out().print("No members yet: `orch member add TEAM_ID`.")
+    members = listed(
+        client, f"/teams/{team_id}/members", "No members yet: `orch member add TEAM_ID`."
+    )
+    if members is None:
         return
     table = Table(title=f"Members ({len(members)})", title_justify="left", show_lines=True)
     table.add_column("agent (role, specialization, id)", min_width=36)

@@ -3,48 +3,23 @@ or reviewer, the API on its planner. A dotted-path executor that resolves still 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from orchestration import lifecycle
 from orchestration.decomposition import create_task, get_task
 from orchestration.teams import add_member, create_team
-from tests.support.processes import CELERY, REPO_ROOT, Procs, processes
+from tests.support.processes import CELERY, Procs, refused_start
 from webapp import ConfigurationError
 from webapp.testing import environment, make_app
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with processes(tmp_path, {}) as running:
-        yield running
 
 
 def worker(env: dict[str, str], procs: Procs) -> tuple[int, str]:
     """The exit status and stderr of a `celery worker` expected to refuse to start; one that
     starts is killed, its pool with it, after 30 s."""
-    popen = subprocess.Popen(
-        [CELERY, "-A", "orchestration", "worker", "-c", "1", "--without-mingle"],
-        cwd=REPO_ROOT,
-        env={**procs.env(), **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = popen.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
-        _, stderr = popen.communicate()
-        pytest.fail(f"the worker started:\n{stderr[-2000:]}")
-    return popen.returncode, stderr
+    argv = [CELERY, "-A", "orchestration", "worker", "-c", "1", "--without-mingle"]
+    return refused_start(argv, {**procs.env(), **env})
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,13 @@ def wait_for(done: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def ran_once(executor: RecordingExecutor, team_id: uuid.UUID, task_id: uuid.UUID) -> None:
+    assert len(executor.runs) == 1
+    row = task_row(task_id)
+    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
+    check_invariants(team_id)
+
+
 def settled(task_id: uuid.UUID) -> bool:
     try:
         return task_row(task_id).status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
@@ -98,10 +105,7 @@ def test_a_warm_shutdown_keeps_running_entries_claimed_until_their_outcomes_comm
         time.sleep(1.0)  # room for a wrongful reclaim to show
     finally:
         staying.stop()
-    assert len(executor.runs) == 1
-    row = task_row(task)
-    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
-    check_invariants(team_id)
+    ran_once(executor, team_id, task)
 
 
 def test_an_outcome_that_meets_the_database_away_is_held_and_committed_once_it_is_back(
@@ -120,10 +124,7 @@ def test_an_outcome_that_meets_the_database_away_is_held_and_committed_once_it_i
         time.sleep(2.5)  # a wrongful reclaim would run it again after the visibility timeout
     finally:
         consumer.stop()
-    assert len(executor.runs) == 1
-    row = task_row(task)
-    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
-    check_invariants(team_id)
+    ran_once(executor, team_id, task)
 
 
 def test_a_dead_consumers_entry_behind_many_live_ones_is_reclaimed(
@@ -207,11 +208,8 @@ def test_an_entry_of_an_earlier_assignment_cannot_take_the_task_from_its_live_ru
         wait_for(lambda: settled(task))  # the first entry went idle past the timeout meanwhile
     finally:
         consumer.stop()
-    assert len(executor.runs) == 1
-    row = task_row(task)
-    assert (row.status, row.attempts) == (TaskStatus.COMPLETED, 1)
     assert redis_client.xpending(stream, group)["pending"] == 0  # the old entry acknowledged
-    check_invariants(team_id)
+    ran_once(executor, team_id, task)
 
 
 class PatientExecutor:

@@ -3,24 +3,13 @@ unless ORCH_AUTH=off, and refuses a FLOWER_BASIC_AUTH that is not user:password.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.processes import CELERY, REPO_ROOT, Procs, processes
+from tests.support.processes import CELERY, Procs, refused_start
 from tests.support.services import free_port
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    with processes(tmp_path, {}) as running:
-        yield running
 
 
 def flower_argv(port: int, *extra: str) -> list[str]:
@@ -55,22 +44,10 @@ def env_without_auth(procs: Procs, **values: str) -> dict[str, str]:
 def test_flower_refuses_to_start_without_valid_basic_auth(
     database: str, procs: Procs, values: dict[str, str], argv: list[str], expected: str
 ) -> None:
-    popen = subprocess.Popen(
-        flower_argv(free_port(), *argv),
-        cwd=REPO_ROOT,
-        env=env_without_auth(procs, **values),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    status, stderr = refused_start(
+        flower_argv(free_port(), *argv), env_without_auth(procs, **values)
     )
-    try:
-        _, stderr = popen.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
-        _, stderr = popen.communicate()
-        pytest.fail(f"flower started:\n{stderr[-2000:]}")
-    assert popen.returncode == 1, stderr[-2000:]
+    assert status == 1, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and expected in last, last
     assert "s3cret-alone" not in stderr  # a malformed entry may be a password: never shown

@@ -36,6 +36,7 @@ from orchestration.locks import lock_graph
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
 from tests.support.plans import DIAMOND_AND_HIERARCHY
+from tests.support.services import wait_for_a_lock_wait
 
 
 class RecordingExecutor:
@@ -370,22 +371,6 @@ def test_each_way_of_adding_an_edge_records_and_publishes_its_events(
         later: TaskStatus.PENDING,
     }
     check_invariants(team_id, all_done=False)
-
-
-_LOCK_WAITS = text(
-    "SELECT count(*) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-)
-
-
-def wait_for_a_lock_wait(message: str) -> None:
-    """Return once a session of this test's database waits for a lock."""
-    deadline = time.monotonic() + 10
-    with get_engine().connect() as conn:
-        while not conn.execute(_LOCK_WAITS).scalar():
-            conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
-            assert time.monotonic() < deadline, message
-            time.sleep(0.01)
 
 
 def started(call: Callable[[], object]) -> tuple[threading.Thread, dict[str, Any]]:

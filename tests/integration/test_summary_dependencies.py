@@ -7,7 +7,6 @@ dependency, and its dependents started early."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,7 @@ from orchestration.dependencies import add_dependencies, add_dependency
 from orchestration.errors import InvalidTransition
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.support.invariants import check_invariants
+from tests.support.services import wait_for_a_lock_wait
 
 
 def active_team(workers: int = 1, capacity: int = 1) -> uuid.UUID:
@@ -146,21 +146,6 @@ def test_a_summary_nothing_below_has_started_takes_the_dependency_for_its_subtre
     run(leaf, assigned[0].worker_id)
     assert state(summary) == ("completed", 0)
     check_invariants(team_id, all_done=True)
-
-
-_LOCK_WAITS = text(
-    "SELECT count(*) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-)
-
-
-def wait_for_a_lock_wait(message: str) -> None:
-    deadline = time.monotonic() + 10
-    with get_engine().connect() as conn:
-        while not conn.execute(_LOCK_WAITS).scalar():
-            conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
-            assert time.monotonic() < deadline, message
-            time.sleep(0.01)
 
 
 @EDGE_ROUTES

@@ -23,6 +23,28 @@ CELERY = str(Path(sys.executable).parent / "celery")
 READY_TIMEOUT = 60.0
 
 
+def refused_start(argv: list[str], env: dict[str, str], timeout: float = 30.0) -> tuple[int, str]:
+    """The exit status and stderr of a process run from the repository root that is expected
+    to refuse to start; one still running after `timeout` is killed with its process group,
+    and the caller's test fails."""
+    popen = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        _, stderr = popen.communicate()
+        raise AssertionError(f"{argv[0]} started:\n{stderr[-2000:]}") from None
+    return popen.returncode, stderr
+
+
 @dataclass
 class Proc:
     name: str

@@ -1,6 +1,6 @@
 """Private servers and clean state for tests and benchmarks: a free port, a redis-server of our
 own (so FLUSHALL and restarts touch nobody else), this process's Celery app pointed at it, the
-tail of a log, an emptied database."""
+tail of a log, an emptied database, a wait for a lock wait."""
 
 from __future__ import annotations
 
@@ -16,6 +16,21 @@ from sqlalchemy import text
 
 from db.engine import get_engine
 from db.models import Base
+
+_LOCK_WAITS = text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+def wait_for_a_lock_wait(message: str) -> None:
+    """Return once a session of this test's database waits for a lock."""
+    deadline = time.monotonic() + 10
+    with get_engine().connect() as conn:
+        while not conn.execute(_LOCK_WAITS).scalar():
+            conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
+            assert time.monotonic() < deadline, message
+            time.sleep(0.01)
 
 
 def free_port() -> int:
