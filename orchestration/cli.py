@@ -203,7 +203,8 @@ pass_client = click.make_pass_decorator(Client)
 
 
 def check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """An http(s) URL with a host: `127.0.0.1:5901` alone would be read as a path."""
+    """An http(s) URL with a host (`127.0.0.1:5901` alone would be read as a path), the API's
+    base: a URL given with the API's own /api/v1 on it means the same server."""
     if value is None:
         return None
     parts = urlsplit(value)
@@ -211,7 +212,8 @@ def check_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(
             f"{value!r} needs a scheme and a host, e.g. http://{value.split('://')[-1] or 'HOST'}"
         )
-    return value
+    base = value.rstrip("/")
+    return base.removesuffix("/api/v1") if base.endswith("/api/v1") else base
 
 
 def _override(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
@@ -227,8 +229,7 @@ def _override(name: str) -> Callable[[click.Context, click.Parameter, Any], None
         if name == "token":
             client.set_token(value)
         elif name == "url":
-            check_url(ctx, param, value)
-            client.url = value.rstrip("/")
+            client.url = check_url(ctx, param, value) or value
         else:
             setattr(client, name, value)
 

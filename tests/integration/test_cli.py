@@ -547,6 +547,13 @@ def test_admin_token_from_orch_admin_token(orch: Orch) -> None:
     assert "alpha" in result.output and ADMIN_TOKEN not in result.output
 
 
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/", "/"])
+def test_a_url_with_the_apis_own_path_means_the_same_server(orch: Orch, suffix: str) -> None:
+    orch("team", "create", "alpha")
+    for args in (["--url", orch.url + suffix, "teams"], ["teams", "--url", orch.url + suffix]):
+        assert "alpha" in orch(*args).output
+
+
 def test_global_options_after_the_subcommand(orch: Orch) -> None:
     created = json.loads(orch("team", "create", "alpha", "--json").stdout)
     team_id = created["id"]
