@@ -89,8 +89,22 @@ SCHEMA_BEHIND_MESSAGE = (
 )
 
 
-def schema_behind(exc: BaseException) -> bool:
-    return isinstance(exc, DBAPIError) and isinstance(exc.orig, _SCHEMA_BEHIND)
+DATABASE_MISSING_MESSAGE = (
+    "the database DATABASE_URL names does not exist (run make migrate, which creates it)"
+)
+
+
+def migration_needed(exc: BaseException) -> str | None:
+    """What to tell the operator when exc says the database is missing, or its schema is
+    behind this code's; None for any other error."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    if isinstance(exc.orig, _SCHEMA_BEHIND):
+        return SCHEMA_BEHIND_MESSAGE
+    text_ = str(exc.orig)
+    if isinstance(exc, OperationalError) and 'database "' in text_ and "does not exist" in text_:
+        return DATABASE_MISSING_MESSAGE  # the connection was refused: no SQLSTATE class here
+    return None
 
 
 def reset_engine(*, close: bool = True) -> None:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import redis
 from sqlalchemy.exc import OperationalError
 
-from db.engine import SCHEMA_BEHIND_MESSAGE, schema_behind
+from db.engine import migration_needed
 from db.models import TaskStatus
 from orchestration import keys, lifecycle, metrics, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer, TaskContext
@@ -233,9 +233,10 @@ class AgentConsumer:
                 self._groups.clear()
                 self._stop_reading.wait(1.0)
             except Exception as exc:
-                if schema_behind(exc):
+                fix = migration_needed(exc)
+                if fix is not None:
                     if repeated.due(exc):
-                        log.error("stream reader: %s; retrying", SCHEMA_BEHIND_MESSAGE)
+                        log.error("stream reader: %s; retrying", fix)
                     self._stop_reading.wait(5.0)
                     continue
                 if repeated.due(exc):

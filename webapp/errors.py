@@ -15,7 +15,7 @@ import sqlalchemy.exc
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from db.engine import SCHEMA_BEHIND_MESSAGE, schema_behind
+from db.engine import migration_needed
 from orchestration import errors
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,10 @@ def handle_orchestration_error(exc: errors.OrchestrationError) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    if schema_behind(exc):
-        log.error("database schema behind the code: %s", _first_line(exc))
-        return error_response(503, SCHEMA_BEHIND_MESSAGE, headers={"Retry-After": "5"})
+    fix = migration_needed(exc)
+    if fix is not None:
+        log.error("%s: %s", fix, _first_line(exc))
+        return error_response(503, fix, headers={"Retry-After": "5"})
     for cls, message in UNAVAILABLE:
         if isinstance(exc, cls):
             log.warning("unavailable: %s: %s", type(exc).__name__, _first_line(exc))

@@ -81,6 +81,16 @@ def test_not_ready_when_the_schema_is_not_migrated(anonymous: ApiClient, unmigra
     assert body["errors"] == {"postgres": ["postgres: schema not migrated (run make migrate)"]}
 
 
+def test_a_database_that_does_not_exist_says_to_run_make_migrate(
+    anonymous: ApiClient, api: ApiClient, unmigrated: str
+) -> None:
+    migrate.drop_database(unmigrated)
+    missing = "the database DATABASE_URL names does not exist (run make migrate, which creates it)"
+    body = assert_error(anonymous.get("/ready"), 503, errors=True)
+    assert body["errors"] == {"postgres": [f"postgres: {missing}"]}
+    assert assert_error(api.get(f"{V1}/teams"), 503)["message"] == missing
+
+
 def test_not_ready_while_the_schema_is_behind_then_ready_and_asked_once(
     anonymous: ApiClient, unmigrated: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

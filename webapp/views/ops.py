@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response
 
+from db.engine import migration_needed
 from orchestration import errors, teams
 from webapp import metrics, readiness
 from webapp.auth import public
@@ -48,7 +49,10 @@ def ready() -> Any:
             failed[name] = [f"{name}: {exc.message}"]
         except Exception as exc:
             log.warning("readiness: %s does not answer: %s", name, exc)
-            failed[name] = [f"{name} does not answer ({type(exc).__name__})"]
+            fix = migration_needed(exc)
+            failed[name] = [
+                f"{name}: {fix}" if fix else f"{name} does not answer ({type(exc).__name__})"
+            ]
     if failed:
         problems = "; ".join(problem for found in failed.values() for problem in found)
         return error_response(503, f"not ready: {problems}", failed)
