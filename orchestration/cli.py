@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -754,11 +755,36 @@ def task_add(
     )
 
 
+ID_PREFIX_MIN = 4
+
+
+def task_id_of(client: Client, team_id: str, given: str) -> str:
+    """A task id, or enough of its start (the tasks table's parent column shows 8 characters)
+    to name one task of the team."""
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        pass
+    start = given.lower()
+    if len(start) < ID_PREFIX_MIN:
+        raise click.BadParameter(f"{given!r}: give a task id or at least its first 4 characters")
+    found = [
+        t["id"] for t in client.call("GET", f"/teams/{team_id}/tasks") if t["id"].startswith(start)
+    ]
+    if len(found) != 1:
+        raise click.BadParameter(
+            f"{given!r} starts {'no task id' if not found else f'{len(found)} task ids'} "
+            "of the team: give more of it"
+        )
+    return str(found[0])
+
+
 def _task_action(action: str, verb: str, doc: str) -> None:
     @click.argument("team_id")
     @click.argument("task_id")
     @pass_client
     def command(client: Client, team_id: str, task_id: str) -> None:
+        task_id = task_id_of(client, team_id, task_id)
         task = client.call("POST", f"/teams/{team_id}/tasks/{task_id}/{action}")
         if client.as_json:
             print_json(task)
@@ -790,6 +816,7 @@ _task_action(
 @pass_client
 def depend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) -> None:
     """Make TASK_ID wait for ON_TASK_ID. A cycle is refused (exit 1), the cycle printed."""
+    task_id, on_task_id = (task_id_of(client, team_id, t) for t in (task_id, on_task_id))
     response = client.request(
         "POST",
         f"/teams/{team_id}/tasks/{task_id}/dependencies",
@@ -809,6 +836,7 @@ def depend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) -> N
 @pass_client
 def undepend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) -> None:
     """TASK_ID no longer waits for ON_TASK_ID (it becomes ready if nothing else holds it)."""
+    task_id, on_task_id = (task_id_of(client, team_id, t) for t in (task_id, on_task_id))
     client.call("DELETE", f"/teams/{team_id}/tasks/{task_id}/dependencies/{on_task_id}")
     done(client, f"Task {task_id} no longer waits for {on_task_id}")
 
@@ -819,6 +847,7 @@ def undepend_cmd(client: Client, team_id: str, task_id: str, on_task_id: str) ->
 @pass_client
 def tree_cmd(client: Client, team_id: str, task_id: str) -> None:
     """TASK_ID and its subtasks, with status colours and assignees."""
+    task_id = task_id_of(client, team_id, task_id)
     hierarchy = client.call("GET", f"/teams/{team_id}/tasks/{task_id}/hierarchy")
     if client.as_json:
         print_json(hierarchy)

@@ -399,6 +399,22 @@ def test_task_cancel_and_retry(orch: Orch) -> None:
     assert missing.exit_code == 1 and missing.output.startswith("Error: 404 Not Found: ")
 
 
+def test_a_task_may_be_named_by_the_start_of_its_id(orch: Orch) -> None:
+    team_id = make_team(orch)
+    parent = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "parent"})["id"]
+    child = orch.http(
+        "POST", f"/teams/{team_id}/tasks", json={"title": "child", "parent_task_id": parent}
+    )["id"]
+    assert parent[:8] in orch("tasks", team_id).output  # the parent column shows this much
+    assert "child" in orch("tree", team_id, parent[:8]).output
+    assert f"{child}: cancelled" in orch("task", "cancel", team_id, child[:8].upper()).output
+    short = orch("tree", team_id, parent[:3], ok=False)
+    assert short.exit_code == 2 and "at least its first 4 characters" in short.output
+    unknown = "0000" if not {parent[:4], child[:4]} & {"0000"} else "ffff"
+    none = orch("tree", team_id, unknown, ok=False)
+    assert none.exit_code == 2 and "starts no task id of the team" in none.output
+
+
 def test_depend_and_undepend(orch: Orch) -> None:
     team_id = make_team(orch)
     first = orch.http("POST", f"/teams/{team_id}/tasks", json={"title": "first"})["id"]
