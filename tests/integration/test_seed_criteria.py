@@ -21,6 +21,7 @@ from db.models import MemberStatus, Task, TaskStatus, Team
 from orchestration import keys, lifecycle, orchestrator, streams
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
+from orchestration.redis_client import get_redis
 from orchestration.scoring import AssignmentScorer
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
 from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
@@ -70,16 +71,23 @@ def assigned_to(task_id: uuid.UUID) -> tuple[TaskStatus, uuid.UUID | None]:
 # -- 1. completed entries are acknowledged -----------------------------------------------------
 
 
-def test_completed_tasks_leave_no_entry_pending_in_the_team_stream(
-    patient_consumer: AgentConsumer, redis_client: redis.Redis
-) -> None:
+def three_run() -> uuid.UUID:
+    """A team whose three tasks ran to completion, each entry delivered once, none trimmed
+    and every one acknowledged."""
     team_id = active_team(workers=2, capacity=2)
     for i in range(3):
         new_task(team_id, f"t{i}")
     pass_until_final(team_id)
-    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
-    assert redis_client.xlen(stream) == 3  # each delivered once, none trimmed
+    assert get_redis().xlen(keys.task_stream(team_id)) == 3
     assert unacknowledged(team_id) == []
+    return team_id
+
+
+def test_completed_tasks_leave_no_entry_pending_in_the_team_stream(
+    patient_consumer: AgentConsumer, redis_client: redis.Redis
+) -> None:
+    team_id = three_run()
+    stream, group = keys.task_stream(team_id), keys.consumer_group(team_id)
     assert redis_client.xpending(stream, group)["pending"] == 0
     assert check_invariants(team_id) == {"completed": 3}
 
@@ -184,13 +192,8 @@ def test_of_equally_scored_workers_the_less_loaded_one_gets_the_task() -> None:
 def test_reconcile_trims_the_entries_of_completed_tasks(
     patient_consumer: AgentConsumer, redis_client: redis.Redis
 ) -> None:
-    team_id = active_team(workers=2, capacity=2)
-    for i in range(3):
-        new_task(team_id, f"t{i}")
-    pass_until_final(team_id)
-    assert unacknowledged(team_id) == []
+    team_id = three_run()
     stream = keys.task_stream(team_id)
-    assert redis_client.xlen(stream) == 3
 
     result = orchestrator.reconcile(team_id)
 
