@@ -30,6 +30,14 @@ class DependencyOutput:
     output: dict[str, Any] | None
 
 
+class Cancellation(threading.Event):
+    """Set when a run stops being its run's. One signal per run: a copy of its context (as
+    dataclasses.asdict or copy.deepcopy make) shares it rather than copying a lock."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Cancellation:
+        return self
+
+
 @dataclass(frozen=True)
 class TaskContext:
     """Everything an executor or reviewer may use about one task."""
@@ -49,7 +57,7 @@ class TaskContext:
     # Set while the run is under way when it stops being this run's: the task was cancelled,
     # or another run took it over. An executor may watch it and stop early (what it returns or
     # raises then is discarded); the worker's agent thread and its capacity come back sooner.
-    cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    cancelled: Cancellation = field(default_factory=Cancellation, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,10 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, set | frozenset):
         return [jsonable(v) for v in sorted(value, key=repr)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
+        # The fields it shows (a TaskContext's cancellation signal is not data).
+        return {
+            f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
     return str(value)
 
 

@@ -346,3 +346,11 @@ def test_a_run_stops_early_when_its_task_is_cancelled() -> None:
     with pytest.raises(ExecutionFailed, match="cancelled while it ran"):
         SimulatedExecutor().execute(ctx)
     assert time.monotonic() - started < 5
+
+
+def test_a_callable_may_return_its_context_and_copies_share_its_cancellation() -> None:
+    ctx = make_ctx()
+    result = CallableExecutor(lambda c: c).execute(ctx)
+    assert result.output["result"]["title"] == ctx.title
+    assert "cancelled" not in result.output["result"]  # a signal, not data
+    assert dataclasses.asdict(ctx)["cancelled"] is ctx.cancelled
