@@ -211,6 +211,8 @@ class Task(Base):
     claim: Mapped[str | None] = mapped_column(Text)
     # A fresh id per assignment, carried by its stream entry: a claim must name the current one.
     assignment: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    # The dependency whose failure or cancellation ended this task (retrying it resumes this).
+    stopped_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     review_feedback: Mapped[str | None] = mapped_column(Text)
     cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
     # The task's start and end in a topological order of the team's waits-for graph (see

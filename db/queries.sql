@@ -374,7 +374,7 @@ WITH old AS (
 SELECT id FROM released;
 
 -- stop_dependents --
--- Tasks failed or cancelled for good (parallel arrays: task_ids[i] ended as statuses[i]): every task waiting for one of them, not started (so blocked), can never run, and ends the same way with its whole unfinished subtree, each naming the dependency that stopped it (its first in id order), with its event; returns them, for their own dependents and summary tasks in turn.
+-- Tasks failed or cancelled for good (parallel arrays: task_ids[i] ended as statuses[i]): every task waiting for one of them, not started (so blocked), can never run, and ends the same way with its whole unfinished subtree, each naming the dependency that stopped it (its first in id order; stopped_by keeps it, for a retry of that one to resume it), with its event; returns them, for their own dependents and summary tasks in turn.
 WITH RECURSIVE ended AS (
     SELECT * FROM unnest(CAST(:task_ids AS uuid[]), CAST(:statuses AS text[])) AS e(id, status)
 ), waiting AS (
@@ -392,7 +392,7 @@ WITH RECURSIVE ended AS (
     FOR UPDATE
 ), stopped AS (
     UPDATE tasks t
-    SET status = CAST(b.status AS task_status),
+    SET status = CAST(b.status AS task_status), stopped_by = b.cause,
         error_message = CASE WHEN b.status = 'failed' THEN 'dependency ' || b.cause || ' failed'
                              ELSE 'dependency ' || b.cause || ' was cancelled' END,
         completion_time = now(), updated_at = now()

@@ -651,50 +651,133 @@ def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 @retry_deadlocks
 def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
     """Run a failed or cancelled task again (for a summary task: its failed or cancelled
-    subtasks); its summary tasks reopen."""
+    subtasks); its summary tasks reopen, and so does, in turn, every task its failure or
+    cancellation stopped (stop_dependents). Refused while the task, or a task above it, waits
+    for one that failed or was cancelled and is not retried with it: that one comes first."""
     with events.transaction() as session:
         lock_graph(session, team_id)
         task = _task_of_team(session, team_id, task_id)
         if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             raise InvalidTransition(f"cannot retry a task that is {task.status.value}")
-        subtree = session.execute(
-            text(
-                """
-                WITH RECURSIVE sub(id, depth) AS (
-                    SELECT CAST(:task_id AS uuid), 0
-                    UNION ALL
-                    SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id
-                )
-                SELECT t.id FROM sub JOIN tasks t ON t.id = sub.id
-                WHERE t.status IN ('failed', 'cancelled') ORDER BY sub.depth
-                """
-            ),
-            {"task_id": task_id},
-        ).all()
-        ancestors = session.execute(
-            text(
-                """
-                WITH RECURSIVE up(id, depth) AS (
-                    SELECT parent_task_id, 1 FROM tasks
-                    WHERE id = :task_id AND parent_task_id IS NOT NULL
-                    UNION ALL
-                    SELECT t.parent_task_id, up.depth + 1 FROM tasks t JOIN up ON t.id = up.id
-                    WHERE t.parent_task_id IS NOT NULL
-                )
-                SELECT id FROM up ORDER BY depth DESC
-                """
-            ),
-            {"task_id": task_id},
-        ).all()
-        for (ancestor_id,) in ancestors:
-            session.execute(_REOPEN_SUMMARY, {"id": ancestor_id})
-        for (target_id,) in subtree:
-            session.execute(_RESET, {"id": target_id})
+        subtree, ancestors = _retried_around(session, task_id)
+        waiting = session.execute(
+            _WAITS_ON_ENDED, {"ids": [*subtree, *ancestors], "outside": subtree}
+        ).first()
+        if waiting is not None:
+            raise InvalidTransition(
+                f"task {waiting.task_id} waits for {waiting.dep_id}, which "
+                f"{'failed' if waiting.status == 'failed' else 'was cancelled'}: retry that "
+                "first (or a summary task above both)"
+            )
+        reopened = _reopen(session, subtree, ancestors)
+        everything = list(reopened)
+        # What their failure or cancellation stopped runs again too, round by round.
+        while reopened:
+            rows = session.execute(_STOPPED_BY, {"ids": reopened}).all()
+            stopped = {r.id for r in rows}
+            reopened = [
+                reset
+                for r in rows
+                if r.parent_task_id not in stopped  # a subtask comes with its summary
+                for reset in _reopen(session, *_retried_around(session, r.id))
+            ]
+            everything += reopened
+        # One of them may wait for another task that failed or was cancelled: it stops again.
+        ended = session.execute(_ENDED_DEPENDENCIES, {"ids": everything}).all()
+        if ended:
+            settle(
+                session, team_id, [(r.id, r.parent_task_id, TaskStatus(r.status)) for r in ended]
+            )
         events.record(session, team_id, "task.retried", task_id)
         session.flush()
         session.refresh(task)
     _request_pass(team_id)
     return task
+
+
+def _retried_around(
+    session: Session, task_id: uuid.UUID
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """The failed or cancelled tasks of task_id's subtree, parents first, and the tasks above
+    it, the highest first."""
+    subtree = session.execute(
+        text(
+            """
+            WITH RECURSIVE sub(id, depth) AS (
+                SELECT CAST(:task_id AS uuid), 0
+                UNION ALL
+                SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id
+            )
+            SELECT t.id FROM sub JOIN tasks t ON t.id = sub.id
+            WHERE t.status IN ('failed', 'cancelled') ORDER BY sub.depth
+            """
+        ),
+        {"task_id": task_id},
+    ).scalars()
+    ancestors = session.execute(
+        text(
+            """
+            WITH RECURSIVE up(id, depth) AS (
+                SELECT parent_task_id, 1 FROM tasks
+                WHERE id = :task_id AND parent_task_id IS NOT NULL
+                UNION ALL
+                SELECT t.parent_task_id, up.depth + 1 FROM tasks t JOIN up ON t.id = up.id
+                WHERE t.parent_task_id IS NOT NULL
+            )
+            SELECT id FROM up ORDER BY depth DESC
+            """
+        ),
+        {"task_id": task_id},
+    ).scalars()
+    return list(subtree), list(ancestors)
+
+
+def _reopen(
+    session: Session, subtree: list[uuid.UUID], ancestors: list[uuid.UUID]
+) -> list[uuid.UUID]:
+    """Reopen the summary tasks above (top-down), then reset the subtree's failed and cancelled
+    tasks (parents first); the ids of those that were failed or cancelled."""
+    reopened = [
+        ancestor_id
+        for ancestor_id in ancestors
+        if session.execute(_REOPEN_SUMMARY, {"id": ancestor_id}).first() is not None
+    ]
+    for target_id in subtree:
+        session.execute(_RESET, {"id": target_id})
+    return [*reopened, *subtree]
+
+
+# Of the tasks :ids, one that waits for a task failed or cancelled outside :outside.
+_WAITS_ON_ENDED = text(
+    """
+    SELECT d.task_id, d.depends_on_task_id AS dep_id, dep.status
+    FROM task_dependencies d JOIN tasks dep ON dep.id = d.depends_on_task_id
+    WHERE d.task_id = ANY(CAST(:ids AS uuid[]))
+      AND dep.status IN ('failed', 'cancelled')
+      AND NOT dep.id = ANY(CAST(:outside AS uuid[]))
+    ORDER BY d.task_id, d.depends_on_task_id
+    LIMIT 1
+    """
+)
+
+# The failed or cancelled tasks, other than :ids, that one of :ids waits for.
+_ENDED_DEPENDENCIES = text(
+    """
+    SELECT DISTINCT dep.id, dep.parent_task_id, dep.status::text AS status
+    FROM task_dependencies d JOIN tasks dep ON dep.id = d.depends_on_task_id
+    WHERE d.task_id = ANY(CAST(:ids AS uuid[])) AND NOT dep.id = ANY(CAST(:ids AS uuid[]))
+      AND dep.status IN ('failed', 'cancelled')
+    """
+)
+
+# The tasks that a failure or cancellation of one of :ids ended (and are ended still).
+_STOPPED_BY = text(
+    """
+    SELECT id, parent_task_id FROM tasks
+    WHERE stopped_by = ANY(CAST(:ids AS uuid[])) AND status IN ('failed', 'cancelled')
+    ORDER BY id
+    """
+)
 
 
 # A retried task waits again if a dependency of it or of a task above it is unmet.
@@ -704,7 +787,7 @@ _RESET = text(
     SET status = CASE
             WHEN t.unmet_dependencies > 0 OR p.status = 'blocked' THEN 'blocked'::task_status
             ELSE 'pending' END,
-        assigned_to = NULL, claim = NULL, attempts = 0, revision_count = 0,
+        assigned_to = NULL, claim = NULL, attempts = 0, revision_count = 0, stopped_by = NULL,
         error_message = NULL, review_feedback = NULL, output_data = NULL,
         not_before = NULL, start_time = NULL, completion_time = NULL, updated_at = now()
     FROM tasks self LEFT JOIN tasks p ON p.id = self.parent_task_id
@@ -723,9 +806,10 @@ _REOPEN_SUMMARY = text(
                 THEN 'in_progress'::task_status
             WHEN t.unmet_dependencies > 0 OR p.status = 'blocked' THEN 'blocked'
             ELSE 'pending' END,
-        error_message = NULL, completion_time = NULL, updated_at = now()
+        error_message = NULL, stopped_by = NULL, completion_time = NULL, updated_at = now()
     FROM tasks self LEFT JOIN tasks p ON p.id = self.parent_task_id
     WHERE t.id = :id AND self.id = t.id AND t.status IN ('failed', 'cancelled')
+    RETURNING t.id
     """
 )
 

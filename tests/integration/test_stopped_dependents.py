@@ -1,18 +1,20 @@
 """Tasks waiting for a task that failed for good or was cancelled can never run: they end the
 same way, with their subtrees, naming the dependency that stopped them, and their summary tasks
-roll up; retrying a summary above them runs them all again."""
+roll up; retrying that dependency (or a summary above them) runs them all again."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Task, TaskEvent
 from orchestration import lifecycle, orchestrator
 from orchestration.decomposition import create_task
+from orchestration.errors import InvalidTransition
 from tests.integration.test_pipeline import active_team
 from tests.support.invariants import check_invariants
 
@@ -66,12 +68,43 @@ def test_what_waits_for_a_failed_task_fails_with_its_subtree_naming_it() -> None
     )
     check_invariants(team_id, all_done=False)
 
-    # Retrying the goal runs again everything the failure stopped, each waiting as before.
-    lifecycle.retry_task(team_id, root)
+    # What it stopped waits for it, so it cannot be retried first; the failed task can, and
+    # that runs again everything its failure stopped, each waiting as before.
+    with pytest.raises(InvalidTransition, match=f"task {d} waits for {x}, which failed"):
+        lifecycle.retry_task(team_id, d)
+    lifecycle.retry_task(team_id, x)
     got = states(team_id)
     assert got[x] == ("pending", None)
     assert {got[t] for t in (d, e, s, s1, y)} == {("blocked", None)}
     assert got[root][0] in ("pending", "in_progress")
+
+
+def test_retrying_the_goal_runs_again_what_a_failure_stopped() -> None:
+    team_id = active_team(workers=1, capacity=5)
+    root = new(team_id, "goal")
+    x = new(team_id, "x", parent_task_id=root)
+    d = new(team_id, "d", parent_task_id=root, depends_on=[x])
+    orchestrator.run_pass(team_id)
+    assert lifecycle.fail(x, None, "boom")
+    assert states(team_id)[root][0] == "failed"
+    lifecycle.retry_task(team_id, root)
+    got = states(team_id)
+    assert (got[x], got[d]) == (("pending", None), ("blocked", None))
+
+
+def test_what_still_waits_for_another_ended_task_stops_again() -> None:
+    team_id = active_team(workers=1, capacity=5)
+    x = new(team_id, "x")
+    z = new(team_id, "z")
+    both = new(team_id, "waits for both", depends_on=[x, z])
+    orchestrator.run_pass(team_id)
+    assert lifecycle.fail(x, None, "boom")
+    lifecycle.cancel_task(team_id, z)
+    assert states(team_id)[both] == ("failed", f"dependency {x} failed")
+    lifecycle.retry_task(team_id, x)  # z is still cancelled: what waits for both stops again
+    got = states(team_id)
+    assert got[x] == ("pending", None)
+    assert got[both] == ("cancelled", f"dependency {z} was cancelled")
 
 
 def test_what_waits_for_a_cancelled_task_is_cancelled_too() -> None:
