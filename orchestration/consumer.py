@@ -52,7 +52,8 @@ MAX_HELD = 4  # entries held (running, claimed ahead or waiting for their commit
 READ_AHEAD_BELOW = 0.05
 GIL_SWITCH_INTERVAL = 0.001
 # Seconds between checks that the running tasks are still this process's runs: a task cancelled
-# (or taken over) meanwhile has its context's `cancelled` set, so its agent may stop early.
+# (or taken over) meanwhile has its context's `cancelled` set, so its agent may stop early. A
+# cancellation rings a doorbell too, heard at once; the check catches what the ring missed.
 CANCEL_POLL = 1.0
 COMMIT_ATTEMPTS = 3
 # Outcomes that could not commit (the database unreachable) stay held, their entries kept alive
@@ -167,7 +168,7 @@ class AgentConsumer:
         self._groups: set[uuid.UUID] = set()
         self._last_reclaim = 0.0
         self._reclaim_from: dict[uuid.UUID, str] = {}  # XAUTOCLAIM's cursor per team
-        self._notify_id = "$"
+        self._doorbell = streams.Doorbell(streams.NOTIFY_STREAM)
         self._wake: set[uuid.UUID] = set()
         self._heartbeat_script: Any = None
         self._pass_teams: set[uuid.UUID] = set()
@@ -329,24 +330,11 @@ class AgentConsumer:
         return got
 
     def _wait_for_doorbell(self) -> None:
-        r = get_redis()
-        if self._notify_id == "$":
-            newest = r.xrevrange(streams.NOTIFY_STREAM, count=1)
-            self._notify_id = newest[0][0] if newest else "0-0"
-        reply = r.xread(
-            {streams.NOTIFY_STREAM: self._notify_id}, block=int(POLL_FALLBACK * 1000), count=100
-        )
-        if not reply:
-            # Quiet for a while: re-read the position (Redis may have restarted empty).
-            self._notify_id = "$"
-            return
-        for _stream, entries in reply or []:
-            for entry_id, fields in entries:
-                self._notify_id = entry_id
-                try:
-                    self._wake.add(uuid.UUID(fields["team_id"]))
-                except (KeyError, ValueError):
-                    continue
+        for ring in self._doorbell.wait(POLL_FALLBACK):
+            try:
+                self._wake.add(uuid.UUID(ring["team_id"]))
+            except (KeyError, ValueError):
+                continue
 
     def _reclaim(self, teams: list[uuid.UUID], free: int) -> int:
         """Take over entries idle past the visibility timeout; dead-letter the overdelivered."""
@@ -747,12 +735,27 @@ class AgentConsumer:
     # -- cancellations ---------------------------------------------------------------------
 
     def _cancel_loop(self) -> None:
-        while not self._stop.wait(CANCEL_POLL):
+        # Every running task is checked each CANCEL_POLL; one named by the cancellation
+        # doorbell is checked as soon as it rings (the database decides, not the ring).
+        doorbell = streams.Doorbell(streams.CANCEL_STREAM)
+        next_check = time.monotonic() + CANCEL_POLL
+        while not self._stop.is_set():
+            heard: set[str] = set()
+            try:
+                for ring in doorbell.wait(max(0.0, next_check - time.monotonic())):
+                    heard.update(ring.get("tasks", "").split(","))
+            except redis.RedisError:
+                self._stop.wait(max(0.0, next_check - time.monotonic()))
+            due = time.monotonic() >= next_check
+            if due:
+                next_check = time.monotonic() + CANCEL_POLL
             with self._lock:
                 running = [
                     (context, self._claims[entry_id])
                     for entry_id, context in self._contexts.items()
-                    if entry_id in self._claims and not context.cancelled.is_set()
+                    if entry_id in self._claims
+                    and not context.cancelled.is_set()
+                    and (due or str(context.task_id) in heard)
                 ]
             if not running:
                 continue

@@ -30,7 +30,7 @@ from db.models import (
     TeamStatus,
 )
 from db.queries import Q
-from orchestration import events
+from orchestration import events, streams
 from orchestration.agents.base import AgentProfile, DependencyOutput, TaskContext
 from orchestration.errors import InvalidTransition, NotFound
 from orchestration.locks import lock_graph
@@ -620,19 +620,25 @@ def _task_of_team(session: Session, team_id: uuid.UUID, task_id: uuid.UUID) -> T
 
 @retry_deadlocks
 def cancel_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
-    """Cancel a task that has not finished, and everything unfinished below it."""
-    with events.transaction() as session:
+    """Cancel a task that has not finished, and everything unfinished below it; the
+    processes running any of them hear it at once (streams.CANCEL_STREAM)."""
+    released: list[uuid.UUID] = []
+    stopping: list[uuid.UUID] = []
+
+    def ring(pipe: Any) -> None:
+        streams.queue_cancelled(pipe, stopping)
+
+    with events.transaction(also=ring) as session:
         lock_graph(session, team_id)
         task = _task_of_team(session, team_id, task_id)
         if task.status in FINAL:
             raise InvalidTransition(f"cannot cancel a task that is {task.status.value}")
         ids = [r.id for r in session.execute(_SUBTREE, {"task_id": task_id})]
         cancelled = session.execute(_CANCEL, {"ids": ids}).all()
-        released = [
-            r.assigned_to
-            for r in cancelled
-            if r.assigned_to is not None and TaskStatus(r.previous_status) in IN_FLIGHT
-        ]
+        for r in cancelled:
+            if r.assigned_to is not None and TaskStatus(r.previous_status) in IN_FLIGHT:
+                released.append(r.assigned_to)
+                stopping.append(r.id)
         if released:
             session.execute(_RELEASE, {"workers": released})
         events.record_many(

@@ -21,6 +21,9 @@ from orchestration.redis_client import get_redis
 # Broadcast doorbell: "team X has new entries", so idle consumers wake at once.
 NOTIFY_STREAM = "orchestration:notify"
 NOTIFY_MAXLEN = 1000
+# Broadcast doorbell: "these tasks were cancelled", so the processes running them tell their
+# agents at once instead of at their next check.
+CANCEL_STREAM = "orchestration:cancelled"
 DEAD_LETTER_MAXLEN = 10_000
 
 
@@ -97,6 +100,40 @@ def queue_emit(pipe: Any, team_id: uuid.UUID, batch: list[Assignment]) -> int:
         pipe.xadd(stream, fields)
     pipe.xadd(NOTIFY_STREAM, {"team_id": str(team_id)}, maxlen=NOTIFY_MAXLEN, approximate=True)
     return len(batch) + 2
+
+
+def queue_cancelled(pipe: Any, task_ids: list[uuid.UUID]) -> None:
+    """Queue the cancellation doorbell for tasks that were running or about to."""
+    if task_ids:
+        fields = {"tasks": ",".join(str(t) for t in task_ids)}
+        pipe.xadd(CANCEL_STREAM, fields, maxlen=NOTIFY_MAXLEN, approximate=True)
+
+
+class Doorbell:
+    """A reader of a broadcast doorbell stream that remembers its place: every process sees
+    every ring from the time it first listened."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self._last = "$"
+
+    def wait(self, seconds: float) -> list[dict[str, str]]:
+        """The rings since the last call, waiting up to `seconds` for one."""
+        r = get_redis()
+        if self._last == "$":
+            newest = r.xrevrange(self.stream, count=1)
+            self._last = newest[0][0] if newest else "0-0"
+        reply = r.xread({self.stream: self._last}, block=max(1, int(seconds * 1000)), count=100)
+        if not reply:
+            # Quiet for a while: re-read the position (Redis may have restarted empty).
+            self._last = "$"
+            return []
+        rings: list[dict[str, str]] = []
+        for _stream, entries in reply:
+            for entry_id, fields in entries:
+                self._last = entry_id
+                rings.append(fields)
+        return rings
 
 
 def emitted(replies: list[Any]) -> list[str]:
