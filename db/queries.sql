@@ -252,7 +252,8 @@ WITH gone AS (
 SELECT id, team_id, parent_task_id, assigned_to FROM gone;
 
 -- retry_later --
--- An attempt failed but attempts remain: back to pending after a backoff, its load released.
+-- An attempt failed (its run or its review) but attempts remain: back to pending after a
+-- backoff, its load released.
 WITH back AS (
     UPDATE tasks t
     SET status = 'pending', assigned_to = NULL, claim = NULL, error_message = :error,
@@ -260,7 +261,7 @@ WITH back AS (
         actual_tokens = coalesce(t.actual_tokens, 0) + :tokens, cost = t.cost + :cost,
         updated_at = now()
     FROM (SELECT id, assigned_to FROM tasks WHERE id = :task_id FOR UPDATE) old
-    WHERE t.id = old.id AND t.claim = :claim AND t.status = 'in_progress'
+    WHERE t.id = old.id AND t.claim = :claim AND t.status IN ('in_progress', 'review')
     RETURNING t.id, t.team_id, old.assigned_to AS worker_id
 ), released AS (
     UPDATE team_members m

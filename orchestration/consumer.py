@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from db.engine import migration_needed
 from db.models import TaskStatus
@@ -573,7 +573,17 @@ class AgentConsumer:
                 ):
                     return "stale"
                 status, output = TaskStatus.REVIEW, result.output
-            verdict = self.reviewer().review(ctx, output)
+            try:
+                verdict = self.reviewer().review(ctx, output)
+            except Exception as exc:
+                # The reviewer works as the manager: what it spent counts there, not here.
+                spent = exc if isinstance(exc, ExecutionFailed) else None
+                if spent is not None:
+                    lifecycle.record_manager_usage(entry.team_id, spent.tokens, spent.cost)
+                if ctx.cancelled.is_set():
+                    return self._stopped()
+                failure = ExecutionFailed(f"review failed: {str(exc) or type(exc).__name__}")
+                return self._execution_failed(entry, token, claimed.attempts, failure)
             run.tokens += verdict.tokens
             run.cost += verdict.cost
             lifecycle.record_manager_usage(entry.team_id, verdict.tokens, verdict.cost)
@@ -666,6 +676,9 @@ class AgentConsumer:
             batch, self._finishing = self._finishing, []
         if not batch:
             return True
+        return self._commit_outcomes(batch)
+
+    def _commit_outcomes(self, batch: list[_Finishing]) -> bool:
         entries = [item.entry for item in batch]
 
         def complete(completions: list[lifecycle.Completion]) -> set[uuid.UUID]:
@@ -687,9 +700,28 @@ class AgentConsumer:
             self._finish_wanted.set()
             return False
         except Exception as exc:
-            # Left pending: reclaimed after the visibility timeout, and run again.
-            log.exception("outcomes of %d entries not committed", len(batch))
-            for item in batch:
+            if len(batch) > 1:
+                # One outcome the database refuses must not take the others down: each alone.
+                log.warning("outcomes of %d entries not committed together (%s)", len(batch), exc)
+                for at, item in enumerate(batch):
+                    if not self._commit_outcomes([item]):
+                        with self._lock:
+                            self._finishing[:0] = batch[at + 1 :]
+                        return False
+                return True
+            [item] = batch
+            if isinstance(exc, DataError) and lifecycle.fail(
+                item.entry.task_id,
+                item.completion.token,
+                f"its result could not be stored: {exc.orig}",
+            ):
+                # Running it again would spend another attempt to end the same way.
+                log.error("result of task %s not storable: %s", item.entry.task_id, exc.orig)
+                streams.ack_many([item.entry])
+                self._finished(item.entry, item.run, "failed", item.uid, item.began)
+            else:
+                # Left pending: reclaimed after the visibility timeout, and run again.
+                log.exception("outcome of task %s not committed", item.entry.task_id)
                 if self.monitor and item.uid:
                     self.monitor.crashed(item.uid, exc)
             self._forget(batch)

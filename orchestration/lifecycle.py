@@ -31,7 +31,7 @@ from db.models import (
 )
 from db.queries import Q
 from orchestration import events, streams
-from orchestration.agents.base import AgentProfile, DependencyOutput, TaskContext
+from orchestration.agents.base import AgentProfile, DependencyOutput, TaskContext, jsonable
 from orchestration.errors import InvalidTransition, NotFound
 from orchestration.locks import lock_graph
 
@@ -295,6 +295,10 @@ def team_manager(session: Session, team_id: uuid.UUID) -> TeamMember | None:
     ).scalar_one_or_none()
 
 
+def _stored_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(jsonable(value))
+
+
 def _usage(tokens: int, cost: Decimal) -> dict[str, Any]:
     return {"tokens": int(tokens), "cost": Decimal(cost)}
 
@@ -308,7 +312,7 @@ def submit_for_review(
             {
                 "task_id": task_id,
                 "claim": token,
-                "output": json.dumps(output),
+                "output": _stored_json(output),
                 **_usage(tokens, cost),
             },
         ).first()
@@ -321,6 +325,7 @@ def submit_for_review(
 
 def send_back(task_id: uuid.UUID, token: str, feedback: str) -> int | None:
     """The reviewer rejected the output: the revision number, or None if the claim is stale."""
+    feedback = jsonable(feedback)
     with events.transaction() as session:
         revision = session.execute(
             Q["send_back"], {"task_id": task_id, "claim": token, "feedback": feedback}
@@ -394,9 +399,7 @@ def complete_many(
                 "task_ids": [c.task_id for c in completions],
                 "claims": [c.token for c in completions],
                 "from_statuses": [c.from_status.value for c in completions],
-                "outputs": [
-                    json.dumps(c.output) if c.output is not None else None for c in completions
-                ],
+                "outputs": [_stored_json(c.output) for c in completions],
                 "tokens": [int(c.tokens) for c in completions],
                 "costs": [Decimal(c.cost) for c in completions],
             },
@@ -434,6 +437,7 @@ def retry_later(
     cost: Decimal = Decimal(0),
 ) -> bool:
     """An attempt failed with attempts left: pending again after `backoff` seconds."""
+    error = jsonable(error)
     with events.transaction() as session:
         row = session.execute(
             Q["retry_later"],
@@ -461,9 +465,11 @@ def fail(
     cost: Decimal = Decimal(0),
 ) -> bool:
     """Fail the task for good (token None: whoever holds it); False when already settled."""
+    error = jsonable(error)
     with events.transaction() as session:
         gone = session.execute(
-            Q["fail"], {"task_id": task_id, "claim": token, "error": error, **_usage(tokens, cost)}
+            Q["fail"],
+            {"task_id": task_id, "claim": token, "error": error, **_usage(tokens, cost)},
         ).first()
         if gone is None:
             return False

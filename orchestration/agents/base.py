@@ -3,8 +3,11 @@ task as one agent, a reviewer judges an output against acceptance criteria."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -104,3 +107,35 @@ class Reviewer(Protocol):
 class AgentConfigError(AgentError):
     """The agent settings name an unknown planner, executor or reviewer, or miss what the chosen
     one needs (LLM_BASE_URL, LLM_MODEL, an importable callable, valid LLM_PRICES)."""
+
+
+def jsonable(value: Any) -> Any:
+    """What an agent returned, as plain JSON data PostgreSQL can store: mappings with string
+    keys, lists, strings, finite numbers. NUL characters (which neither text nor jsonb
+    accepts) and unpaired surrogates in strings become U+FFFD."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {jsonable(str(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return [jsonable(v) for v in sorted(value, key=repr)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # The fields it shows (a TaskContext's cancellation signal is not data).
+        return {
+            f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
+    return jsonable(str(value))

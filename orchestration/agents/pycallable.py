@@ -9,12 +9,9 @@ Any exception becomes ExecutionFailed with the exception's text.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
-import math
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any, cast
 
 from orchestration.agents.base import (
@@ -22,6 +19,7 @@ from orchestration.agents.base import (
     ExecutionFailed,
     ExecutionResult,
     TaskContext,
+    jsonable,
 )
 
 TaskFunction = Callable[[TaskContext], Any]
@@ -89,28 +87,6 @@ def _as_function(target: Any, spec: str) -> TaskFunction:
     if callable(target):
         return cast(TaskFunction, target)
     raise AgentConfigError(f"ORCH_EXECUTOR={spec!r} names {type(target).__name__}, not a callable")
-
-
-def jsonable(value: Any) -> Any:
-    """value as plain JSON data: mappings with string keys, lists, strings, finite numbers."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, set | frozenset):
-        return [jsonable(v) for v in sorted(value, key=repr)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # The fields it shows (a TaskContext's cancellation signal is not data).
-        return {
-            f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
-        }
-    return str(value)
 
 
 class CallableExecutor:
