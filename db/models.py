@@ -41,6 +41,8 @@ class TaskStatus(enum.StrEnum):
 
 IN_FLIGHT = (TaskStatus.ASSIGNED, TaskStatus.IN_PROGRESS, TaskStatus.REVIEW)
 FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+# Final states that stop the tasks waiting for them (lifecycle.settle, stop_dependents).
+STOPPING = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class TeamStatus(enum.StrEnum):

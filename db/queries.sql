@@ -183,7 +183,7 @@ WHERE id = :task_id AND claim = :claim AND status = 'review'
 RETURNING revision_count;
 
 -- complete --
--- Finish tasks (parallel arrays): completed, each outcome counted once on its worker (members locked in id order), its load released, the completion logged; says which have dependents to unblock.
+-- Finish tasks (parallel arrays): completed, each outcome counted once on its worker (members locked in id order), its load released, the completion logged.
 WITH finishing AS (
     SELECT *
     FROM unnest(
@@ -198,9 +198,7 @@ WITH finishing AS (
         error_message = NULL, claim = NULL, not_before = NULL, updated_at = now()
     FROM finishing f
     WHERE t.id = f.task_id AND t.claim = f.claim AND t.status = f.from_status
-    RETURNING t.id, t.team_id, t.parent_task_id, t.assigned_to, f.tokens, f.cost,
-        EXISTS (SELECT 1 FROM task_dependencies d WHERE d.depends_on_task_id = t.id)
-            AS has_dependents
+    RETURNING t.id, t.team_id, t.parent_task_id, t.assigned_to, f.tokens, f.cost
 ), workers AS (
     SELECT id FROM team_members
     WHERE id IN (SELECT assigned_to FROM done)
@@ -225,7 +223,7 @@ WITH finishing AS (
     SELECT team_id, id, 'task.completed', jsonb_build_object('worker_id', assigned_to::text)
     FROM done
 )
-SELECT id, team_id, parent_task_id, assigned_to, has_dependents FROM done;
+SELECT id, team_id, parent_task_id, assigned_to FROM done;
 
 -- fail --
 -- Fail a task for good (:claim NULL: whoever holds it): counted once on its worker, its load released.
@@ -350,10 +348,17 @@ WITH RECURSIVE held(id) AS (
 SELECT id FROM blocked;
 
 -- release_assigned --
--- A member went offline: its tasks assigned but not claimed yet go back to pending (locked in id order, then the member), for the next pass to give to another worker, each with its task.unassigned event; its load drops by as many. A claim that got there first keeps its task; one that comes after finds the task no longer its worker's.
+-- A member went offline (:beyond_capacity false: all of them) or its capacity went down (true: as many as its load exceeds it by, the lowest priority and newest first): its tasks assigned but not claimed yet go back to pending (locked in id order, then the member), for the next pass to give to another worker, each with its task.unassigned event; its load drops by as many. A claim that got there first keeps its task; one that comes after finds the task no longer its worker's.
 WITH old AS (
     SELECT id FROM tasks
-    WHERE assigned_to = :member_id AND status = 'assigned'
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE assigned_to = :member_id AND status = 'assigned'
+        ORDER BY priority, created_at DESC, id
+        LIMIT CASE WHEN :beyond_capacity THEN (
+            SELECT greatest(current_workload - max_concurrent_tasks, 0) FROM team_members
+            WHERE id = :member_id) END
+    )
     ORDER BY id
     FOR UPDATE
 ), released AS (
@@ -554,7 +559,7 @@ WHERE status IN ('assigned', 'in_progress', 'review', 'completed', 'failed')
 ORDER BY root, id;
 
 -- add_ordered_edges --
--- The usual new edges (task_ids[i] depends on depends_on[i]), each decided on its own, in one statement run as its own transaction (one round trip; concurrent add_dependency calls share it): hold the team's graph lock shared, lock the tasks at their ends in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert each edge the ranks already order (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary (a summary has started when a task below it has: the general path checks that, started_below), with its dependency.added event; a task gains one unmet dependency per new edge on an unfinished task and is then blocked, with one task.blocked event (by its first such edge) when it was pending. Returns a row for each edge inserted (i: its position); an edge without one was not written, and its caller runs the general path.
+-- The usual new edges (task_ids[i] depends on depends_on[i]), each decided on its own, in one statement run as its own transaction (one round trip; concurrent add_dependency calls share it): hold the team's graph lock shared, lock the tasks at their ends in id order (rows a concurrent holder of the lock alone changed are read as it committed them), and insert each edge the ranks already order (its dependency ends below its task's start: no cycle is possible) on a task of the team, pending or blocked and not a summary (a summary has started when a task below it has: the general path checks that, started_below), on a dependency that has not failed or been cancelled (the general path stops the task then), with its dependency.added event; a task gains one unmet dependency per new edge on an unfinished task and is then blocked, with one task.blocked event (by its first such edge) when it was pending. Returns a row for each edge inserted (i: its position); an edge without one was not written, and its caller runs the general path.
 WITH graph AS (
     SELECT pg_advisory_xact_lock_shared(hashtextextended('graph:' || id::text, 0))
     FROM teams WHERE id = :team_id
@@ -572,7 +577,7 @@ WITH graph AS (
         JOIN ends d ON d.id = p.depends_on
     WHERE t.team_id = :team_id AND d.team_id = :team_id
       AND t.status IN ('pending', 'blocked') AND NOT t.is_summary
-      AND d.end_rank < t.start_rank
+      AND d.status NOT IN ('failed', 'cancelled') AND d.end_rank < t.start_rank
     ORDER BY p.task_id, p.depends_on, p.i
 ), edge AS (
     INSERT INTO task_dependencies (task_id, depends_on_task_id)

@@ -129,13 +129,7 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
         if parent is not None and not parent.is_summary:
             parent.is_summary = True
         for dep in deps:
-            add_edge(
-                session,
-                team_id,
-                task.id,
-                dep.id,
-                dep_completed=dep.status is TaskStatus.COMPLETED,
-            )
+            add_edge(session, team_id, task.id, dep.id, dep_status=dep.status)
         session.flush()
         session.refresh(task)
         events.record(

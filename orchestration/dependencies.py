@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.engine import chunks_of, retry_deadlocks, rows_of_generic_plan, session_scope
-from db.models import FINAL, Task, TaskDependency, TaskStatus, Team
+from db.models import STOPPING, Task, TaskDependency, TaskStatus, Team
 from db.queries import Q
 from orchestration import events, graph
 from orchestration.coalesce import Coalescer
@@ -266,19 +266,33 @@ def add_edge(
     task_id: uuid.UUID,
     dep_id: uuid.UUID,
     *,
-    dep_completed: bool,
+    dep_status: TaskStatus,
 ) -> None:
-    """Insert `task depends on dep`, not there yet (caller holds the graph lock, both rows
-    locked), and keep readiness: an unmet dependency blocks the task and the pending tasks
-    below it."""
+    """Insert `task depends on dep`, not there yet (caller holds the graph lock alone, both
+    rows locked), and keep readiness: an unmet dependency blocks the task and the pending
+    tasks below it."""
     if task_id == dep_id:
         raise SelfDependency(task_id)
-    waiting = [] if dep_completed else [task_id]
+    waiting = [] if dep_status is TaskStatus.COMPLETED else [task_id]
     insert_ordered(
         session, team_id, [(task_id, dep_id)], _ranks(session, [task_id, dep_id]), waiting
     )
     if waiting:
         _block(session, team_id, waiting, {"by": str(dep_id)})
+    _stop_waiting_on_ended(session, team_id, {dep_id: dep_status})
+
+
+def _stop_waiting_on_ended(
+    session: Session, team_id: uuid.UUID, deps: dict[uuid.UUID, TaskStatus]
+) -> None:
+    """New edges on dependencies that failed or were cancelled: the tasks on them can never
+    run and end the same way at once, as those there before did (lifecycle.settle); a retry of
+    the dependency resumes them alike. Needs the graph lock alone."""
+    from orchestration.lifecycle import settle
+
+    ended = [(d, None, status) for d, status in deps.items() if status in STOPPING]
+    if ended:
+        settle(session, team_id, sorted(ended))
 
 
 def _block(
@@ -449,15 +463,10 @@ def _add_dependency(
             )
         if task.is_summary:
             _refuse_started_summaries(session, [task_id])
-        if not dep.end_rank < task.start_rank:
+        dep_status = TaskStatus(dep.status)
+        if not dep.end_rank < task.start_rank or dep_status in STOPPING:
             _hold_alone(session, team_id, alone=alone)
-        add_edge(
-            session,
-            team_id,
-            task_id,
-            depends_on_task_id,
-            dep_completed=dep.status == TaskStatus.COMPLETED.value,
-        )
+        add_edge(session, team_id, task_id, depends_on_task_id, dep_status=dep_status)
         events.record_many(session, [_added(team_id, task_id, depends_on_task_id)])
         return _existing(session, task_id, depends_on_task_id), True
 
@@ -524,13 +533,16 @@ def _add_dependencies(
                 )
         _refuse_started_summaries(session, sorted({t for t, _ in new if rows[t].is_summary}))
         ranks = {i: (r.start_rank, r.end_rank) for i, r in rows.items()}
-        if any(not ranks[d][1] < ranks[t][0] for t, d in new):
+        ended = {d: TaskStatus(rows[d].status) for _, d in new}
+        ended = {d: status for d, status in ended.items() if status in STOPPING}
+        if ended or any(not ranks[d][1] < ranks[t][0] for t, d in new):
             _hold_alone(session, team_id, alone=alone)
         completed = TaskStatus.COMPLETED.value
         waiting = [t for t, d in new if rows[d].status != completed]
         insert_ordered(session, team_id, new, ranks, waiting)
         if waiting:
             _block(session, team_id, list(set(waiting)), {})
+        _stop_waiting_on_ended(session, team_id, ended)
         events.record(session, team_id, "dependency.added", None, edges=len(new))
         return len(new), len(pairs) - len(new)
 
@@ -558,7 +570,8 @@ def remove_dependency(
         dep_status = session.execute(
             select(Task.status).where(Task.id == depends_on_task_id)
         ).scalar()
-        if dep_status is not TaskStatus.COMPLETED and task.status not in FINAL:
+        # A finished task keeps its count exact too: a retry resumes it from that count.
+        if dep_status is not TaskStatus.COMPLETED:
             session.execute(
                 text(
                     "UPDATE tasks SET unmet_dependencies = unmet_dependencies - 1, "

@@ -22,6 +22,7 @@ from db.engine import retry_deadlocks, statement_scope
 from db.models import (
     FINAL,
     IN_FLIGHT,
+    STOPPING,
     MemberRole,
     Task,
     TaskStatus,
@@ -421,7 +422,12 @@ def complete_many(
             by_team.setdefault(row.team_id, []).append(
                 (row.id, row.parent_task_id, TaskStatus.COMPLETED)
             )
-        dependents = {row.id for row in done if row.has_dependents}
+        # A statement of its own, not a column of the one above: that one's snapshot predates
+        # an edge whose transaction held a finished task's row until it committed.
+        ids = [row.id for row in done]
+        dependents = (
+            {r[0] for r in session.execute(_WITH_DEPENDENTS, {"ids": ids})} if ids else set()
+        )
         # Teams in a fixed order: each settle takes its team's graph lock.
         for team_id in sorted(by_team):
             settle(session, team_id, by_team[team_id], dependents)
@@ -477,9 +483,6 @@ def fail(
         settle(session, gone.team_id, [(gone.id, gone.parent_task_id, TaskStatus.FAILED)])
         return True
 
-
-# Final states that stop the tasks waiting for them (stop_dependents).
-STOPPING = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 _WITH_DEPENDENTS = text(
     "SELECT DISTINCT depends_on_task_id FROM task_dependencies "

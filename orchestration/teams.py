@@ -266,16 +266,28 @@ def update_member(
     if new_status is MemberStatus.OFFLINE:
         # Its own transaction, tasks locked before the member as a pass locks them.
         may_free_capacity |= bool(release_assigned(team_id, member_id))
+    elif member.current_workload > member.max_concurrent_tasks:
+        # Capacity lowered below its load: what it has not started goes to other workers
+        # (what it has started finishes here, the load above the new limit until then).
+        may_free_capacity |= bool(release_assigned(team_id, member_id, beyond_capacity=True))
     if may_free_capacity and member.role is MemberRole.WORKER:
         _request_pass(team_id)
     return member
 
 
-def release_assigned(team_id: uuid.UUID, member_id: uuid.UUID) -> list[uuid.UUID]:
-    """Give back the tasks assigned to an offline member that it has not started: pending again,
-    for other workers (those started finish where they are)."""
+def release_assigned(
+    team_id: uuid.UUID, member_id: uuid.UUID, *, beyond_capacity: bool = False
+) -> list[uuid.UUID]:
+    """Give back the tasks assigned to a member that it has not started (all of them, or as
+    many as its load exceeds its capacity by): pending again, for other workers (those started
+    finish where they are)."""
     with events.transaction() as session:
-        released = list(session.execute(Q["release_assigned"], {"member_id": member_id}).scalars())
+        released = list(
+            session.execute(
+                Q["release_assigned"],
+                {"member_id": member_id, "beyond_capacity": beyond_capacity},
+            ).scalars()
+        )
         events.written(
             session,
             [
@@ -284,7 +296,8 @@ def release_assigned(team_id: uuid.UUID, member_id: uuid.UUID) -> list[uuid.UUID
             ],
         )
     if released:
-        log.info("member %s went offline: %d assigned tasks released", member_id, len(released))
+        why = "capacity lowered" if beyond_capacity else "went offline"
+        log.info("member %s %s: %d assigned tasks released", member_id, why, len(released))
     return released
 
 

@@ -95,7 +95,8 @@ def measure_invariants(team_id: uuid.UUID) -> Invariants:
                 found.over_capacity.append(row)
             if row.current_workload != row.in_flight:
                 found.workload_drift.append(row)
-            if (row.tasks_completed, row.tasks_failed) != (row.completed, row.failed):
+            # A failure retried since stays in the member's record (its success rate).
+            if row.tasks_completed != row.completed or row.tasks_failed < row.failed:
                 found.outcome_drift.append(row)
         found.unmet_drift = list(conn.execute(_UNMET, params))
         found.early_starts = list(conn.execute(_EARLY, params))

@@ -23,11 +23,11 @@ _LOCK_WAITS = text(
 )
 
 
-def wait_for_a_lock_wait(message: str) -> None:
-    """Return once a session of this test's database waits for a lock."""
+def wait_for_a_lock_wait(message: str, sessions: int = 1) -> None:
+    """Return once `sessions` sessions of this test's database wait for a lock."""
     deadline = time.monotonic() + 10
     with get_engine().connect() as conn:
-        while not conn.execute(_LOCK_WAITS).scalar():
+        while conn.execute(_LOCK_WAITS).scalar_one() < sessions:
             conn.rollback()  # pg_stat_activity is read once a transaction: look again afresh
             assert time.monotonic() < deadline, message
             time.sleep(0.01)
