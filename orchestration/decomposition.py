@@ -246,18 +246,25 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
         ]
     planner = get_planner()
     with_usage = getattr(planner, "plan_with_usage", None)
-    if with_usage is not None:
-        raw, usage, cost = with_usage(goal, roster, max_depth)
-        tokens = int(usage.total_tokens)
-    else:
-        raw, tokens, cost = planner.plan(goal, roster, max_depth), 0, Decimal(0)
+    tokens, cost = 0, Decimal(0)
+    # What the model was paid for counts on the manager whether or not a plan comes of it.
     try:
-        plan = plans.PlanSchema().load(raw)
-    except ValidationError as exc:
-        raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
-    tasks = create_plan(team_id, plan, max_depth)
-    record_manager_usage(team_id, tokens, Decimal(cost))
-    return tasks
+        if with_usage is not None:
+            try:
+                raw, usage, cost = with_usage(goal, roster, max_depth)
+            except AgentError as exc:
+                tokens, cost = exc.tokens, exc.cost
+                raise
+            tokens = int(usage.total_tokens)
+        else:
+            raw = planner.plan(goal, roster, max_depth)
+        try:
+            plan = plans.PlanSchema().load(raw)
+        except ValidationError as exc:
+            raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
+        return create_plan(team_id, plan, max_depth)
+    finally:
+        record_manager_usage(team_id, tokens, Decimal(cost))
 
 
 def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:

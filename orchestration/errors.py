@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 
@@ -50,7 +51,22 @@ class NoManager(Conflict):
 
 
 class AgentError(OrchestrationError):
-    """A planner, executor or reviewer failed (model server down, invalid output, ...)."""
+    """A planner, executor or reviewer failed (model server down, invalid output, ...).
+
+    tokens and cost: what the calls before the failure were billed, which the caller still
+    records (answers that could not be used were paid for all the same)."""
+
+    def __init__(
+        self,
+        message: str,
+        errors: dict[str, Any] | None = None,
+        *,
+        tokens: int = 0,
+        cost: Decimal = Decimal(0),
+    ) -> None:
+        super().__init__(message, errors)
+        self.tokens = tokens
+        self.cost = cost
 
 
 class Unavailable(OrchestrationError):

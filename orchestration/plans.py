@@ -9,35 +9,56 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from orchestration import graph
+from orchestration.text import not_blank, storable
 
 MAX_PLAN_NODES = 500
 MAX_PLAN_NESTING = 32
 MAX_DEPTH_LIMIT = 10
 DEFAULT_MAX_DEPTH = 3
-SKILL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-. ]{0,63}$"
+# Skills are matched as exact strings (scoring.SkillProfile) and stored as JSON, so any
+# printable name works: "C++", "C#", "UI/UX", ".NET". Refused: control characters (line
+# breaks included) and spaces at either end, which would make "coding " miss "coding".
+# ($(?!\n): Python's $ also matches before a final line break.)
+SKILL_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,62}[^\s\x00-\x1f\x7f])?$(?!\n)"
+SKILL_RULE = (
+    "a skill name is 1 to 64 characters, such as coding, C++ or UI/UX, without line breaks "
+    "or control characters and without spaces at either end"
+)
 
 
-def _strings(max_items: int, max_len: int, pattern: str | None = None) -> fields.List:
-    inner_validators: list[Any] = [validate.Length(min=1, max=max_len)]
-    if pattern:
-        inner_validators.append(validate.Regexp(pattern, error="invalid value"))
-    return fields.List(
-        fields.String(validate=inner_validators),
-        validate=validate.Length(max=max_items),
+def skill_name(**kwargs: Any) -> fields.String:
+    """One skill name (a task's required skill, a member's skill)."""
+    return fields.String(
+        validate=[
+            validate.Regexp(SKILL_PATTERN, error="{input!r} is not a skill name: " + SKILL_RULE),
+            storable,
+        ],
+        **kwargs,
     )
 
 
+def _text(max_len: int, *, min_len: int = 0, **kwargs: Any) -> fields.String:
+    """A string PostgreSQL can store (the HTTP parser checks that too, a model's answer not)."""
+    return fields.String(validate=[validate.Length(min=min_len, max=max_len), storable], **kwargs)
+
+
+def _strings(max_items: int, item: fields.String) -> fields.List:
+    return fields.List(item, validate=validate.Length(max=max_items))
+
+
 class TaskNodeSchema(Schema):
-    key = fields.String(validate=validate.Length(min=1, max=100))
-    title = fields.String(required=True, validate=validate.Length(min=1, max=500))
-    description = fields.String(allow_none=True, validate=validate.Length(max=20_000))
-    acceptance_criteria = _strings(50, 1_000)
-    required_skills = _strings(20, 64, SKILL_PATTERN)
+    key = _text(100, min_len=1)
+    title = fields.String(
+        required=True, validate=[validate.Length(min=1, max=500), not_blank, storable]
+    )
+    description = _text(20_000, allow_none=True)
+    acceptance_criteria = _strings(50, _text(1_000, min_len=1))
+    required_skills = _strings(20, skill_name())
     estimated_tokens = fields.Integer(
         allow_none=True, validate=validate.Range(min=0, max=10_000_000), strict=True
     )
     priority = fields.Integer(validate=validate.Range(min=0, max=10), strict=True)
-    depends_on = _strings(100, 100)
+    depends_on = _strings(100, _text(100, min_len=1))
     subtasks = fields.List(
         fields.Nested(lambda: TaskNodeSchema()), validate=validate.Length(max=200)
     )

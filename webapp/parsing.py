@@ -20,8 +20,13 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
 from orchestration.errors import InvalidInput
+from orchestration.plans import MAX_PLAN_NESTING
+from orchestration.text import storable_problem
 
-MAX_JSON_DEPTH = 64
+# A plan node n levels down sits 2n + 1 levels deep in {"plan": ...}, its list fields 2 more.
+# Room for plans twice as deep as PlanSchema allows, so that one too deep reaches the schema
+# and gets its 422 naming the limit; only a document deeper than that is malformed (400).
+MAX_JSON_DEPTH = 4 * MAX_PLAN_NESTING + 8
 _CACHE_KEY = "orch_json_body"
 
 
@@ -71,14 +76,7 @@ def check_storable(value: Any) -> None:
 
 
 def _check_string(text: str, path: tuple[str, ...]) -> None:
-    problem = None
-    if "\x00" in text:
-        problem = "must not contain NUL characters"
-    else:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            problem = "must not contain unpaired surrogates"
+    problem = storable_problem(text)
     if problem is not None:
         where = ".".join(_printable(p) for p in path) or "_schema"
         raise InvalidInput(f"{where}: {problem}", {where: [problem]})

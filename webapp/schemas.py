@@ -14,9 +14,10 @@ from db.models import MemberRole, MemberStatus, TaskStatus, TeamStatus
 from orchestration.plans import (
     DEFAULT_MAX_DEPTH,
     MAX_DEPTH_LIMIT,
-    SKILL_PATTERN,
     PlanSchema,
+    skill_name,
 )
+from orchestration.text import not_blank
 
 MAX_TITLE = 500
 MAX_GOAL = 10_000
@@ -53,15 +54,9 @@ def _int(minimum: int, maximum: int, **kwargs: Any) -> fields.Integer:
     return fields.Integer(strict=True, validate=validate.Range(min=minimum, max=maximum), **kwargs)
 
 
-def _skill_name() -> fields.String:
-    return fields.String(
-        validate=validate.Regexp(SKILL_PATTERN, error="a skill name: letters, digits, _-. space")
-    )
-
-
 def _skills(**kwargs: Any) -> fields.Dict:
     return fields.Dict(
-        keys=_skill_name(),
+        keys=skill_name(),
         values=StrictFloat(validate=validate.Range(min=0, max=1)),
         validate=validate.Length(max=MAX_SKILLS),
         metadata={"description": "skill -> proficiency in [0, 1]"},
@@ -209,12 +204,14 @@ def _unique(values: list[Any]) -> list[Any]:
 
 
 class TaskCreateSchema(RequestSchema):
-    title = fields.String(required=True, validate=validate.Length(min=1, max=MAX_TITLE))
+    title = fields.String(
+        required=True, validate=[validate.Length(min=1, max=MAX_TITLE), not_blank]
+    )
     description = fields.String(
         allow_none=True, load_default=None, validate=validate.Length(max=MAX_DESCRIPTION)
     )
     acceptance_criteria = _texts(MAX_CRITERIA, MAX_CRITERION)
-    required_skills = fields.List(_skill_name(), validate=validate.Length(max=MAX_REQUIRED_SKILLS))
+    required_skills = fields.List(skill_name(), validate=validate.Length(max=MAX_REQUIRED_SKILLS))
     priority = _int(0, 10, load_default=5)
     estimated_tokens = _int(0, MAX_TOKENS, allow_none=True, load_default=None)
     max_revisions = _int(0, 100, load_default=3)
@@ -287,7 +284,7 @@ class TaskTreeSchema(ma.Schema):
 class DecomposeGoalSchema(RequestSchema):
     """Documentation of the goal form of DecomposeSchema."""
 
-    goal = fields.String(required=True, validate=validate.Length(min=1, max=MAX_GOAL))
+    goal = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_GOAL), not_blank])
     max_depth = _int(0, MAX_DEPTH_LIMIT, load_default=DEFAULT_MAX_DEPTH)
 
 
@@ -301,7 +298,7 @@ class DecomposePlanSchema(RequestSchema):
 class DecomposeSchema(RequestSchema):
     """Either form: a goal for the planner or a ready-made plan."""
 
-    goal = fields.String(validate=validate.Length(min=1, max=MAX_GOAL))
+    goal = fields.String(validate=[validate.Length(min=1, max=MAX_GOAL), not_blank])
     plan = fields.Nested(PlanSchema)
     max_depth = _int(0, MAX_DEPTH_LIMIT, load_default=DEFAULT_MAX_DEPTH)
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from orchestration.errors import AgentError
+from orchestration.text import made_storable
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,7 @@ def jsonable(value: Any) -> Any:
     keys, lists, strings, finite numbers. NUL characters (which neither text nor jsonb
     accepts) and unpaired surrogates in strings become U+FFFD."""
     if isinstance(value, str):
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-        return value
+        return made_storable(value)
     if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):

@@ -30,6 +30,7 @@ from orchestration.errors import AgentError
 from orchestration.plans import (
     MAX_DEPTH_LIMIT,
     MAX_PLAN_NODES,
+    SKILL_RULE,
     PlanSchema,
     iter_nodes,
     plan_cycle,
@@ -49,6 +50,14 @@ Messages = list[dict[str, str]]
 
 class InvalidAnswer(ValueError):
     """The model's answer cannot be used; the message says why (and goes back to the model)."""
+
+
+CUT_OFF = "the model's answer was cut off (finish_reason=length)"
+
+
+def _cut_off(response: ChatResponse) -> bool:
+    """The server stopped the answer at its token limit: what came is not the whole answer."""
+    return response.finish_reason == "length"
 
 
 def _clip(text: str, limit: int) -> str:
@@ -91,10 +100,19 @@ class _Conversation:
         self.cost = Decimal(0)
 
     def ask(self, **options: Any) -> ChatResponse:
-        response = self.client.chat(self.messages, **options)
+        try:
+            response = self.client.chat(self.messages, **options)
+        except AgentError as exc:
+            self.spent(exc)
+            raise
         self.usage = self.usage + response.usage
         self.cost += response.cost
         return response
+
+    def spent(self, error: AgentError) -> AgentError:
+        """error, carrying what the earlier answers of this conversation were billed."""
+        error.tokens, error.cost = self.usage.total_tokens, self.cost
+        return error
 
     def reask(self, answer: str, problem: str) -> None:
         self.messages.append({"role": "assistant", "content": _clip(answer, MAX_ECHO_CHARS)})
@@ -121,7 +139,8 @@ Answer with one JSON object, a TaskNode, and nothing else. A TaskNode has these 
 - "title": required; an imperative sentence, at most 500 characters
 - "description": what exactly to do and what to deliver
 - "acceptance_criteria": a list of checkable statements that say when the task is done
-- "required_skills": a list of skill names, taken from the team's skills when possible
+- "required_skills": a list of skill names, taken from the team's skills when possible; \
+{skill_rule}
 - "estimated_tokens": an integer, the tokens an agent will likely use
 - "priority": an integer from 0 to 10 (10 is the most urgent; 5 is normal)
 - "depends_on": a list of keys of other nodes of this plan that must be completed first
@@ -170,12 +189,50 @@ def planner_messages(goal: str, team: Sequence[AgentProfile], max_depth: int) ->
         "Skills on the team: " + (", ".join(skills) if skills else "(none listed)") + "\n\n"
         "Answer with the TaskNode JSON object only."
     )
-    system = PLANNER_SYSTEM.format(suggested=SUGGESTED_MAX_NODES, max_nodes=MAX_PLAN_NODES)
+    system = PLANNER_SYSTEM.format(
+        suggested=SUGGESTED_MAX_NODES, max_nodes=MAX_PLAN_NODES, skill_rule=SKILL_RULE
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def _validation_text(messages: Any) -> str:
-    return json.dumps(messages, sort_keys=True, default=str)
+def _validation_lines(messages: Any, path: str = "") -> list[str]:
+    """marshmallow's nested messages as one line per field, e.g.
+    'subtasks[0].priority: Not a valid integer.', so the model sees where and why."""
+    if isinstance(messages, dict):
+        lines: list[str] = []
+        for name, inner in messages.items():
+            if isinstance(name, int):
+                where = f"{path}[{name}]"
+            elif name == "_schema":
+                where = path
+            else:
+                where = f"{path}.{name}" if path else str(name)
+            lines.extend(_validation_lines(inner, where))
+        return lines
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{path or 'the plan'}: {' '.join(messages)}"]
+    if isinstance(messages, list):
+        return [line for inner in messages for line in _validation_lines(inner, path)]
+    return [f"{path or 'the plan'}: {messages}"]
+
+
+def tidy_answer(data: dict[str, Any]) -> dict[str, Any]:
+    """What models commonly write for a valid plan, in the schema's terms (in place): null for
+    an optional field it leaves out, and 5.0 for the integer 5. Everything else is left to the
+    schema."""
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        for name, value in list(node.items()):
+            if value is None:
+                del node[name]
+            elif isinstance(value, float) and value.is_integer():
+                node[name] = int(value)
+        if isinstance(node.get("subtasks"), list):
+            stack.extend(node["subtasks"])
+    return data
 
 
 def validate_plan(data: dict[str, Any], max_depth: int) -> dict[str, Any]:
@@ -187,10 +244,11 @@ def validate_plan(data: dict[str, Any], max_depth: int) -> dict[str, Any]:
         if isinstance(inner, dict):
             data = inner  # {"plan": {...}}
     try:
-        plan = PlanSchema().load(data)
+        plan = PlanSchema().load(tidy_answer(data))
     except ValidationError as exc:
         raise InvalidAnswer(
-            "it does not match the TaskNode schema: " + _validation_text(exc.messages)
+            "it does not match the TaskNode schema:\n"
+            + "\n".join(f"- {line}" for line in _validation_lines(exc.messages))
         ) from exc
     cycle = plan_cycle(plan)
     if cycle:
@@ -200,7 +258,19 @@ def validate_plan(data: dict[str, Any], max_depth: int) -> dict[str, Any]:
             + " (a node may not depend on its own ancestor or descendant, nor close a loop)"
         )
     _fill_keys(plan)
-    return prune_plan(plan, max_depth)
+    pruned = prune_plan(plan, max_depth)
+    # Folding nodes deeper than max_depth into their ancestors can close a loop the plan as
+    # written did not have (a1 -> b -> a2 under one parent becomes a -> b -> a).
+    cycle = plan_cycle(pruned)
+    if cycle:
+        raise InvalidAnswer(
+            f"it has nodes deeper than the maximum depth {max_depth}; merged into their "
+            "ancestors, as they must be, their dependencies form a cycle: "
+            + " -> ".join(cycle)
+            + f". Keep every node within depth {max_depth}, with dependencies between the "
+            "nodes you keep."
+        )
+    return pruned
 
 
 def prune_plan(root: dict[str, Any], max_depth: int) -> dict[str, Any]:
@@ -301,8 +371,11 @@ class LLMPlanner:
         talk = _Conversation(self.client, planner_messages(goal, team, max_depth), "TaskNode")
         problem = ""
         for attempt in range(1, self.attempts + 1):
-            answer = talk.ask(temperature=self.temperature, json_object=True).content
+            response = talk.ask(temperature=self.temperature, json_object=True)
+            answer = response.content
             try:
+                if _cut_off(response):
+                    raise InvalidAnswer(f"{CUT_OFF}; give a shorter plan")
                 plan = validate_plan(parse_json_object(answer), max_depth)
             except InvalidAnswer as exc:
                 problem = str(exc)
@@ -310,9 +383,11 @@ class LLMPlanner:
                     talk.reask(answer, problem)
                 continue
             return plan, talk.usage, talk.cost
-        raise AgentError(
-            f"the planner model gave no valid plan in {self.attempts} attempts; last problem: "
-            f"{_clip(problem, 1_000)}"
+        raise talk.spent(
+            AgentError(
+                f"the planner model gave no valid plan in {self.attempts} attempts; "
+                f"last problem: {_clip(problem, 1_000)}"
+            )
         )
 
 
@@ -419,6 +494,9 @@ class LLMExecutor:
         except AgentError as exc:
             raise ExecutionFailed(str(exc)) from exc
         tokens = response.usage.total_tokens
+        if _cut_off(response):
+            # Part of a deliverable is not the deliverable: another attempt, not a result.
+            raise ExecutionFailed(CUT_OFF, tokens=tokens, cost=response.cost)
         if not response.content.strip():
             raise ExecutionFailed(
                 "the model returned an empty answer", tokens=tokens, cost=response.cost
@@ -490,8 +568,11 @@ class LLMReviewer:
         talk = _Conversation(self.client, reviewer_messages(ctx, output), "verdict")
         problem = ""
         for attempt in range(1, self.attempts + 1):
-            answer = talk.ask(temperature=self.temperature, json_object=True).content
+            response = talk.ask(temperature=self.temperature, json_object=True)
+            answer = response.content
             try:
+                if _cut_off(response):
+                    raise InvalidAnswer(f"{CUT_OFF}; keep the feedback short")
                 accepted, feedback = parse_verdict(parse_json_object(answer))
             except InvalidAnswer as exc:
                 problem = str(exc)
@@ -504,7 +585,9 @@ class LLMReviewer:
                 tokens=talk.usage.total_tokens,
                 cost=talk.cost,
             )
-        raise AgentError(
-            f"the reviewer model gave no valid verdict in {self.attempts} attempts; "
-            f"last problem: {_clip(problem, 1_000)}"
+        raise talk.spent(
+            AgentError(
+                f"the reviewer model gave no valid verdict in {self.attempts} attempts; "
+                f"last problem: {_clip(problem, 1_000)}"
+            )
         )

@@ -2,10 +2,13 @@
 
 POST {LLM_BASE_URL}/chat/completions with the model, the messages, a temperature and, when asked,
 ``response_format: {"type": "json_object"}``; ``Authorization: Bearer LLM_API_KEY`` when a key
-is set. Timeouts, connection errors, 408, 429 and 5xx answers are retried with exponential
-backoff (a Retry-After header, in seconds or as an HTTP date, is honoured) up to a bounded
-number of attempts; then, or at once for any other error, orchestration.errors.AgentError is
-raised with a message that says what went wrong and never contains the API key.
+is set. A server that refuses the temperature or response_format (a 400/422 naming it, as
+reasoning models do for a temperature other than 1) is asked again without it, and that client
+leaves it out from then on. Timeouts, connection errors, 408, 429 and 5xx answers are retried
+with exponential backoff (a Retry-After header, in seconds or as an HTTP date, is honoured) up
+to a bounded number of attempts; then, or at once for any other error,
+orchestration.errors.AgentError is raised with a message that says what went wrong and never
+contains the API key.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class ChatResponse:
     usage: Usage
     model: str
     cost: Decimal
+    # "stop", "length" (cut off at the token limit), ...; None when the server does not say.
+    finish_reason: str | None = None
 
 
 class _Retryable(Exception):
@@ -169,7 +174,8 @@ class ChatClient:
         self.max_backoff = max(0.0, float(max_backoff))
         self.max_retry_after = max(0.0, float(max_retry_after))
         self._sleep = sleep
-        self._json_mode = True  # until the server refuses response_format
+        # Options the server refused (400/422 naming them): left out of every later request.
+        self._refused: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> ChatClient:
@@ -212,27 +218,32 @@ class ChatClient:
         """One completion; AgentError when the server cannot give one, or when `cancelled` is
         set (the task was cancelled): no attempt starts after that, and a retry's wait ends.
 
-        json_object asks for ``response_format: {"type": "json_object"}``; a server that refuses
-        that field (400/422 naming it) is asked again without it, and not asked for it again."""
-        body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+        json_object asks for ``response_format: {"type": "json_object"}``. A server that refuses
+        that field or the temperature (400/422 naming it) is asked again without it, and not
+        asked with it again."""
+        options: dict[str, Any] = {}
         if temperature is not None:
-            body["temperature"] = temperature
-        if max_tokens is not None:
-            body["max_tokens"] = int(max_tokens)
-        if json_object and self._json_mode:
+            options["temperature"] = temperature
+        if json_object:
+            options["response_format"] = {"type": "json_object"}
+        while True:
+            body: dict[str, Any] = {"model": self.model, "messages": [dict(m) for m in messages]}
+            body.update((k, v) for k, v in options.items() if k not in self._refused)
+            if max_tokens is not None:
+                body["max_tokens"] = int(max_tokens)
             try:
-                return self._with_retries(
-                    {**body, "response_format": {"type": "json_object"}}, cancelled
-                )
+                return self._with_retries(body, cancelled)
             except _Refused as exc:
-                if exc.status not in (400, 422) or "response_format" not in exc.body:
+                # Each option is dropped at most once, so this ends.
+                refused = [k for k in options if k in body and k in exc.body]
+                if exc.status not in (400, 422) or not refused:
                     raise
                 log.warning(
-                    "chat completions at %s does not support response_format; asking without it",
+                    "chat completions at %s does not support %s; asking without it",
                     _redact_url(self.url),
+                    " and ".join(refused),
                 )
-                self._json_mode = False
-        return self._with_retries(body, cancelled)
+                self._refused.update(refused)
 
     def _with_retries(
         self, body: dict[str, Any], cancelled: threading.Event | None = None
@@ -342,6 +353,7 @@ class ChatClient:
             choice = data["choices"][0]
             message = choice["message"] if "message" in choice else {"content": choice["text"]}
             content = _content_of(message)
+            finish_reason = choice.get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise AgentError(
                 f"chat completions at {_redact_url(self.url)} did not answer in the "
@@ -358,4 +370,5 @@ class ChatClient:
             usage=usage,
             model=str(data.get("model") or self.model),
             cost=self.cost(usage),
+            finish_reason=str(finish_reason) if finish_reason is not None else None,
         )

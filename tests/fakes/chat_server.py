@@ -66,8 +66,9 @@ def completion(
     prompt_tokens: int = 10,
     completion_tokens: int = 20,
     model: str = "fake-model",
+    finish_reason: str = "stop",
 ) -> dict[str, Any]:
-    """A chat-completions response body."""
+    """A chat-completions response body ("length" as finish_reason: cut off at the limit)."""
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -77,7 +78,7 @@ def completion(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {
@@ -146,11 +147,16 @@ class FakeChatServer:
         completion_tokens: int = 20,
         model: str = "fake-model",
         delay: float = 0.0,
+        finish_reason: str = "stop",
     ) -> None:
         """A valid completion whose message content is content (JSON-encoded unless a str)."""
         text = content if isinstance(content, str) else json.dumps(content)
         body = completion(
-            text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, model=model
+            text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            model=model,
+            finish_reason=finish_reason,
         )
         self.push(
             Reply(

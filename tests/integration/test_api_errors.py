@@ -12,6 +12,7 @@ import redis
 import sqlalchemy.exc
 
 from orchestration import errors, teams
+from webapp.parsing import MAX_JSON_DEPTH
 from webapp.testing import V1, ApiClient, assert_error
 
 # Routes that read a JSON body: (method, path with {team}/{task}/{member}).
@@ -52,7 +53,7 @@ MALFORMED = [
     b"\xff\xfe\x00",
     b"[" * 100_000 + b"]" * 100_000,
     b'{"a":' * 200 + b"1" + b"}" * 200,
-    b'{"a": [' + b"[" * 80 + b"]" * 80 + b"]}",
+    b'{"a": [' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"]}",
 ]
 NOT_OBJECTS = [b"[]", b'"text"', b"42", b"null", b"true", b'[{"title": "x"}]']
 

@@ -181,7 +181,7 @@ def test_lowering_a_workers_capacity_gives_back_what_it_has_not_started() -> Non
     teams.update_member(team_id, other, status="idle")
     orchestrator.run_pass(team_id)
     with get_engine().connect() as conn:
-        loads = dict(
+        loads: dict[uuid.UUID, int] = dict(
             conn.execute(
                 text("SELECT id, current_workload FROM team_members WHERE id IN (:a, :b)"),
                 {"a": worker, "b": other},

@@ -29,7 +29,13 @@ from orchestration.agents.llm_client import ChatClient, parse_retry_after
 from orchestration.config import reload_settings
 from orchestration.errors import AgentError
 from orchestration.plans import PlanSchema, iter_nodes, plan_cycle
-from tests.fakes.chat_server import FakeChatServer, chat_server_fixture  # noqa: F401
+from tests.fakes.chat_server import (  # noqa: F401
+    FakeChatServer,
+    RecordedRequest,
+    Reply,
+    chat_server_fixture,
+    completion,
+)
 
 API_KEY = "sk-test-0123456789-secret"
 PROMPT_PRICE = Decimal("0.15")
@@ -380,3 +386,102 @@ def test_reviewer_without_criteria_accepts_without_asking(llm_env: FakeChatServe
     verdict = get_reviewer().review(ctx(acceptance_criteria=[]), {"result": "x"})
     assert verdict.accepted and verdict.tokens == 0
     assert llm_env.requests == []
+
+
+# -- what a failure was billed ------------------------------------------------------------------
+
+
+def test_planner_and_reviewer_errors_carry_what_was_spent(llm_env: FakeChatServer) -> None:
+    for _ in range(3):
+        llm_env.answer("not json", prompt_tokens=100, completion_tokens=10)
+    with pytest.raises(AgentError) as planned:
+        get_planner().plan("Goal", TEAM, 3)
+    assert (planned.value.tokens, planned.value.cost) == (330, price(300, 30))
+    for _ in range(3):
+        llm_env.answer("nope")
+    with pytest.raises(AgentError) as reviewed:
+        get_reviewer().review(ctx(), {"result": "text"})
+    assert (reviewed.value.tokens, reviewed.value.cost) == (90, price(30, 60))
+    # A server error after a paid answer: the answer still counts.
+    llm_env.answer("not json")
+    llm_env.error(403, "forbidden")
+    with pytest.raises(AgentError, match="HTTP 403") as refused:
+        get_reviewer().review(ctx(), {"result": "text"})
+    assert (refused.value.tokens, refused.value.cost) == (30, price(10, 20))
+
+
+# -- models that refuse a temperature -----------------------------------------------------------
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def refuses_temperature(request: RecordedRequest) -> Reply:
+    """As OpenAI's reasoning models answer a temperature other than 1."""
+    body = request.json
+    if "temperature" in body and body["temperature"] != 1:
+        error = {
+            "error": {
+                "message": f"Unsupported value: 'temperature' does not support "
+                f"{body['temperature']} with this model. Only the default (1) value is supported.",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": "unsupported_value",
+            }
+        }
+        return Reply(400, json.dumps(error).encode(), JSON_HEADERS)
+    content = json.dumps(PLAN) if "TaskNode" in request.prompt else "done"
+    return Reply(200, json.dumps(completion(content)).encode(), JSON_HEADERS)
+
+
+def test_a_refused_temperature_is_left_out_from_then_on(llm_env: FakeChatServer) -> None:
+    llm_env.respond(refuses_temperature)
+    planner = get_planner()
+    assert planner.plan("Goal", TEAM, 3)["title"] == PLAN["title"]
+    planner.plan("Goal", TEAM, 3)
+    sent = [(r.json.get("temperature"), "response_format" in r.json) for r in llm_env.requests]
+    # Refused once; asked again at once without it, keeping response_format; never sent again.
+    assert sent == [(0.2, True), (None, True), (None, True)]
+    executor = get_executor()
+    assert executor.execute(ctx()).output["result"] == "done"
+    assert [r.json.get("temperature") for r in llm_env.requests[3:]] == [0.3, None]
+
+
+def test_temperature_and_response_format_both_refused(llm_env: FakeChatServer) -> None:
+    llm_env.error(400, "Unsupported parameter: 'response_format'")
+    llm_env.error(400, "Unsupported parameter: 'temperature'")
+    llm_env.answer(PLAN)
+    assert get_planner().plan("Goal", TEAM, 3)["title"] == PLAN["title"]
+    sent = [(r.json.get("temperature"), "response_format" in r.json) for r in llm_env.requests]
+    assert sent == [(0.2, True), (0.2, False), (None, False)]
+
+
+def test_other_refusals_are_not_retried(llm_env: FakeChatServer) -> None:
+    llm_env.error(400, "context_length_exceeded: too many tokens")
+    with pytest.raises(AgentError, match="refused the request"):
+        get_planner().plan("Goal", TEAM, 3)
+    assert len(llm_env.requests) == 1
+
+
+# -- answers cut off at the token limit ---------------------------------------------------------
+
+
+def test_an_executor_answer_cut_off_is_a_failed_attempt(llm_env: FakeChatServer) -> None:
+    llm_env.answer("The first half of the announce", finish_reason="length")
+    with pytest.raises(ExecutionFailed) as failed:
+        get_executor().execute(ctx())
+    assert str(failed.value) == "the model's answer was cut off (finish_reason=length)"
+    assert (failed.value.tokens, failed.value.cost) == (30, price(10, 20))
+
+
+def test_a_plan_or_verdict_cut_off_is_asked_again(llm_env: FakeChatServer) -> None:
+    # Cut off where what came is still valid JSON: it is not the whole answer all the same.
+    llm_env.answer({"title": "Launch"}, finish_reason="length")
+    llm_env.answer(PLAN)
+    assert get_planner().plan("Goal", TEAM, 3)["title"] == PLAN["title"]
+    assert "cut off (finish_reason=length)" in llm_env.requests[1].messages[-1]["content"]
+    llm_env.answer({"accepted": True, "feedback": "Fine"}, finish_reason="length")
+    llm_env.answer({"accepted": False, "feedback": "Criterion 2 unmet."})
+    verdict = get_reviewer().review(ctx(), {"result": "text"})
+    assert not verdict.accepted
+    assert "cut off (finish_reason=length)" in llm_env.requests[3].messages[-1]["content"]

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from marshmallow import ValidationError
 
+from orchestration.errors import InvalidInput
 from orchestration.plans import (
     MAX_PLAN_NODES,
     PlannedTask,
@@ -18,6 +19,7 @@ from orchestration.plans import (
     iter_nodes,
     plan_cycle,
 )
+from webapp.parsing import check_storable
 
 Node = dict[str, Any]
 
@@ -122,7 +124,7 @@ def test_accepts_exactly_the_node_limit() -> None:
         {"estimated_tokens": -1},
         {"estimated_tokens": "many"},
         {"required_skills": "coding"},
-        {"required_skills": ["bad skill!"]},
+        {"required_skills": ["two\nlines"]},
         {"required_skills": [""]},
         {"depends_on": "build"},
         {"acceptance_criteria": [3]},
@@ -362,3 +364,58 @@ def test_flatten_properties(plan: Node, max_depth: int) -> None:
                 expected.append(target)
         # every dependency of a kept node survives, moved to its deepest kept ancestor
         assert list(p.depends_on)[: len(expected)] == expected
+
+
+# --- strings every way in must refuse ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patch", "problem"),
+    [
+        ({"title": "A\x00B"}, "must not contain NUL characters"),
+        ({"description": "x\x00"}, "must not contain NUL characters"),
+        ({"key": "k\x00"}, "must not contain NUL characters"),
+        ({"acceptance_criteria": ["done\x00"]}, "must not contain NUL characters"),
+        ({"title": "R \ud800"}, "must not contain unpaired surrogates"),
+        ({"description": "\udfff"}, "must not contain unpaired surrogates"),
+        ({"required_skills": ["C\ud800"]}, "must not contain unpaired surrogates"),
+        ({"title": "   "}, "must not be blank"),
+        ({"title": "\t\n"}, "must not be blank"),
+    ],
+)
+def test_rejects_strings_that_cannot_be_stored_or_say_nothing(patch: Node, problem: str) -> None:
+    # A model's plan reaches the schema without the HTTP parser's checks.
+    plan = {"title": "root", "subtasks": [{"title": "child", **patch}]}
+    with pytest.raises(ValidationError) as info:
+        PlanSchema().load(plan)
+    assert problem in str(info.value.messages)
+
+
+def test_the_http_parser_and_the_schema_refuse_the_same_strings() -> None:
+    for text in ("a\x00", "\ud800x", "ok"):
+        try:
+            check_storable({"title": text})
+            by_parser = None
+        except InvalidInput as exc:
+            by_parser = exc.errors
+        try:
+            PlanSchema().load({"title": text})
+            by_schema = None
+        except ValidationError as exc:
+            by_schema = exc.messages
+        assert by_parser == by_schema
+
+
+@pytest.mark.parametrize("skill", ["C++", "C#", "UI/UX", ".NET", "R&D", "Node.js", "data science"])
+def test_accepts_real_skill_names(skill: str) -> None:
+    assert PlanSchema().load({"title": "t", "required_skills": [skill]})["required_skills"] == [
+        skill
+    ]
+
+
+@pytest.mark.parametrize(
+    "skill", ["", " lead", "trail ", "two\nlines", "tab\there", "x" * 65, "a\n"]
+)
+def test_rejects_skill_names_that_would_not_match(skill: str) -> None:
+    with pytest.raises(ValidationError):
+        PlanSchema().load({"title": "t", "required_skills": [skill]})
