@@ -142,6 +142,7 @@ class Settings:
     max_deliveries: int
     max_attempts: int
     retry_backoff: float
+    run_timeout: float  # 0: no limit
     agent_concurrency: int
     read_ahead: int | None  # None: automatic (see consumer.AgentConsumer.read_ahead)
     reconcile_interval: float
@@ -178,6 +179,7 @@ class Settings:
             max_deliveries=_int("ORCH_MAX_DELIVERIES", 5, "a whole number >= 1", minimum=1),
             max_attempts=_int("ORCH_MAX_ATTEMPTS", 3, "a whole number >= 1", minimum=1),
             retry_backoff=_float("ORCH_RETRY_BACKOFF", 1.0, "a number of seconds >= 0"),
+            run_timeout=_float("ORCH_RUN_TIMEOUT", 0.0, "a number of seconds >= 0 (0: no limit)"),
             agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4, "a whole number >= 0"),
             read_ahead=_read_ahead(),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0, seconds, positive=True),

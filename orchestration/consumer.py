@@ -34,6 +34,7 @@ from db.models import TaskStatus
 from orchestration import keys, lifecycle, metrics, orchestrator, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer, TaskContext
 from orchestration.config import Settings, get_settings
+from orchestration.errors import AgentError
 from orchestration.logs import log_context
 from orchestration.monitoring import CeleryEvents
 from orchestration.redis_client import get_redis
@@ -139,6 +140,23 @@ class _Finishing:
     began: float
 
 
+@dataclass
+class _Running:
+    """An entry whose agent is at work: what the watcher needs to stop it, or to end its
+    attempt when it outlives ORCH_RUN_TIMEOUT."""
+
+    entry: streams.Entry
+    token: str
+    context: TaskContext
+    attempts: int
+    run: Run
+    uid: str | None
+    began: float
+    call_began: float  # when its current execution or review began
+    timed_out: float | None = None  # when the watcher ended its attempt for it
+    warned: bool = False
+
+
 class AgentConsumer:
     def __init__(
         self,
@@ -159,7 +177,7 @@ class AgentConsumer:
         self._stop_reading = threading.Event()
         self._inflight: dict[str, streams.Entry] = {}
         self._claims: dict[str, str] = {}  # entry id -> claim token of the running task
-        self._contexts: dict[str, TaskContext] = {}  # entry id -> its run's context, while it runs
+        self._running: dict[str, _Running] = {}  # entry id -> its run, while its agent works
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="agent")
         self._threads: list[threading.Thread] = []
@@ -466,7 +484,9 @@ class AgentConsumer:
         began = time.monotonic()
         run = Run(agent_id=claimed.context.agent.agent_id)
         with self._lock:
-            self._contexts[entry.entry_id] = claimed.context
+            self._running[entry.entry_id] = _Running(
+                entry, token, claimed.context, claimed.attempts, run, uid, began, began
+            )
         try:
             result = self._handle(entry, token, claimed, run)
             self._ran(time.monotonic() - began)
@@ -482,7 +502,7 @@ class AgentConsumer:
                 self.monitor.crashed(uid, exc)
         finally:
             with self._lock:
-                self._contexts.pop(entry.entry_id, None)
+                self._running.pop(entry.entry_id, None)
         self._release([entry])
 
     def _ran(self, took: float) -> None:
@@ -546,6 +566,7 @@ class AgentConsumer:
         revisions = claimed.revision_count
         while True:
             if status is TaskStatus.IN_PROGRESS:
+                self._calling(entry)
                 try:
                     result = self.executor().execute(ctx)
                 except Exception as exc:
@@ -573,11 +594,12 @@ class AgentConsumer:
                 ):
                     return "stale"
                 status, output = TaskStatus.REVIEW, result.output
+            self._calling(entry)
             try:
                 verdict = self.reviewer().review(ctx, output)
             except Exception as exc:
                 # The reviewer works as the manager: what it spent counts there, not here.
-                spent = exc if isinstance(exc, ExecutionFailed) else None
+                spent = exc if isinstance(exc, ExecutionFailed | AgentError) else None
                 if spent is not None:
                     lifecycle.record_manager_usage(entry.team_id, spent.tokens, spent.cost)
                 if ctx.cancelled.is_set():
@@ -608,6 +630,13 @@ class AgentConsumer:
             revisions = revision
             ctx = replace(ctx, revision=revision, feedback=verdict.feedback)
             status = TaskStatus.IN_PROGRESS
+
+    def _calling(self, entry: streams.Entry) -> None:
+        """An execution or a review begins: ORCH_RUN_TIMEOUT counts from now."""
+        with self._lock:
+            running = self._running.get(entry.entry_id)
+            if running is not None:
+                running.call_began = time.monotonic()
 
     def _stopped(self) -> str:
         log.info("run stopped: the task was cancelled or taken over while it ran")
@@ -781,13 +810,14 @@ class AgentConsumer:
             due = time.monotonic() >= next_check
             if due:
                 next_check = time.monotonic() + CANCEL_POLL
+                self._time_limits()
             with self._lock:
                 running = [
-                    (context, self._claims[entry_id])
-                    for entry_id, context in self._contexts.items()
+                    (r.context, self._claims[entry_id])
+                    for entry_id, r in self._running.items()
                     if entry_id in self._claims
-                    and not context.cancelled.is_set()
-                    and (due or str(context.task_id) in heard)
+                    and not r.context.cancelled.is_set()
+                    and (due or str(r.context.task_id) in heard)
                 ]
             if not running:
                 continue
@@ -801,6 +831,58 @@ class AgentConsumer:
                     with log_context(team_id=context.team_id, task_id=context.task_id):
                         log.info("the task is no longer this run's: asking its agent to stop")
                     context.cancelled.set()
+
+    def _time_limits(self) -> None:
+        """End the attempt of each run whose execution or review has outlived ORCH_RUN_TIMEOUT:
+        a failed attempt like any other (retried with backoff, or the task fails), its agent
+        asked to stop. Whatever the agent returns later is stale. Python cannot stop a thread:
+        one that never returns keeps this process one agent thread short."""
+        limit = self.settings.run_timeout
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                r
+                for r in self._running.values()
+                if r.timed_out is None and now - r.call_began > limit
+            ]
+            stuck = [
+                r
+                for r in self._running.values()
+                if r.timed_out is not None and not r.warned and now - r.timed_out > limit
+            ]
+            for r in stuck:
+                r.warned = True
+        for r in stuck:
+            with log_context(team_id=r.entry.team_id, task_id=r.entry.task_id):
+                log.error(
+                    "the agent is still running %.0f s after its time limit: this process "
+                    "has one agent thread fewer until it returns",
+                    now - r.call_began,
+                )
+        for r in overdue:
+            with log_context(
+                team_id=r.entry.team_id, task_id=r.entry.task_id, entry_id=r.entry.entry_id
+            ):
+                failure = ExecutionFailed(f"timed out after {limit:g} s (ORCH_RUN_TIMEOUT)")
+                try:
+                    result = self._execution_failed(r.entry, r.token, r.attempts, failure)
+                except Exception as exc:
+                    log.warning("time limit not recorded (%s); trying again", exc)
+                    continue
+                r.timed_out = time.monotonic()
+                r.context.cancelled.set()
+                if result == "stale":
+                    continue  # its outcome (or a cancel) got there first: the run records it
+                with self._lock:
+                    self._claims.pop(r.entry.entry_id, None)
+                try:
+                    streams.ack_many([r.entry])
+                except redis.RedisError as exc:
+                    # Reclaimed later, found stale and acknowledged then.
+                    log.warning("timed-out entry not acknowledged: %s", exc)
+                self._finished(r.entry, r.run, result, r.uid, r.began)
 
     # -- heartbeat -------------------------------------------------------------------------
 

@@ -14,9 +14,10 @@ from typing import Any
 from sqlalchemy import select
 
 from db.engine import session_scope
-from db.models import Task, TaskEvent, TaskStatus
+from db.models import MemberRole, Task, TaskEvent, TaskStatus, TeamMember
 from orchestration.agents.base import ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.consumer import AgentConsumer
+from orchestration.errors import AgentError
 from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
     active_team,
     fast_settings,
@@ -118,7 +119,8 @@ class OverloadedReviewer:
     def review(self, ctx: TaskContext, output: dict[str, Any]) -> ReviewVerdict:
         self.reviews[ctx.task_id] = self.reviews.get(ctx.task_id, 0) + 1
         if self.reviews[ctx.task_id] <= self.failures:
-            raise RuntimeError("HTTP 503: overloaded")
+            # What the calls before it cost: paid, so counted on the manager all the same.
+            raise AgentError("HTTP 503: overloaded", tokens=7, cost=Decimal("0.002"))
         return ReviewVerdict(True, "meets every criterion", tokens=3, cost=Decimal("0.001"))
 
 
@@ -146,6 +148,7 @@ def test_a_review_that_errors_is_retried_with_backoff_like_a_failed_run(
             .all()
         )
     assert [d["error"] for d in retried] == ["review failed: HTTP 503: overloaded"]
+    assert manager_usage(team_id) == (7 + 3, Decimal("0.003"))  # the failed review and the good
     check_invariants(team_id, all_done=True)
 
 
@@ -163,6 +166,16 @@ def test_a_review_that_keeps_erroring_fails_the_task_saying_so(fast_settings: No
     assert found.error_message == "failed after 3 attempt(s): review failed: HTTP 503: overloaded"
     assert reviewer.reviews[task] == 3
     check_invariants(team_id, all_done=True)
+
+
+def manager_usage(team_id: uuid.UUID) -> tuple[int, Decimal]:
+    with session_scope() as s:
+        row = s.execute(
+            select(TeamMember.total_tokens_used, TeamMember.total_cost).where(
+                TeamMember.team_id == team_id, TeamMember.role == MemberRole.MANAGER
+            )
+        ).one()
+        return int(row[0]), Decimal(row[1])
 
 
 def _plain() -> dict[str, Any]:

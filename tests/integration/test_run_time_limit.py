@@ -1,0 +1,121 @@
+"""ORCH_RUN_TIMEOUT: an execution (or a review) that outlives it is a failed attempt, retried
+or failing the task like any other; its agent is asked to stop, and what it returns later is
+stale. Without it, a hung agent held its task, its worker's capacity and its stream entry for
+ever, its heartbeat keeping them all alive."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from db.engine import session_scope
+from db.models import Task, TaskEvent, TaskStatus
+from orchestration.agents.base import ExecutionResult, ReviewVerdict, TaskContext
+from orchestration.config import reload_settings
+from orchestration.consumer import AgentConsumer
+from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
+    active_team,
+    fast_settings,
+    new_task,
+    run_until,
+)
+from tests.support.invariants import check_invariants
+
+
+@pytest.fixture
+def limited(fast_settings: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCH_RUN_TIMEOUT", "1")
+    reload_settings()
+
+
+class HangingExecutor:
+    """Its first attempt at a task sleeps input_data["hang"] seconds, deaf to cancellation (as
+    code blocked in a call that takes no timeout); later attempts return at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: list[tuple[int, bool]] = []  # (attempt, cancelled when it returned)
+
+    def execute(self, ctx: TaskContext) -> ExecutionResult:
+        if ctx.attempt == 1:
+            time.sleep(float(ctx.input_data.get("hang", 0)))
+        with self.lock:
+            self.runs.append((ctx.attempt, ctx.cancelled.is_set()))
+        return ExecutionResult({"attempt": ctx.attempt}, tokens=1)
+
+
+def task_row(task_id: uuid.UUID) -> Task:
+    with session_scope() as s:
+        task = s.execute(select(Task).where(Task.id == task_id)).scalar_one()
+        s.expunge(task)
+        return task
+
+
+def errors_of(task_id: uuid.UUID, kind: str) -> list[Any]:
+    with session_scope() as s:
+        return [
+            d.get("error")
+            for d in s.execute(
+                select(TaskEvent.data).where(TaskEvent.task_id == task_id, TaskEvent.kind == kind)
+            ).scalars()
+        ]
+
+
+def test_a_run_past_the_time_limit_is_retried_while_its_agent_still_hangs(
+    limited: None,
+) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "hangs once", input_data={"hang": 6.0})
+    executor = HangingExecutor()
+    consumer = AgentConsumer(concurrency=2, executor=executor)
+    consumer.start()
+    try:
+        # The second attempt runs on the other agent thread while the first still sleeps.
+        run_until(team_id, lambda: task_row(task).status is TaskStatus.COMPLETED)
+        row = task_row(task)
+        assert (row.attempts, row.output_data) == (2, {"attempt": 2})
+        assert errors_of(task, "task.retrying") == ["timed out after 1 s (ORCH_RUN_TIMEOUT)"]
+        check_invariants(team_id)
+        run_until(team_id, lambda: len(executor.runs) == 2)  # the hung one returns at last
+    finally:
+        consumer.stop()
+    assert sorted(executor.runs) == [(1, True), (2, False)]
+    row = task_row(task)  # its late result changed nothing
+    assert (row.status, row.attempts, row.output_data) == (TaskStatus.COMPLETED, 2, {"attempt": 2})
+    check_invariants(team_id)
+
+
+class SlowReviewer:
+    """Takes its time, but hears a request to stop."""
+
+    def __init__(self) -> None:
+        self.stopped: list[bool] = []
+
+    def review(self, ctx: TaskContext, output: dict[str, Any]) -> ReviewVerdict:
+        self.stopped.append(ctx.cancelled.wait(30))
+        return ReviewVerdict(True, "fine")
+
+
+def test_a_review_past_the_time_limit_fails_the_task_once_attempts_are_spent(
+    limited: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "1")
+    reload_settings()
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "judged", acceptance_criteria="is done")
+    reviewer = SlowReviewer()
+    consumer = AgentConsumer(concurrency=1, executor=HangingExecutor(), reviewer=reviewer)
+    consumer.start()
+    try:
+        run_until(team_id, lambda: task_row(task).status is TaskStatus.FAILED)
+        run_until(team_id, lambda: reviewer.stopped == [True])  # told to stop, it did
+    finally:
+        consumer.stop()
+    row = task_row(task)
+    assert row.error_message == "failed after 1 attempt(s): timed out after 1 s (ORCH_RUN_TIMEOUT)"
+    check_invariants(team_id)
