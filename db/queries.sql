@@ -535,9 +535,9 @@ FROM unnest(
 WHERE t.id = n.id;
 
 -- edge_ends --
--- Lock the tasks at the ends of new edges (one edge's two, or a batch's) in id order, with what adding the edges reads: a claim or completion of any of them waits until it commits.
+-- Lock the team's tasks at the ends of new edges (one edge's two, or a batch's) in id order, with what adding the edges reads: a claim or completion of any of them waits until it commits. Another team's tasks are neither read nor locked.
 SELECT id, team_id, status::text AS status, is_summary, start_rank, end_rank
-FROM tasks WHERE id = ANY(CAST(:ids AS uuid[]))
+FROM tasks WHERE id = ANY(CAST(:ids AS uuid[])) AND team_id = :team_id
 ORDER BY id
 FOR NO KEY UPDATE;
 
@@ -565,7 +565,7 @@ WITH graph AS (
     FROM teams WHERE id = :team_id
 ), ends AS (
     SELECT id, team_id, status, is_summary, start_rank, end_rank FROM tasks
-    WHERE id = ANY(CAST(:ids AS uuid[])) AND EXISTS (SELECT FROM graph)
+    WHERE id = ANY(CAST(:ids AS uuid[])) AND team_id = :team_id AND EXISTS (SELECT FROM graph)
     ORDER BY id
     FOR NO KEY UPDATE
 ), ordered AS (

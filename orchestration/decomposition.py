@@ -82,10 +82,11 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
         lock_graph(session, team_id)
         parent: Task | None = None
         if parent_id is not None:
+            # Another team's task is neither read nor locked: it is not found, as a missing one.
             parent = session.execute(
-                select(Task).where(Task.id == parent_id).with_for_update()
+                select(Task).where(Task.id == parent_id, Task.team_id == team_id).with_for_update()
             ).scalar_one_or_none()
-            if parent is None or parent.team_id != team_id:
+            if parent is None:
                 raise NotFound(f"parent task {parent_id} not found")
             if parent.status not in OPEN_PARENT or (
                 not parent.is_summary and parent.status is TaskStatus.IN_PROGRESS
@@ -103,9 +104,11 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
         deps = []
         for dep_id in depends_on:
             dep = session.execute(
-                select(Task).where(Task.id == dep_id).with_for_update(read=True)
+                select(Task)
+                .where(Task.id == dep_id, Task.team_id == team_id)
+                .with_for_update(read=True)
             ).scalar_one_or_none()
-            if dep is None or dep.team_id != team_id:
+            if dep is None:
                 raise InvalidInput(
                     f"depends_on: {dep_id} is not a task of this team",
                     {"depends_on": [f"{dep_id} is not a task of this team"]},

@@ -47,9 +47,9 @@ NOT_STARTED = (TaskStatus.PENDING, TaskStatus.BLOCKED)
 log = logging.getLogger(__name__)
 
 
-def _locked_task(session: Session, task_id: uuid.UUID, *, share: bool = False) -> Task | None:
-    query = select(Task).where(Task.id == task_id)
-    query = query.with_for_update(read=share)
+def _locked_task(session: Session, team_id: uuid.UUID, task_id: uuid.UUID) -> Task | None:
+    """The team's task, row-locked; another team's is never read, nor locked."""
+    query = select(Task).where(Task.id == task_id, Task.team_id == team_id).with_for_update()
     return session.execute(query).scalar_one_or_none()
 
 
@@ -440,7 +440,9 @@ def _add_dependency(
             raise NotFound(f"team {team_id} not found")
         ends = {
             r.id: r
-            for r in session.execute(Q["edge_ends"], {"ids": sorted({task_id, depends_on_task_id})})
+            for r in session.execute(
+                Q["edge_ends"], {"team_id": team_id, "ids": sorted({task_id, depends_on_task_id})}
+            )
         }
         task = ends.get(task_id)
         if task is None or task.team_id != team_id:
@@ -504,7 +506,8 @@ def _add_dependencies(
         rows = {
             r.id: r
             for r in session.execute(
-                Q["edge_ends"], {"ids": list({x for pair in pairs for x in pair})}
+                Q["edge_ends"],
+                {"team_id": team_id, "ids": list({x for pair in pairs for x in pair})},
             )
         }
         for task_id, dep_id in pairs:
@@ -554,8 +557,8 @@ def remove_dependency(
     """Drop the edge; a task left with nothing to wait for becomes ready."""
     with events.transaction() as session:
         lock_graph(session, team_id)
-        task = _locked_task(session, task_id)
-        if task is None or task.team_id != team_id:
+        task = _locked_task(session, team_id, task_id)
+        if task is None:
             raise NotFound(f"task {task_id} not found")
         removed = session.execute(
             delete(TaskDependency)
