@@ -12,7 +12,7 @@ WORKDIR /app
 
 # Dependencies first (pinned by requirements.lock), so a code change does not reinstall them.
 COPY pyproject.toml requirements.lock README.md ./
-COPY celeryconfig.py flowerconfig.py ./
+COPY celeryconfig.py ./
 COPY db ./db
 COPY orchestration ./orchestration
 COPY webapp ./webapp

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +16,10 @@ from orchestration.logs import celery_setup_logging
 
 app = Celery("orchestration")
 app.config_from_object("celeryconfig")
+# `celery -A orchestration flower` reads its configuration, and so its refusal to run without
+# authentication, from this file whatever its working directory (an explicit --conf or
+# FLOWER_CONF still wins).
+os.environ.setdefault("FLOWER_CONF", str(Path(__file__).with_name("flowerconfig.py")))
 
 
 class AgentConsumerStep(bootsteps.StartStopStep):

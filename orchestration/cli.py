@@ -99,6 +99,14 @@ class Client:
         self.http.headers["Accept"] = "application/json"
         self.set_token(self.token)
 
+    @property
+    def shown_url(self) -> str:
+        """The address as messages show it: a password in it stays out of terminals and logs."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
     def set_token(self, token: str | None) -> None:
         self.token = token
         if token:
@@ -113,12 +121,12 @@ class Client:
             response = self.http.request(method, target, **kwargs)
         except requests.ConnectionError:
             raise Unreachable(
-                f"cannot reach the API at {self.url} (is it running? set --url or ORCH_URL)"
+                f"cannot reach the API at {self.shown_url} (is it running? set --url or ORCH_URL)"
             ) from None
         except requests.Timeout:
-            raise Unreachable(f"the API at {self.url} did not answer in time") from None
+            raise Unreachable(f"the API at {self.shown_url} did not answer in time") from None
         except requests.RequestException as exc:
-            raise Unreachable(f"request to {self.url} failed: {type(exc).__name__}") from None
+            raise Unreachable(f"request to {self.shown_url} failed: {type(exc).__name__}") from None
         if response.status_code >= 400:
             raise ApiError(error_message(response))
         return response

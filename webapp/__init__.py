@@ -16,6 +16,7 @@ from orchestration.agents import AgentConfigError, check_agents
 from orchestration.config import get_settings
 from orchestration.logs import configure_logging
 from webapp import auth, errors, metrics
+from webapp.auth import MAX_TOKEN_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,27 @@ def _check_auth_config(app: Flask) -> None:
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
             "or set ORCH_AUTH=off for a local, private run."
         )
+    problem = _admin_token_problem(app.config["ORCH_ADMIN_TOKEN"])
+    if problem is not None:
+        raise ConfigurationError(
+            f"ORCH_ADMIN_TOKEN {problem}: the API refuses to start. Set it to a long random "
+            "secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)."
+        )
+
+
+# Shorter is guessable: the API allows hundreds of tries a second and never locks out.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+def _admin_token_problem(token: str) -> str | None:
+    """Why no request could (or should) authenticate with this admin token, or None."""
+    if token != token.strip():
+        return "starts or ends with whitespace, which no request can send"
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"is longer than {MAX_TOKEN_LENGTH} characters, which requests may not send"
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        return f"is shorter than {MIN_ADMIN_TOKEN_LENGTH} characters"
+    return None
 
 
 def _check_planner() -> None:

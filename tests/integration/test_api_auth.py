@@ -174,6 +174,25 @@ def test_refuses_to_start_without_admin_token(database: str) -> None:
         create_app()
 
 
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("short-1", "shorter than 16 characters"),
+        (" padded-admin-token-0123 ", "whitespace"),
+        ("x" * 513, "longer than 512 characters"),
+    ],
+    ids=["short", "padded", "long"],
+)
+def test_refuses_to_start_with_an_admin_token_no_request_could_use_or_anyone_could_guess(
+    database: str, token: str, problem: str
+) -> None:
+    with (
+        environment(ORCH_ADMIN_TOKEN=token, ORCH_AUTH=None),
+        pytest.raises(ConfigurationError, match=f"ORCH_ADMIN_TOKEN .*{problem}"),
+    ):
+        create_app()
+
+
 def test_starts_with_admin_token_from_the_environment(database: str) -> None:
     with environment(ORCH_ADMIN_TOKEN="env-token-123456", ORCH_AUTH=None):
         app = create_app()

@@ -608,3 +608,12 @@ def test_unreachable_api(database: str) -> None:
     )
     assert result.exit_code == 3
     assert "cannot reach the API" in result.output and "secret-xyz" not in result.output
+    # A password in the address is not shown either, given before or after the command.
+    for args in (
+        ["--url", f"http://user:pw-in-url@127.0.0.1:{port}", "teams"],
+        ["teams", "--url", f"http://user:pw-in-url@127.0.0.1:{port}/"],
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 3
+        assert f"cannot reach the API at http://127.0.0.1:{port} " in result.output
+        assert "pw-in-url" not in result.output

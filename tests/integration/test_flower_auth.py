@@ -4,11 +4,12 @@ unless ORCH_AUTH=off, and refuses a FLOWER_BASIC_AUTH that is not user:password.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.processes import CELERY, Procs, refused_start
+from tests.support.processes import CELERY, REPO_ROOT, Procs, refused_start
 from tests.support.services import free_port
 
 
@@ -51,6 +52,17 @@ def test_flower_refuses_to_start_without_valid_basic_auth(
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("Error: ") and expected in last, last
     assert "s3cret-alone" not in stderr  # a malformed entry may be a password: never shown
+
+
+def test_flower_refuses_to_start_without_basic_auth_from_any_directory(
+    database: str, procs: Procs, tmp_path: Path
+) -> None:
+    """Run from elsewhere (the project importable through PYTHONPATH), there is no
+    ./flowerconfig.py for Flower to find: the check must run all the same."""
+    env = env_without_auth(procs, PYTHONPATH=str(REPO_ROOT))
+    status, stderr = refused_start(flower_argv(free_port()), env, cwd=tmp_path)
+    assert status == 1, stderr[-2000:]
+    assert "FLOWER_BASIC_AUTH is not set" in stderr.strip().splitlines()[-1]
 
 
 def test_flower_runs_open_only_with_orch_auth_off(

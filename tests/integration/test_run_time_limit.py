@@ -2,6 +2,7 @@
 or failing the task like any other; its agent is asked to stop, and what it returns later is
 stale. Without it, a hung agent held its task, its worker's capacity and its stream entry for
 ever, its heartbeat keeping them all alive."""
+# ruff: noqa: F811
 
 from __future__ import annotations
 

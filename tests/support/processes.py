@@ -23,13 +23,15 @@ CELERY = str(Path(sys.executable).parent / "celery")
 READY_TIMEOUT = 60.0
 
 
-def refused_start(argv: list[str], env: dict[str, str], timeout: float = 30.0) -> tuple[int, str]:
-    """The exit status and stderr of a process run from the repository root that is expected
-    to refuse to start; one still running after `timeout` is killed with its process group,
-    and the caller's test fails."""
+def refused_start(
+    argv: list[str], env: dict[str, str], timeout: float = 30.0, cwd: Path = REPO_ROOT
+) -> tuple[int, str]:
+    """The exit status and stderr of a process run from the repository root (or `cwd`) that
+    is expected to refuse to start; one still running after `timeout` is killed with its
+    process group, and the caller's test fails."""
     popen = subprocess.Popen(
         argv,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -1,9 +1,0 @@
-"""Flower's configuration file: `celery -A orchestration flower` reads it from its working
-directory (the repository root), after FLOWER_* variables and before its command line."""
-
-from tornado.options import options as _flower
-
-from orchestration.celery import check_flower_auth as _check_flower_auth
-
-# Names without a leading underscore here would be taken as Flower options.
-_check_flower_auth(list(_flower.basic_auth or []), _flower.auth or None)
