@@ -365,7 +365,7 @@ def teams_cmd(client: Client) -> None:
 
 @cli.group("team")
 def team_group() -> None:
-    """Create a team; start, pause or resume one."""
+    """Create a team; start, pause, resume or delete one."""
 
 
 def print_team(client: Client, team: dict[str, Any], verb: str) -> None:
@@ -412,6 +412,19 @@ def _transition(action: str, verb: str) -> click.Command:
 _transition("start", "Started")
 _transition("pause", "Paused")
 _transition("resume", "Resumed")
+
+
+@team_group.command("delete")
+@click.argument("team_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_client
+def team_delete(client: Client, team_id: str, yes: bool) -> None:
+    """Delete TEAM_ID with its members, tasks and history (admin token). The team must not be
+    active nor have tasks assigned or running: pause it and let them finish first."""
+    if not yes:
+        click.confirm(f"Delete team {team_id} and everything it holds?", abort=True)
+    client.call("DELETE", f"/teams/{team_id}")
+    err().print(f"Deleted team {team_id}")
 
 
 # --- tokens and members ------------------------------------------------------------------------

@@ -36,3 +36,15 @@ def pass_again(team_id: uuid.UUID | str) -> str:
 
 def pass_running(team_id: uuid.UUID | str) -> str:
     return f"team:{_tag(team_id)}:pass_running"
+
+
+def of_team(team_id: uuid.UUID | str) -> list[str]:
+    """Every key of one team (its consumer group lives inside its task stream)."""
+    return [
+        task_stream(team_id),
+        dead_letter(team_id),
+        events(team_id),
+        pass_requested(team_id),
+        pass_again(team_id),
+        pass_running(team_id),
+    ]

@@ -187,3 +187,16 @@ def read() -> Iterator[Sample]:
             base, _, suffix = field.partition("#")
             labels = dict(part.split("=", 1) for part in base.split("|") if part) if base else {}
             yield Sample(spec, labels, suffix, float(value))
+
+
+def forget_team(team_id: object) -> None:
+    """Drop a deleted team's series: what is not recorded any more is not exported either."""
+    flush()
+    r = get_redis()
+    label = f"team_id={team_id}"
+    for name, spec in SPECS.items():
+        if "team_id" not in spec.labels:
+            continue
+        fields = [f for f in r.hkeys(PREFIX + name) if label in f.partition("#")[0].split("|")]
+        if fields:
+            r.hdel(PREFIX + name, *fields)

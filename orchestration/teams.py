@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import (
+    IN_FLIGHT,
     ApiToken,
     MemberRole,
     MemberStatus,
@@ -37,9 +38,9 @@ from db.models import (
     TeamStatus,
 )
 from db.queries import Q
-from orchestration import events, keys
+from orchestration import events, keys, metrics
 from orchestration.config import get_settings
-from orchestration.errors import Conflict, InvalidInput, NotFound
+from orchestration.errors import Conflict, InvalidInput, InvalidTransition, NotFound
 from orchestration.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,40 @@ def update_team(team_id: uuid.UUID, changes: dict[str, Any]) -> Team:
 
         request_pass(team_id)
     return team
+
+
+def delete_team(team_id: uuid.UUID) -> None:
+    """Delete the team and everything it holds: members, tasks and their edges, its log and
+    history, its tokens; then its Redis streams and its metrics. Refused while it is active or
+    has work in flight (pause it, let that work finish or cancel it, then delete): a worker
+    would otherwise commit an outcome for a task that is gone."""
+    with session_scope() as session:
+        team = session.get(Team, team_id, with_for_update=True)
+        if team is None:
+            raise NotFound(f"team {team_id} not found")
+        if team.status is TeamStatus.ACTIVE:
+            raise InvalidTransition(
+                f"team {team_id} is active: pause it first, then delete it once its work in "
+                "flight has finished"
+            )
+        in_flight = session.execute(
+            select(func.count())
+            .select_from(Task)
+            .where(Task.team_id == team_id, Task.status.in_(IN_FLIGHT))
+        ).scalar_one()
+        if in_flight:
+            raise InvalidTransition(
+                f"team {team_id} has {in_flight} task(s) assigned or running: let them finish "
+                "(or cancel them), then delete it"
+            )
+        session.execute(delete(Team).where(Team.id == team_id))
+    try:
+        get_redis().delete(*keys.of_team(team_id))
+        metrics.forget_team(team_id)
+    except redis.RedisError as exc:
+        # PostgreSQL is the truth: the team is gone; its keys only take space.
+        log.warning("team %s deleted; its Redis keys not removed: %s", team_id, exc)
+    log.info("team %s deleted", team_id)
 
 
 def list_teams(team_ids: list[uuid.UUID] | None) -> list[Team]:

@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/teams/{team}/resume", None),
     ("POST", "/teams/{team}/tokens", None),
     ("PATCH", "/teams/{team}", {"token_budget": 1000}),
+    ("DELETE", "/teams/{team}", None),
     ("POST", "/teams/{team}/members", {"role": "worker"}),
     ("GET", "/teams/{team}/members", None),
     ("PATCH", "/teams/{team}/members/{member}", {"status": "offline"}),
@@ -126,7 +127,7 @@ def test_own_team_token_is_not_refused(api: ApiClient, world: dict[str, str], ro
     insider = api.as_token(api.create_token(world["team"]))
     response = call(insider, route, world)
     expected_forbidden = route[1] == "/teams/{team}/tokens" or (
-        route[0] == "PATCH" and route[1] == "/teams/{team}"
+        route[0] in ("PATCH", "DELETE") and route[1] == "/teams/{team}"
     )
     if expected_forbidden:
         assert_error(response, 403)

@@ -617,3 +617,15 @@ def test_unreachable_api(database: str) -> None:
         assert result.exit_code == 3
         assert f"cannot reach the API at http://127.0.0.1:{port} " in result.output
         assert "pw-in-url" not in result.output
+
+
+def test_team_delete(orch: Orch) -> None:
+    team_id = created_id(orch("team", "create", "short-lived"))
+    result = orch("team", "delete", team_id, "--yes")
+    assert f"Deleted team {team_id}" in result.output
+    response = requests.get(
+        f"{orch.url}/api/v1/teams/{team_id}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 404

@@ -75,6 +75,19 @@ def update_team(body: dict[str, Any], team_id: uuid.UUID) -> dict[str, Any]:
     return with_counts([teams.update_team(team_id, body)])[0]
 
 
+@blp.route("/<uuid:team_id>", methods=["DELETE"])
+@admin_only
+@blp.response(204)
+@blp.alt_response(403, response="FORBIDDEN")
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def delete_team(team_id: uuid.UUID) -> Response:
+    """Delete the team with its members, tasks, log, history and tokens (admin token only);
+    409 while it is active or has tasks assigned or running."""
+    teams.delete_team(team_id)
+    return Response(status=204)
+
+
 @blp.route("/<uuid:team_id>/start", methods=["POST"])
 @blp.response(200, TeamSchema)
 @blp.alt_response(404, response="NOT_FOUND")
