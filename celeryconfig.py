@@ -48,5 +48,11 @@ beat_schedule = {
         "schedule": timedelta(seconds=_settings.reconcile_interval),
         "options": {"expires": max(1.0, _settings.reconcile_interval)},
     },
+    # ORCH_HISTORY_DAYS: the task does nothing while it is 0.
+    "prune-history": {
+        "task": "orchestration.prune_history",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
+    },
 }
 beat_max_loop_interval = min(5.0, _settings.pass_interval)

@@ -626,3 +626,20 @@ SELECT
         UNION ALL
         SELECT end_rank FROM tasks WHERE team_id = :team_id) points);
 
+-- prune_events --
+-- One batch of the event history older than the cutoff, oldest first along the primary key (ids grow with time); returns how many went.
+WITH old AS (
+    SELECT id FROM task_events WHERE created_at < :cutoff ORDER BY id LIMIT :batch
+), gone AS (
+    DELETE FROM task_events e USING old WHERE e.id = old.id RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- prune_messages --
+-- One batch of the message log (assignments) older than the cutoff; returns how many went.
+WITH old AS (
+    SELECT id FROM messages WHERE created_at < :cutoff LIMIT :batch
+), gone AS (
+    DELETE FROM messages m USING old WHERE m.id = old.id RETURNING 1
+)
+SELECT count(*) FROM gone;

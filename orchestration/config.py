@@ -146,6 +146,7 @@ class Settings:
     agent_concurrency: int
     read_ahead: int | None  # None: automatic (see consumer.AgentConsumer.read_ahead)
     reconcile_interval: float
+    history_days: float  # 0: keep for ever
     events_maxlen: int
     task_events: bool
     log_format: str
@@ -183,6 +184,7 @@ class Settings:
             agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4, "a whole number >= 0"),
             read_ahead=_read_ahead(),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0, seconds, positive=True),
+            history_days=_float("ORCH_HISTORY_DAYS", 0.0, "a number of days >= 0 (0: keep all)"),
             events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000, "a whole number >= 1", minimum=1),
             task_events=_switch("ORCH_TASK_EVENTS", True),
             log_format=_choice("ORCH_LOG_FORMAT", "json", LOG_FORMATS),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from orchestration import orchestrator
+from orchestration import orchestrator, retention
 from orchestration.celery import app
 
 
@@ -36,3 +36,10 @@ def reconcile_streams() -> dict[str, int]:
         reemitted += result.reemitted
         trimmed += result.trimmed
     return {"reemitted": reemitted, "trimmed": trimmed}
+
+
+@app.task(name="orchestration.prune_history", ignore_result=True)
+def prune_history() -> dict[str, int]:
+    """Beat: drop the history older than ORCH_HISTORY_DAYS (nothing when it is 0)."""
+    pruned = retention.prune_history()
+    return {"events": pruned.events, "messages": pruned.messages}

@@ -60,6 +60,12 @@ def test_beat_reconciles_the_streams_every_reconcile_interval(config: ModuleType
     assert entry["task"] in registered_tasks()
 
 
+def test_beat_prunes_the_history_every_hour(config: ModuleType) -> None:
+    entry = scheduled(config, "orchestration.prune_history")
+    assert entry["schedule"] == timedelta(hours=1)
+    assert entry["task"] in registered_tasks()
+
+
 def test_every_beat_entry_names_a_registered_task(config: ModuleType) -> None:
     assert {e["task"] for e in config.beat_schedule.values()} <= registered_tasks()
     assert config.imports == ("orchestration.tasks",)
