@@ -120,6 +120,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\g<1>{REDACTED}",
     ),
+    # Team tokens (teams.TOKEN_PREFIX) however they appear: the 12-character prefix the API
+    # lists stays, to tell which one it was.
+    (
+        re.compile(r"\b(orch_[A-Za-z0-9_-]{7})[A-Za-z0-9_-]{13,}"),
+        rf"\g<1>{REDACTED}",
+    ),
     # Passwords in URLs: scheme://user:password@host
     (
         re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)(?!\[REDACTED\]@)[^\s@/]+@"),

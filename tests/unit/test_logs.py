@@ -166,6 +166,7 @@ SECRET_MESSAGES = [
     "connecting to postgresql+psycopg://orch:pa55word@db:5432/orchestration",
     "redis at redis://:r3dispass@cache:6379/0",
     'body {"access_token": "tok-999", "password": "pw-999"}',
+    "a team token orch_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcdEF in a message",
 ]
 LEAKS = (
     ADMIN,
@@ -179,6 +180,7 @@ LEAKS = (
     "r3dispass",
     "tok-999",
     "pw-999",
+    "IjKlMnOpQrStUvWxYz",
 )
 
 
