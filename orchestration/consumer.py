@@ -650,7 +650,8 @@ class AgentConsumer:
         cost = exc.cost if isinstance(exc, ExecutionFailed) else Decimal(0)
         # The task's error_message keeps it too; the log is where an operator looks first.
         limit = self.settings.max_attempts
-        if attempts < limit:
+        final = isinstance(exc, ExecutionFailed) and not exc.retryable
+        if attempts < limit and not final:
             backoff = self.settings.retry_backoff * (2 ** (attempts - 1))
             log.warning(
                 "execution failed (attempt %d of %d): %s; retrying in %g s",
@@ -663,15 +664,16 @@ class AgentConsumer:
                 orchestrator.request_pass(entry.team_id, countdown=backoff)
                 return "retrying"
             return "stale"
+        spent = f"{attempts} attempt(s)" + (", not retried" if attempts < limit else "")
         log.error(
-            "execution failed (attempt %d of %d): %s; the task fails", attempts, limit, message
+            "execution failed (attempt %d of %d): %s; the task fails%s",
+            attempts,
+            limit,
+            message,
+            " (another attempt would end the same way)" if attempts < limit else "",
         )
         failed = lifecycle.fail(
-            entry.task_id,
-            token,
-            f"failed after {attempts} attempt(s): {message}",
-            tokens,
-            cost,
+            entry.task_id, token, f"failed after {spent}: {message}", tokens, cost
         )
         return "failed" if failed else "stale"
 

@@ -83,10 +83,20 @@ class ExecutionFailed(Exception):
     """The agent could not do the task this time; the engine retries with backoff, then fails
     the task with this message."""
 
-    def __init__(self, message: str, tokens: int = 0, cost: Decimal = Decimal(0)) -> None:
+    def __init__(
+        self,
+        message: str,
+        tokens: int = 0,
+        cost: Decimal = Decimal(0),
+        *,
+        retryable: bool = True,
+    ) -> None:
         super().__init__(message)
         self.tokens = tokens
         self.cost = cost
+        # False: another attempt would end the same way (the model server refuses the request
+        # itself), so the task fails at once instead of paying for the same refusal again.
+        self.retryable = retryable
 
 
 class Planner(Protocol):

@@ -25,7 +25,7 @@ from orchestration.agents.base import (
     ReviewVerdict,
     TaskContext,
 )
-from orchestration.agents.llm_client import ChatClient, ChatResponse, Usage
+from orchestration.agents.llm_client import ChatClient, ChatResponse, RequestRefused, Usage
 from orchestration.errors import AgentError
 from orchestration.plans import (
     MAX_DEPTH_LIMIT,
@@ -492,7 +492,8 @@ class LLMExecutor:
                 executor_messages(ctx), temperature=self.temperature, cancelled=ctx.cancelled
             )
         except AgentError as exc:
-            raise ExecutionFailed(str(exc)) from exc
+            retryable = not isinstance(exc, RequestRefused)
+            raise ExecutionFailed(str(exc), retryable=retryable) from exc
         tokens = response.usage.total_tokens
         if _cut_off(response):
             # Part of a deliverable is not the deliverable: another attempt, not a result.

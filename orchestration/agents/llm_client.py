@@ -77,7 +77,7 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class _Refused(AgentError):
+class RequestRefused(AgentError):
     """The server refused the request (a 4xx that retrying cannot fix)."""
 
     def __init__(self, message: str, status: int, body: str) -> None:
@@ -233,7 +233,7 @@ class ChatClient:
                 body["max_tokens"] = int(max_tokens)
             try:
                 return self._with_retries(body, cancelled)
-            except _Refused as exc:
+            except RequestRefused as exc:
                 # Each option is dropped at most once, so this ends.
                 refused = [k for k in options if k in body and k in exc.body]
                 if exc.status not in (400, 422) or not refused:
@@ -341,7 +341,7 @@ class ChatClient:
             hint = " (check LLM_API_KEY)"
         elif status == 404:
             hint = " (check LLM_BASE_URL, usually ending in /v1, and LLM_MODEL)"
-        raise _Refused(
+        raise RequestRefused(
             f"chat completions at {_redact_url(self.url)} refused the request: {problem}{hint}",
             status,
             self._redact(body),

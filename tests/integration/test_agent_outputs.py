@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import MemberRole, Task, TaskEvent, TaskStatus, TeamMember
-from orchestration.agents.base import ExecutionResult, ReviewVerdict, TaskContext
+from orchestration.agents.base import ExecutionFailed, ExecutionResult, ReviewVerdict, TaskContext
 from orchestration.consumer import AgentConsumer
 from orchestration.errors import AgentError
 from tests.integration.test_pipeline import (  # noqa: F401 (fixtures)
@@ -180,3 +180,27 @@ def manager_usage(team_id: uuid.UUID) -> tuple[int, Decimal]:
 
 def _plain() -> dict[str, Any]:
     return {"output": {"r": "done"}, "tokens": 10}
+
+
+class RefusedExecutor:
+    """Fails every run as a model server refusing the request itself does."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def execute(self, ctx: TaskContext) -> ExecutionResult:
+        self.runs += 1
+        raise ExecutionFailed("HTTP 400: context too long", tokens=5, retryable=False)
+
+
+def test_a_failure_no_attempt_can_fix_fails_the_task_at_once(fast_settings: None) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "too long")
+    executor = RefusedExecutor()
+    drive(team_id, AgentConsumer(concurrency=1, executor=executor), [task])
+    found = rows([task])[task]
+    assert (found.status, executor.runs) == (TaskStatus.FAILED, 1)
+    assert found.error_message == (
+        "failed after 1 attempt(s), not retried: HTTP 400: context too long"
+    )
+    check_invariants(team_id, all_done=True)

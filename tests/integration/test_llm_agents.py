@@ -463,6 +463,19 @@ def test_other_refusals_are_not_retried(llm_env: FakeChatServer) -> None:
     assert len(llm_env.requests) == 1
 
 
+def test_an_executor_request_the_server_refuses_is_not_retried(llm_env: FakeChatServer) -> None:
+    """A 400 such as a context too long comes back for every attempt, each one paid for."""
+    llm_env.error(400, "context_length_exceeded: too many tokens")
+    with pytest.raises(ExecutionFailed) as refused:
+        get_executor().execute(ctx())
+    assert "refused the request" in str(refused.value) and not refused.value.retryable
+    for _ in range(4):  # the client's own retries, spent
+        llm_env.error(503, "overloaded")
+    with pytest.raises(ExecutionFailed) as overloaded:
+        get_executor().execute(ctx())
+    assert overloaded.value.retryable  # the engine's next attempt may find it back
+
+
 # -- answers cut off at the token limit ---------------------------------------------------------
 
 
