@@ -21,7 +21,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -263,3 +265,37 @@ def chat_server_fixture() -> Iterator[FakeChatServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def agents_on(
+    server: FakeChatServer,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    prices: tuple[Decimal, Decimal],
+    roles: tuple[str, ...] = ("planner",),
+    api_key: str | None = None,
+) -> Iterator[FakeChatServer]:
+    """The LLM agents of `roles` (planner, executor, reviewer) on this server, model
+    "fake-model" at (prompt, completion) prices per million tokens; set back afterwards."""
+    from orchestration.agents import reset_agents
+    from orchestration.config import reload_settings
+
+    monkeypatch.setenv("LLM_BASE_URL", server.url)
+    if api_key is not None:
+        monkeypatch.setenv("LLM_API_KEY", api_key)
+    monkeypatch.setenv("LLM_MODEL", "fake-model")
+    monkeypatch.setenv("LLM_TIMEOUT", "5")
+    prompt, completion = prices
+    fake_prices = {"fake-model": {"prompt": str(prompt), "completion": str(completion)}}
+    monkeypatch.setenv("LLM_PRICES", json.dumps(fake_prices))
+    for role in roles:
+        monkeypatch.setenv(f"ORCH_{role.upper()}", "llm")
+    reload_settings()
+    reset_agents()
+    try:
+        yield server
+    finally:
+        monkeypatch.undo()
+        reload_settings()
+        reset_agents()

@@ -124,48 +124,37 @@ class OverloadedReviewer:
         return ReviewVerdict(True, "meets every criterion", tokens=3, cost=Decimal("0.001"))
 
 
+def judged(failures: int) -> tuple[uuid.UUID, Task, int]:
+    """A task with acceptance criteria run to its end under an OverloadedReviewer: its team,
+    its row and how many reviews it had."""
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "judged", acceptance_criteria="is done", input_data=_plain())
+    reviewer = OverloadedReviewer(failures)
+    consumer = AgentConsumer(concurrency=1, executor=TogetherExecutor(1), reviewer=reviewer)
+    drive(team_id, consumer, [task])
+    check_invariants(team_id, all_done=True)
+    return team_id, rows([task])[task], reviewer.reviews[task]
+
+
 def test_a_review_that_errors_is_retried_with_backoff_like_a_failed_run(
     fast_settings: None,
 ) -> None:
-    team_id = active_team(workers=1, capacity=1)
-    task = new_task(team_id, "judged", acceptance_criteria="is done", input_data=_plain())
-    reviewer = OverloadedReviewer(failures=1)
-    drive(
-        team_id,
-        AgentConsumer(concurrency=1, executor=TogetherExecutor(1), reviewer=reviewer),
-        [task],
-    )
-    found = rows([task])[task]
-    assert (found.status, found.attempts, reviewer.reviews[task]) == (TaskStatus.COMPLETED, 2, 2)
+    team_id, found, reviews = judged(failures=1)
+    assert (found.status, found.attempts, reviews) == (TaskStatus.COMPLETED, 2, 2)
     with session_scope() as s:
-        retried = (
-            s.execute(
-                select(TaskEvent.data).where(
-                    TaskEvent.task_id == task, TaskEvent.kind == "task.retrying"
-                )
+        retried = s.scalars(
+            select(TaskEvent.data).where(
+                TaskEvent.task_id == found.id, TaskEvent.kind == "task.retrying"
             )
-            .scalars()
-            .all()
-        )
+        ).all()
     assert [d["error"] for d in retried] == ["review failed: HTTP 503: overloaded"]
     assert manager_usage(team_id) == (7 + 3, Decimal("0.003"))  # the failed review and the good
-    check_invariants(team_id, all_done=True)
 
 
 def test_a_review_that_keeps_erroring_fails_the_task_saying_so(fast_settings: None) -> None:
-    team_id = active_team(workers=1, capacity=1)
-    task = new_task(team_id, "judged", acceptance_criteria="is done", input_data=_plain())
-    reviewer = OverloadedReviewer(failures=99)
-    drive(
-        team_id,
-        AgentConsumer(concurrency=1, executor=TogetherExecutor(1), reviewer=reviewer),
-        [task],
-    )
-    found = rows([task])[task]
-    assert found.status is TaskStatus.FAILED
+    _, found, reviews = judged(failures=99)
+    assert (found.status, reviews) == (TaskStatus.FAILED, 3)
     assert found.error_message == "failed after 3 attempt(s): review failed: HTTP 503: overloaded"
-    assert reviewer.reviews[task] == 3
-    check_invariants(team_id, all_done=True)
 
 
 def manager_usage(team_id: uuid.UUID) -> tuple[int, Decimal]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -16,9 +15,16 @@ from sqlalchemy import text
 from db.engine import get_engine, session_scope
 from db.models import TaskStatus
 from orchestration import lifecycle, orchestrator, teams
-from orchestration.decomposition import create_task
-from orchestration.dependencies import add_dependencies, add_dependency, remove_dependency
+from orchestration.dependencies import remove_dependency
 from tests.factories import ManagerFactory, TeamFactory, WorkerFactory
+from tests.integration.test_summary_dependencies import (
+    EDGE_ROUTES,
+    Add,
+    batch_of_one,
+    new_task,
+    one_edge,
+    state,
+)
 from tests.support.invariants import check_invariants
 from tests.support.services import wait_for_a_lock_wait
 
@@ -28,30 +34,6 @@ def active_team(workers: int = 1, capacity: int = 1) -> tuple[uuid.UUID, list[uu
     ManagerFactory(team=team)
     members = [WorkerFactory(team=team, max_concurrent_tasks=capacity) for _ in range(workers)]
     return uuid.UUID(str(team.id)), [uuid.UUID(str(m.id)) for m in members]
-
-
-def new_task(team_id: uuid.UUID, title: str, **data: Any) -> uuid.UUID:
-    return create_task(team_id, {"title": title, **data}).id
-
-
-def one_edge(team_id: uuid.UUID, task: uuid.UUID, dep: uuid.UUID) -> None:
-    add_dependency(team_id, task, dep)
-
-
-def batch_of_one(team_id: uuid.UUID, task: uuid.UUID, dep: uuid.UUID) -> None:
-    add_dependencies(team_id, [(task, dep)])
-
-
-EDGE_ROUTES = pytest.mark.parametrize("add", [one_edge, batch_of_one], ids=["one", "batch"])
-Add = Callable[[uuid.UUID, uuid.UUID, uuid.UUID], None]
-
-
-def state(task_id: uuid.UUID) -> tuple[str, int]:
-    with get_engine().connect() as conn:
-        row = conn.execute(
-            text("SELECT status, unmet_dependencies FROM tasks WHERE id = :id"), {"id": task_id}
-        ).one()
-    return str(row.status), int(row.unmet_dependencies)
 
 
 def run(task_id: uuid.UUID, worker_id: uuid.UUID, token: str = "token") -> None:
@@ -94,7 +76,7 @@ def test_an_edge_committed_while_its_dependency_completes_is_counted_down(add: A
         wait_for_a_lock_wait("the completion never waited for the edge", sessions=2)
     adder.join(timeout=20)
     completer.join(timeout=20)
-    assert adder.outcome is None and completer.outcome is True, (adder.outcome, completer.outcome)
+    assert adder.outcome is True and completer.outcome is True, (adder.outcome, completer.outcome)
     assert state(waiting) == ("pending", 0)
     assert state(below) == ("pending", 0)
     check_invariants(team_id, all_done=False)

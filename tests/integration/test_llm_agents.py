@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from orchestration.agents import get_executor, get_planner, get_reviewer, reset_agents
+from orchestration.agents import get_executor, get_planner, get_reviewer
 from orchestration.agents.base import (
     AgentProfile,
     DependencyOutput,
@@ -26,13 +26,13 @@ from orchestration.agents.base import (
 )
 from orchestration.agents.llm import LLMExecutor, LLMPlanner, LLMReviewer
 from orchestration.agents.llm_client import ChatClient, parse_retry_after
-from orchestration.config import reload_settings
 from orchestration.errors import AgentError
 from orchestration.plans import PlanSchema, iter_nodes, plan_cycle
 from tests.fakes.chat_server import (  # noqa: F401
     FakeChatServer,
     RecordedRequest,
     Reply,
+    agents_on,
     chat_server_fixture,
     completion,
 )
@@ -87,23 +87,14 @@ PLAN: dict[str, Any] = {
 def llm_env(
     monkeypatch: pytest.MonkeyPatch, chat_server: FakeChatServer
 ) -> Iterator[FakeChatServer]:
-    monkeypatch.setenv("LLM_BASE_URL", chat_server.url)
-    monkeypatch.setenv("LLM_API_KEY", API_KEY)
-    monkeypatch.setenv("LLM_MODEL", "fake-model")
-    monkeypatch.setenv("LLM_TIMEOUT", "5")
-    monkeypatch.setenv(
-        "LLM_PRICES",
-        json.dumps({"fake-model": {"prompt": str(PROMPT_PRICE), "completion": "0.6"}}),
-    )
-    monkeypatch.setenv("ORCH_PLANNER", "llm")
-    monkeypatch.setenv("ORCH_EXECUTOR", "llm")
-    monkeypatch.setenv("ORCH_REVIEWER", "llm")
-    reload_settings()
-    reset_agents()
-    yield chat_server
-    monkeypatch.undo()
-    reload_settings()
-    reset_agents()
+    with agents_on(
+        chat_server,
+        monkeypatch,
+        prices=(PROMPT_PRICE, COMPLETION_PRICE),
+        roles=("planner", "executor", "reviewer"),
+        api_key=API_KEY,
+    ) as server:
+        yield server
 
 
 def price(prompt: int, completion: int) -> Decimal:

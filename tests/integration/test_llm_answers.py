@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from orchestration.agents import reset_agents
-from orchestration.config import reload_settings
 from orchestration.plans import MAX_PLAN_NESTING
-from tests.fakes.chat_server import FakeChatServer, chat_server_fixture  # noqa: F401
+from tests.fakes.chat_server import (  # noqa: F401
+    FakeChatServer,
+    agents_on,
+    chat_server_fixture,
+)
 from webapp.testing import V1, ApiClient, assert_error
 
 # Per million tokens.
@@ -27,18 +29,8 @@ GOOD = {"title": "Ship it", "subtasks": [{"title": "Build"}, {"title": "Test"}]}
 @pytest.fixture
 def model(monkeypatch: pytest.MonkeyPatch, chat_server: FakeChatServer) -> Iterator[FakeChatServer]:
     """The LLM planner, on the fake server."""
-    monkeypatch.setenv("LLM_BASE_URL", chat_server.url)
-    monkeypatch.setenv("LLM_MODEL", "fake-model")
-    monkeypatch.setenv("LLM_TIMEOUT", "5")
-    prices = {"fake-model": {"prompt": str(PROMPT_PRICE), "completion": str(COMPLETION_PRICE)}}
-    monkeypatch.setenv("LLM_PRICES", json.dumps(prices))
-    monkeypatch.setenv("ORCH_PLANNER", "llm")
-    reload_settings()
-    reset_agents()
-    yield chat_server
-    monkeypatch.undo()
-    reload_settings()
-    reset_agents()
+    with agents_on(chat_server, monkeypatch, prices=(PROMPT_PRICE, COMPLETION_PRICE)) as server:
+        yield server
 
 
 @pytest.fixture
