@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -918,11 +919,12 @@ def decompose_cmd(client: Client, team_id: str, goal: str, max_depth: int | None
 
 
 def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
-    """Server-Sent Events messages (comments dropped) from a stream of lines."""
+    """Server-Sent Events messages (comments dropped) from a stream of lines; one with an id
+    and no data only says where the stream stands."""
     fields: dict[str, str] = {}
     for line in lines:
         if not line:
-            if "data" in fields:
+            if "data" in fields or "id" in fields:
                 yield fields
             fields = {}
             continue
@@ -934,7 +936,7 @@ def sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
             fields["data"] += "\n" + value
         else:
             fields[name] = value
-    if "data" in fields:
+    if "data" in fields or "id" in fields:
         yield fields
 
 
@@ -1003,16 +1005,39 @@ def events_cmd(
 
     Without --follow or --timeout: the events still kept, then exit. With --follow: new events
     (after --since when given) until Ctrl-C; with --timeout: for that many seconds."""
-    params: dict[str, Any] = {}
-    if follow or timeout is not None:
-        if timeout is not None:
-            params["timeout"] = timeout
-        if since is not None:
-            params["last_event_id"] = since
-    else:
-        params["timeout"] = 0
-        params["last_event_id"] = since or "0"
-    # The server sends a heartbeat every 15 s; a silent minute means the connection is gone.
+    following = follow or timeout is not None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    position = since if following else (since or "0")
+    count = 0
+    try:
+        while True:
+            params: dict[str, Any] = {"timeout": 0}
+            if following and deadline is not None:
+                params["timeout"] = max(0.0, deadline - time.monotonic())
+            elif following:
+                del params["timeout"]
+            if position is not None:
+                params["last_event_id"] = position
+            position, shown = _print_events(client, team_id, params, position)
+            count += shown
+            # The server ends a stream after a while (its lifetime): a follower resumes after
+            # the last event it saw, as EventSource does, until its own time is up.
+            if not following:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    if not following and count == 0 and not client.as_json:
+        err().print("[dim]No events kept for this team.[/]")
+
+
+def _print_events(
+    client: Client, team_id: str, params: dict[str, Any], position: str | None
+) -> tuple[str | None, int]:
+    """Print one connection's events until the server ends it: (its last position, how
+    many)."""
+    # The server sends a heartbeat every 2 s; a silent minute means the connection is gone.
     response = client.request(
         "GET",
         f"/teams/{team_id}/events",
@@ -1024,6 +1049,9 @@ def events_cmd(
     count = 0
     try:
         for message in sse_messages(stream_lines(response)):
+            position = message.get("id") or position
+            if "data" not in message:
+                continue
             if message.get("event") == "error":
                 fail(f"the event stream ended: {message.get('data', '')}")
             if client.as_json:
@@ -1031,14 +1059,11 @@ def events_cmd(
             else:
                 click.echo(event_line(message))
             count += 1
-    except KeyboardInterrupt:
-        pass
     except requests.RequestException as exc:
         fail(f"the event stream broke: {type(exc).__name__}", unreachable=True)
     finally:
         response.close()
-    if not follow and timeout is None and count == 0 and not client.as_json:
-        err().print("[dim]No events kept for this team.[/]")
+    return position, count
 
 
 # --- demo --------------------------------------------------------------------------------------

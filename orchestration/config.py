@@ -148,6 +148,7 @@ class Settings:
     reconcile_interval: float
     history_days: float  # 0: keep for ever
     events_maxlen: int
+    event_streams_max: int  # live event streams one API process serves at once
     task_events: bool
     log_format: str
     log_level: str
@@ -186,6 +187,8 @@ class Settings:
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0, seconds, positive=True),
             history_days=_float("ORCH_HISTORY_DAYS", 0.0, "a number of days >= 0 (0: keep all)"),
             events_maxlen=_int("ORCH_EVENTS_MAXLEN", 10_000, "a whole number >= 1", minimum=1),
+            # Each stream holds a server thread: 4 leaves half of gunicorn's --threads 8 free.
+            event_streams_max=_int("ORCH_EVENT_STREAMS_MAX", 4, "a whole number >= 1", minimum=1),
             task_events=_switch("ORCH_TASK_EVENTS", True),
             log_format=_choice("ORCH_LOG_FORMAT", "json", LOG_FORMATS),
             log_level=_log_level(),

@@ -111,6 +111,30 @@ def read(
     return result
 
 
+def trimmed_after(team_id: uuid.UUID, after: str) -> str | None:
+    """When events after the stream id `after` may have been trimmed away (a reader resuming
+    there would skip them without knowing): the id of the first entry still kept, "0-0" if
+    the stream itself is gone. Else None. Trimming keeps no record of what it dropped, so a
+    reader whose last id is exactly the newest dropped entry is told so too: harmless, it
+    refetches once. Needs Redis >= 7 (`entries-added`); older servers are never told."""
+    try:
+        info = get_redis().xinfo_stream(keys.events(team_id))
+    except redis.ResponseError:  # no such key: Redis lost it, or the team has had no events
+        return "0-0" if _stream_id(after) > (0, 0) else None
+    added = info.get("entries-added")
+    first = info.get("first-entry")
+    if added is None or added <= info["length"]:  # nothing was ever dropped
+        return None
+    first_id = str(first[0]) if first else str(info["last-generated-id"])
+    return first_id if _stream_id(after) < _stream_id(first_id) else None
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    """A stream id ("1700000000000-0", or just the milliseconds) as comparable numbers."""
+    millis, _, sequence = value.partition("-")
+    return int(millis), int(sequence or 0)
+
+
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 

@@ -62,6 +62,17 @@ def current_principal() -> Principal:
     return principal
 
 
+def token_check() -> Callable[[], bool]:
+    """For a response that outlives its request (an event stream): whether the request's token
+    still grants it. A team token is looked up again by its hash (one indexed read), so a
+    revoked one fails; the admin token and ORCH_AUTH=off hold for the life of the process."""
+    principal = current_principal()
+    if principal.admin:
+        return lambda: True
+    token = _bearer_token()
+    return lambda: teams.team_for_token(token) == principal.team_id
+
+
 def _bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.strip().partition(" ")

@@ -22,6 +22,7 @@ from orchestration import events
 from orchestration.cli import cli
 from orchestration.config import reload_settings
 from webapp import create_app
+from webapp.views import events as events_view
 
 ADMIN_TOKEN = "cli-admin-token-7f3a9c1e5b2d4f6a8c0e"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -525,6 +526,27 @@ def test_events_history_and_timeout(orch: Orch) -> None:
     since = orch("--json", "events", team_id, "--since", "0", "--timeout", "0").output
     ids = [json.loads(line)["id"] for line in since.strip().splitlines()]
     assert entry_id in ids and len(ids) >= 2
+
+
+def test_following_resumes_when_the_server_ends_the_stream(
+    orch: Orch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream lives 1 s here (10 minutes in production); a follower reconnects after the
+    last event it saw, missing none and repeating none."""
+    monkeypatch.setattr(events_view, "LIFETIME_SECONDS", 1.0)
+    team_id = make_team(orch)
+
+    def later() -> None:
+        for n, wait in enumerate((0.5, 1.5, 1.0)):
+            time.sleep(wait)
+            events.publish([events.Event(uuid.UUID(team_id), "test.live", None, {"n": n})])
+
+    publisher = threading.Thread(target=later)
+    publisher.start()
+    result = orch("events", team_id, "--timeout", "4.5")
+    publisher.join()
+    lines = result.output.strip().splitlines()
+    assert [line.split()[-1] for line in lines] == ["n=0", "n=1", "n=2"], result.output
 
 
 def test_unknown_team_is_404_with_the_api_message(orch: Orch) -> None:

@@ -107,11 +107,14 @@
   }
 
   /* Follow GET /api/v1/teams/{id}/events with fetch() (EventSource cannot send the token):
-   * parse `id:`/`event:`/`data:` lines, dispatch on blank lines, reconnect with Last-Event-ID.
-   * handlers: onEvent({id, event, data}), onState("connecting"|"connected"|"offline"). */
+   * parse `id:`/`event:`/`data:` lines, dispatch on blank lines, reconnect with Last-Event-ID
+   * (the server ends a stream after a while, and answers 503 with Retry-After when busy).
+   * handlers: onEvent({id, event, data}) (event "reset": events were missed, refetch the
+   * state), onState("connecting"|"connected"|"offline"). */
   function streamEvents(teamId, handlers) {
     var lastEventId = null;
     var retryMs = 3000;
+    var delayMs = null; /* the next reconnect only: a 503's Retry-After */
     var controller = null;
     var stopped = false;
     var timer = null;
@@ -140,6 +143,8 @@
         referrerPolicy: "no-referrer"
       }).then(function (response) {
         if (response.status === 401) { needToken("That token was refused."); return; }
+        var wait = parseInt(response.headers.get("Retry-After") || "", 10);
+        if (response.status === 503 && wait > 0) delayMs = wait * 1000;
         if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
         state("connected");
         if (handlers.onOpen) handlers.onOpen();
@@ -149,7 +154,8 @@
       }).then(function () {
         if (stopped) return;
         state("offline");
-        timer = window.setTimeout(connect, retryMs);
+        timer = window.setTimeout(connect, delayMs !== null ? Math.max(delayMs, retryMs) : retryMs);
+        delayMs = null;
       });
     }
 
@@ -284,11 +290,24 @@
 
   function fmtInt(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString(); }
 
-  function debounce(fn, ms) {
+  /* fn once calls stop for ms; with maxWait, also at least every maxWait ms while calls keep
+   * coming (a busy team's events never stop for ms, and the page would never refresh). */
+  function debounce(fn, ms, maxWait) {
     var timer = null;
+    var first = null; // when the first call not yet served came
+    function fire() {
+      window.clearTimeout(timer);
+      timer = null;
+      first = null;
+      fn();
+    }
     return function () {
+      var now = Date.now();
+      if (first === null) first = now;
       if (timer) window.clearTimeout(timer);
-      timer = window.setTimeout(function () { timer = null; fn(); }, ms);
+      var wait = ms;
+      if (maxWait !== undefined) wait = Math.max(0, Math.min(ms, first + maxWait - now));
+      timer = window.setTimeout(fire, wait);
     };
   }
 

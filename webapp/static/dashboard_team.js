@@ -326,11 +326,13 @@
     return loading;
   }
 
-  var refreshSoon = O.debounce(refresh, 400);
+  // 400 ms after events stop, and at least every 2 s while they keep coming.
+  var refreshSoon = O.debounce(refresh, 400, 2000);
 
   function onEvent(ev) {
     state.eventSeq += 1;
     var kind = ev.event || "";
+    if (kind === "reset") { refresh(); return; } /* events were trimmed unseen: reload it all */
     var data = ev.data || {};
     var taskId = data.task_id;
     var status = STATUS_BY_EVENT[kind] || (kind === "task.created" ? data.status : null);
