@@ -162,6 +162,19 @@ class Task(Base):
             postgresql_where=text("status = 'pending' AND NOT is_summary"),
         ),
         Index("ix_tasks_team_status", "team_id", "status"),
+        # The task list's order, of every status and of one: a page, the first or a deep one,
+        # is an index range (decomposition._listing).
+        Index("ix_tasks_team_order", "team_id", text("priority DESC"), "created_at", "id"),
+        Index(
+            "ix_tasks_team_status_order",
+            "team_id",
+            "status",
+            text("priority DESC"),
+            "created_at",
+            "id",
+        ),
+        # Retrying a task finds what its failure or cancellation stopped.
+        Index("ix_tasks_stopped_by", "stopped_by", postgresql_where=text("stopped_by IS NOT NULL")),
         Index("ix_tasks_parent", "parent_task_id"),
         # Placing a new task reads the team's highest point, or the highest below a parent's end.
         Index("ix_tasks_team_start_rank", "team_id", "start_rank"),
@@ -170,6 +183,13 @@ class Task(Base):
             "ix_tasks_in_flight",
             "assigned_to",
             postgresql_where=text("status IN ('assigned', 'in_progress', 'review')"),
+        ),
+        # The foreign keys' referencing side: deleting a member sets these to NULL.
+        Index(
+            "ix_tasks_assigned_to", "assigned_to", postgresql_where=text("assigned_to IS NOT NULL")
+        ),
+        Index(
+            "ix_tasks_assigned_by", "assigned_by", postgresql_where=text("assigned_by IS NOT NULL")
         ),
     )
 
@@ -251,6 +271,10 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_team_type_created", "team_id", "message_type", "created_at"),
+        # The foreign keys' referencing side: deleting a task deletes its messages, deleting a
+        # member sets worker_id to NULL; without these, each deleted row scanned the table.
+        Index("ix_messages_task", "task_id"),
+        Index("ix_messages_worker", "worker_id", postgresql_where=text("worker_id IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -626,6 +626,22 @@ SELECT
         UNION ALL
         SELECT end_rank FROM tasks WHERE team_id = :team_id) points);
 
+
+-- task_hierarchy --
+-- A task of :team_id and its subtasks down to :max_depth levels (NULL: all), depth first, each task's subtasks in list order (priority DESC, created_at, id): a tree of any size in one statement, whole rows carried through the recursion (no join back whose plan depends on the subtree's estimated size), written by the reader as it comes.
+WITH RECURSIVE sub AS (
+    SELECT t AS node, 0 AS depth, ARRAY[]::bigint[] AS path
+    FROM tasks t
+    WHERE t.id = :task_id AND t.team_id = :team_id
+    UNION ALL
+    SELECT c, sub.depth + 1,
+           sub.path || row_number() OVER (
+               PARTITION BY c.parent_task_id ORDER BY c.priority DESC, c.created_at, c.id)
+    FROM sub JOIN tasks c ON c.parent_task_id = (sub.node).id
+    WHERE CAST(:max_depth AS integer) IS NULL OR sub.depth < CAST(:max_depth AS integer)
+)
+SELECT (node).* FROM sub ORDER BY path;
+
 -- prune_events --
 -- One batch of the event history older than the cutoff, oldest first along the primary key (ids grow with time); returns how many went.
 WITH old AS (

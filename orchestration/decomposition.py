@@ -3,8 +3,6 @@ planner; reading them back, alone, as a list or as a hierarchy."""
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import Select, and_, insert, or_, select, text, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, insert, select, text, tuple_, union_all
+from sqlalchemy.orm import Session, aliased
 
 from db.engine import chunks_of, retry_deadlocks, session_scope
 from db.models import Task, TaskStatus, Team, TeamMember, TeamStatus
@@ -30,6 +28,7 @@ from orchestration.errors import (
 )
 from orchestration.lifecycle import agent_profile, record_manager_usage, team_manager
 from orchestration.locks import lock_graph
+from orchestration.paging import bad_cursor, decode_cursor, encode_cursor, timestamp_and_id
 
 TASK_FIELDS = (
     "title",
@@ -309,91 +308,81 @@ def task_page(
     rank."""
     with session_scope() as session:
         _team(session, team_id)
-        tasks = list(session.scalars(_listing(team_id, status, after).limit(limit + 1)))
+        tasks = list(session.scalars(_listing(team_id, status, after, limit + 1)))
     if len(tasks) <= limit:
         return tasks, None
     return tasks[:limit], _cursor(tasks[limit - 1])
 
 
-def _listing(team_id: uuid.UUID, status: str | None, after: str | None) -> Select[Task]:
+# The list's order, which ix_tasks_team_order and ix_tasks_team_status_order hold.
+_LIST_ORDER = (Task.priority.desc(), Task.created_at, Task.id)
+
+
+def _listing(
+    team_id: uuid.UUID, status: str | None, after: str | None, limit: int | None = None
+) -> Select[Task]:
     """The team's tasks with status (all: None), after the cursor (from the first: None), in
-    list order: priority first, then oldest first, then by id."""
-    query = select(Task).where(Task.team_id == team_id)
+    list order: priority first, then oldest first, then by id (ix_tasks_team_order, or
+    ix_tasks_team_status_order with a status); at most limit of them (all: None)."""
+    where = [Task.team_id == team_id]
     if status is not None:
         try:
-            query = query.where(Task.status == TaskStatus(status))
+            where.append(Task.status == TaskStatus(status))
         except ValueError as exc:
             raise InvalidInput(
                 f"unknown status {status!r}", {"status": ["unknown status"]}
             ) from exc
-    if after is not None:
-        priority, created_at, task_id = _position(after)
-        query = query.where(
-            or_(
-                Task.priority < priority,
-                and_(
+    if after is None:
+        return select(Task).where(*where).order_by(*_LIST_ORDER).limit(limit)
+    priority, created_at, task_id = _position(after)
+    # The rest of the list as two index ranges: the rest of the cursor's priority, then every
+    # lower one, a page of each merged (one OR of the two bounds no index range: each deep page
+    # read and sorted the whole team).
+    rest = union_all(
+        *(
+            select(Task).where(*where, *bound).order_by(*_LIST_ORDER).limit(limit)
+            for bound in (
+                (
                     Task.priority == priority,
                     tuple_(Task.created_at, Task.id) > tuple_(created_at, task_id),
                 ),
+                (Task.priority < priority,),
             )
         )
-    return query.order_by(Task.priority.desc(), Task.created_at, Task.id)
-
-
-_CURSOR_ERROR = "not a cursor of this list: pass on the X-Next-Cursor of the page before"
+    ).subquery()
+    listed = aliased(Task, rest)
+    return (
+        select(listed).order_by(listed.priority.desc(), listed.created_at, listed.id).limit(limit)
+    )
 
 
 def _cursor(task: Task) -> str:
     """The position after a page: its last task's place in the list's order."""
-    position = [task.priority, task.created_at.isoformat(), str(task.id)]
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+    return encode_cursor([task.priority, task.created_at.isoformat(), str(task.id)])
 
 
 def _position(cursor: str) -> tuple[int, datetime, uuid.UUID]:
     """(priority, created_at, id) of a cursor from _cursor; InvalidInput for anything else."""
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        priority, created_at, task_id = raw
-        position = (priority, datetime.fromisoformat(created_at), uuid.UUID(task_id))
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidInput(_CURSOR_ERROR, {"after": [_CURSOR_ERROR]}) from exc
-    # Only what _cursor writes: a priority the column can hold, a time with its zone.
-    if type(priority) is not int or not 0 <= priority <= 10 or position[1].tzinfo is None:
-        raise InvalidInput(_CURSOR_ERROR, {"after": [_CURSOR_ERROR]})
-    return position
+    priority, created_at, task_id = decode_cursor(cursor, 3)
+    # Only what _cursor writes: a priority the column can hold.
+    if type(priority) is not int or not 0 <= priority <= 10:
+        raise bad_cursor()
+    return (priority, *timestamp_and_id(created_at, task_id))
 
 
-def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> dict[str, Any]:
-    """{task, subtasks: [{task, subtasks}]}, read in one query."""
-    with events.transaction() as session:
-        ids = [
-            r.id
-            for r in session.execute(
-                text(
-                    """
-                    WITH RECURSIVE sub(id) AS (
-                        SELECT id FROM tasks WHERE id = :task_id AND team_id = :team_id
-                        UNION ALL
-                        SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id
-                    )
-                    SELECT id FROM sub
-                    """
-                ),
-                {"task_id": task_id, "team_id": team_id},
-            )
-        ]
-        if not ids:
+def hierarchy_chunks(
+    team_id: uuid.UUID, task_id: uuid.UUID, max_depth: int | None = None
+) -> Iterator[list[Task]]:
+    """The task and its subtasks down to max_depth levels below it (all: None), depth first,
+    each task's subtasks in list order, a chunk at a time (db.engine.chunks_of) from one
+    statement: a tree of any size is written as it is read, never held whole. The first chunk
+    starts with the task; NotFound is raised by the first next()."""
+    query = select(Task).from_statement(Q["task_hierarchy"])
+    params = {"team_id": team_id, "task_id": task_id, "max_depth": max_depth}
+    with session_scope() as session:
+        chunks = chunks_of(session, query, entities=True, params=params)
+        first = next(chunks)
+        if not first:
             raise NotFound(f"task {task_id} not found")
-        tasks = list(
-            session.scalars(
-                select(Task)
-                .where(Task.id.in_(ids))
-                .order_by(Task.priority.desc(), Task.created_at, Task.id)
-            )
-        )
-    nodes: dict[uuid.UUID, dict[str, Any]] = {t.id: {"task": t, "subtasks": []} for t in tasks}
-    # Built without recursion; children stay in priority, then creation order.
-    for t in tasks:
-        if t.id != task_id and t.parent_task_id in nodes:
-            nodes[t.parent_task_id]["subtasks"].append(nodes[t.id])
-    return nodes[task_id]
+        yield first
+        yield from chunks

@@ -688,7 +688,7 @@ def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
         everything = list(reopened)
         # What their failure or cancellation stopped runs again too, round by round.
         while reopened:
-            rows = session.execute(_STOPPED_BY, {"ids": reopened}).all()
+            rows = session.execute(_STOPPED_BY, {"team_id": team_id, "ids": reopened}).all()
             stopped = {r.id for r in rows}
             reopened = [
                 reset
@@ -714,17 +714,18 @@ def _retried_around(
     session: Session, task_id: uuid.UUID
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """The failed or cancelled tasks of task_id's subtree, parents first, and the tasks above
-    it, the highest first."""
+    it, the highest first. The status is read on the way down (ix_tasks_parent): a join back to
+    tasks was planned for the whole table and read it all for each task retried."""
     subtree = session.execute(
         text(
             """
-            WITH RECURSIVE sub(id, depth) AS (
-                SELECT CAST(:task_id AS uuid), 0
+            WITH RECURSIVE sub(id, status, depth) AS (
+                SELECT id, status, 0 FROM tasks WHERE id = :task_id
                 UNION ALL
-                SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id
+                SELECT t.id, t.status, sub.depth + 1
+                FROM tasks t JOIN sub ON t.parent_task_id = sub.id
             )
-            SELECT t.id FROM sub JOIN tasks t ON t.id = sub.id
-            WHERE t.status IN ('failed', 'cancelled') ORDER BY sub.depth
+            SELECT id FROM sub WHERE status IN ('failed', 'cancelled') ORDER BY depth
             """
         ),
         {"task_id": task_id},
@@ -785,11 +786,13 @@ _ENDED_DEPENDENCIES = text(
     """
 )
 
-# The tasks that a failure or cancellation of one of :ids ended (and are ended still).
+# The tasks of :team_id that a failure or cancellation of one of :ids ended (and are ended
+# still), read by ix_tasks_stopped_by.
 _STOPPED_BY = text(
     """
     SELECT id, parent_task_id FROM tasks
-    WHERE stopped_by = ANY(CAST(:ids AS uuid[])) AND status IN ('failed', 'cancelled')
+    WHERE stopped_by = ANY(CAST(:ids AS uuid[])) AND team_id = :team_id
+      AND status IN ('failed', 'cancelled')
     ORDER BY id
     """
 )

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ from db.queries import Q
 from orchestration import events, keys, metrics
 from orchestration.config import get_settings
 from orchestration.errors import Conflict, InvalidInput, InvalidTransition, NotFound
+from orchestration.paging import decode_cursor, encode_cursor, timestamp_and_id
 from orchestration.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -420,18 +421,30 @@ def team_for_token(token: str) -> uuid.UUID | None:
 # --- the assignment log ------------------------------------------------------------------------
 
 
-def list_assignments(team_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-    """The team's assignment decisions, newest first."""
+def list_assignments(
+    team_id: uuid.UUID, limit: int = 100, offset: int = 0, after: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """At most limit of the team's assignment decisions, newest first, from just after the
+    cursor `after` (from the newest: None) and offset more, with the cursor of the next page
+    (None when this one reaches the end). A cursor is a position (created_at, id): pages read
+    by cursor neither repeat nor skip a decision while new ones are logged, and a deep one
+    costs as little as the first (an offset costs what it skips)."""
+    query = (
+        select(Message)
+        .where(Message.team_id == team_id, Message.message_type == ASSIGNMENT_MESSAGE)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+    )
+    if after is not None:
+        created_at, message_id = timestamp_and_id(*decode_cursor(after, 2))
+        query = query.where(tuple_(Message.created_at, Message.id) < tuple_(created_at, message_id))
     with session_scope() as session:
         _require_team(session, team_id)
-        rows = session.scalars(
-            select(Message)
-            .where(Message.team_id == team_id, Message.message_type == ASSIGNMENT_MESSAGE)
-            .order_by(Message.created_at.desc(), Message.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return [_assignment(row) for row in rows]
+        rows = list(session.scalars(query.limit(limit + 1).offset(offset)))
+    if len(rows) <= limit:
+        return [_assignment(row) for row in rows], None
+    last = rows[limit - 1]
+    cursor = encode_cursor([last.created_at.isoformat(), str(last.id)])
+    return [_assignment(row) for row in rows[:limit]], cursor
 
 
 def _assignment(row: Message) -> dict[str, Any]:

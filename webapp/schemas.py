@@ -11,6 +11,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from db.models import MemberRole, MemberStatus, TaskStatus, TeamStatus
+from orchestration.decomposition import MAX_HIERARCHY_DEPTH
 from orchestration.plans import (
     DEFAULT_MAX_DEPTH,
     MAX_DEPTH_LIMIT,
@@ -276,6 +277,16 @@ class TaskSchema(ma.Schema):
     updated_at = fields.DateTime(required=True)
 
 
+class HierarchyQuerySchema(ma.Schema):
+    max_depth = fields.Integer(
+        validate=validate.Range(min=0, max=MAX_HIERARCHY_DEPTH),
+        metadata={
+            "description": "only this many levels of subtasks below the task (0: the task "
+            "alone); without it, all of them"
+        },
+    )
+
+
 class TaskTreeSchema(ma.Schema):
     task = fields.Nested(TaskSchema, required=True)
     subtasks = fields.List(fields.Nested(lambda: TaskTreeSchema()), required=True)
@@ -362,9 +373,34 @@ class DependencyGraphSchema(ma.Schema):
 # --- assignments -------------------------------------------------------------------------------
 
 
+# Skipping rows costs as much as reading them: beyond this, page with `after`.
+MAX_OFFSET = 10_000
+
+
 class PageQuerySchema(ma.Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000_000))
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={
+            "description": "at most this many (a page). A page followed by more carries the "
+            "next page's cursor in `X-Next-Cursor` and its address in `Link` "
+            '(`rel="next"`)'
+        },
+    )
+    offset = fields.Integer(
+        load_default=0,
+        validate=validate.Range(
+            min=0,
+            max=MAX_OFFSET,
+            error=f"must be between 0 and {MAX_OFFSET:,}: page further with `after` "
+            "(the X-Next-Cursor of the page before)",
+        ),
+        metadata={"description": "skip this many (after `after`, if given)"},
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
+    )
 
 
 class BreakdownSchema(ma.Schema):
@@ -398,7 +434,10 @@ class EventsQuerySchema(ma.Schema):
     )
     timeout = fields.Float(
         validate=validate.Range(min=0, max=MAX_EVENTS_TIMEOUT),
-        metadata={"description": "end the stream after this many seconds (default: never)"},
+        metadata={
+            "description": "end the stream after this many seconds; a stream ends after "
+            "10 minutes anyway (resume with Last-Event-ID)"
+        },
     )
 
     @ma.validates("last_event_id")

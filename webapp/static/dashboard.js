@@ -306,7 +306,7 @@
       if (first === null) first = now;
       if (timer) window.clearTimeout(timer);
       var wait = ms;
-      if (maxWait !== undefined) wait = Math.max(0, Math.min(ms, first + maxWait - now));
+      if (maxWait > 0) wait = Math.max(0, Math.min(ms, first + maxWait - now));
       timer = window.setTimeout(fire, wait);
     };
   }

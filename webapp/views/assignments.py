@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from orchestration import teams
+from webapp.paging import NEXT_PAGE_HEADERS, next_page_headers
 from webapp.parsing import Blueprint
 from webapp.schemas import AssignmentSchema, PageQuerySchema
 
@@ -19,8 +20,13 @@ blp = Blueprint(
 
 @blp.route("", methods=["GET"])
 @blp.arguments(PageQuerySchema, location="query")
-@blp.response(200, AssignmentSchema(many=True))
+@blp.response(200, AssignmentSchema(many=True), headers=NEXT_PAGE_HEADERS)
 @blp.alt_response(404, response="NOT_FOUND")
-def list_assignments(query: dict[str, Any], team_id: uuid.UUID) -> list[dict[str, Any]]:
-    """Newest first."""
-    return teams.list_assignments(team_id, limit=query["limit"], offset=query["offset"])
+def list_assignments(
+    query: dict[str, Any], team_id: uuid.UUID
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Newest first, a page at a time: follow `X-Next-Cursor` (or `Link`) for the next one."""
+    found, cursor = teams.list_assignments(
+        team_id, limit=query["limit"], offset=query["offset"], after=query.get("after")
+    )
+    return found, next_page_headers("assignments.list_assignments", query, cursor, team_id=team_id)

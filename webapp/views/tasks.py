@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, url_for
+from flask import Response, current_app
 
 from db.models import Task
 from orchestration import decomposition, lifecycle
+from webapp.paging import NEXT_PAGE_HEADERS, next_page_headers
 from webapp.parsing import Blueprint
 from webapp.schemas import (
     DecomposeGoalSchema,
     DecomposePlanSchema,
     DecomposeSchema,
+    HierarchyQuerySchema,
     TaskCreateSchema,
     TaskListQuerySchema,
     TaskSchema,
@@ -47,18 +50,6 @@ def create_task(body: dict[str, Any], team_id: uuid.UUID) -> Task:
     return decomposition.create_task(team_id, body)
 
 
-NEXT_PAGE_HEADERS = {
-    "X-Next-Cursor": {
-        "description": "with `limit`, when more tasks follow: pass it as `after`",
-        "schema": {"type": "string"},
-    },
-    "Link": {
-        "description": 'with `limit`, when more tasks follow: the next page, `rel="next"`',
-        "schema": {"type": "string"},
-    },
-}
-
-
 @blp.route("/tasks", methods=["GET"])
 @blp.arguments(TaskListQuerySchema, location="query")
 @blp.response(200, TaskSchema(many=True), headers=NEXT_PAGE_HEADERS)
@@ -72,12 +63,7 @@ def list_tasks(
         chunks = started(decomposition.task_chunks(team_id, status, after))
         return streamed(json_array(chunks, TaskSchema().dump))
     found, cursor = decomposition.task_page(team_id, query["limit"], status, after)
-    if cursor is None:
-        return found, {}
-    following = url_for(
-        "tasks.list_tasks", team_id=team_id, **{**query, "after": cursor}, _external=False
-    )
-    return found, {"X-Next-Cursor": cursor, "Link": f'<{following}>; rel="next"'}
+    return found, next_page_headers("tasks.list_tasks", query, cursor, team_id=team_id)
 
 
 @blp.route("/tasks/<uuid:task_id>", methods=["GET"])
@@ -88,26 +74,36 @@ def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 
 
 @blp.route("/tasks/<uuid:task_id>/hierarchy", methods=["GET"])
+@blp.arguments(HierarchyQuerySchema, location="query")
 @blp.response(200, TaskTreeSchema)
 @blp.alt_response(404, response="NOT_FOUND")
-def task_hierarchy(team_id: uuid.UUID, task_id: uuid.UUID) -> Response:
-    """The task and its subtasks, recursively."""
-    return jsonify(dump_tree(decomposition.task_hierarchy(team_id, task_id)))
+def task_hierarchy(query: dict[str, Any], team_id: uuid.UUID, task_id: uuid.UUID) -> Response:
+    """The task and its subtasks, recursively (with `max_depth`, that many levels below it)."""
+    chunks = started(decomposition.hierarchy_chunks(team_id, task_id, query.get("max_depth")))
+    return streamed(json_tree(chunks))
 
 
-def dump_tree(tree: dict[str, Any]) -> dict[str, Any]:
-    """TaskTreeSchema's output, built without recursion (a deep hierarchy must not exhaust the
+def json_tree(chunks: Iterator[list[Task]]) -> Iterator[str]:
+    """TaskTreeSchema's output written a chunk at a time from tasks in depth-first order (the
+    first one the root; see decomposition.hierarchy_chunks): each task's object is opened when
+    it comes and closed when the next one is not below it. It holds the path from the root to
+    the current task, never the tree, and does not recurse (a deep tree must not exhaust the
     stack)."""
-    task_schema = TaskSchema()
-    root: dict[str, Any] = {"task": task_schema.dump(tree["task"]), "subtasks": []}
-    stack = [(tree, root)]
-    while stack:
-        node, out = stack.pop()
-        for child in node["subtasks"]:
-            child_out = {"task": task_schema.dump(child["task"]), "subtasks": []}
-            out["subtasks"].append(child_out)
-            stack.append((child, child_out))
-    return root
+    encode = current_app.json.dumps
+    dump = TaskSchema().dump
+    path: list[uuid.UUID] = []  # the tasks whose subtasks are being written, the root first
+    for chunk in chunks:
+        pieces = []
+        for task in chunk:
+            closed = 0
+            while path and path[-1] != task.parent_task_id:
+                path.pop()
+                closed += 1
+            pieces.append("]}" * closed + ("," if closed else ""))
+            pieces.append('{"task":' + encode(dump(task), separators=(",", ":")) + ',"subtasks":[')
+            path.append(task.id)
+        yield "".join(pieces)
+    yield "]}" * len(path)
 
 
 @blp.route("/tasks/<uuid:task_id>/cancel", methods=["POST"])
