@@ -187,8 +187,6 @@ def test_retry_reads_what_a_failure_stopped_by_index(
     [
         ("messages", "task_id", "ix_messages_task"),
         ("messages", "worker_id", "ix_messages_worker"),
-        ("tasks", "assigned_to", "ix_tasks_assigned_to"),
-        ("tasks", "assigned_by", "ix_tasks_assigned_by"),
     ],
 )
 def test_foreign_keys_are_looked_up_by_index(
