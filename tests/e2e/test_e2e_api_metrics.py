@@ -3,10 +3,8 @@ recommends, answers every scrape with the requests both processes served."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,27 +15,14 @@ from tests.support.services import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 TOKEN = "metrics-admin-token"
 REQUESTS = 24
 
 
 @pytest.fixture
 def api_url(workers: Procs) -> Iterator[str]:
-    port = free_port()
     workers.env_vars["ORCH_ADMIN_TOKEN"] = TOKEN
-    argv = [GUNICORN, "-k", "gthread", "-w", "2", "--threads", "2"]
-    workers.spawn("gunicorn", [*argv, "-b", f"127.0.0.1:{port}", "webapp:create_app()"])
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, workers.tails()
-        time.sleep(0.1)
+    url, _ = workers.api(free_port(), workers=2, threads=2)
     yield url
 
 

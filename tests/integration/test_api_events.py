@@ -43,6 +43,15 @@ def url(team_id: str) -> str:
     return f"{V1}/teams/{team_id}/events"
 
 
+def kept_after(api: ApiClient, team_id: str, last_event_id: str) -> list[dict[str, Any]]:
+    """The messages a client resuming after `last_event_id` gets of what is kept now."""
+    response = api.get(
+        url(team_id), query_string={"timeout": 0}, headers={"Last-Event-ID": last_event_id}
+    )
+    assert response.status_code == 200, response.get_json()
+    return parse(response.get_data(as_text=True))
+
+
 def test_resume_after_last_event_id(
     api: ApiClient, team: dict[str, Any], redis_client: redis.Redis
 ) -> None:

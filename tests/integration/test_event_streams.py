@@ -4,10 +4,8 @@ and a resume across trimmed events announced with `event: reset`."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +13,10 @@ import redis
 import requests
 
 from orchestration import keys
-from tests.integration.test_api_events import parse, publish, stream_ids, url
+from tests.integration.test_api_events import kept_after, parse, publish, stream_ids, url
 from tests.support.processes import Procs
 from tests.support.services import free_port
 from webapp.testing import ADMIN_TOKEN, V1, ApiClient, assert_error, environment, make_app
-
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 
 class Stream:
@@ -111,19 +107,13 @@ def test_resume_across_trimmed_events_sends_reset_first(
     ids = stream_ids(redis_client, team["id"])
     redis_client.xtrim(keys.events(team["id"]), maxlen=3, approximate=False)
     for last in (ids[0], "0"):
-        response = api.get(
-            url(team["id"]), query_string={"timeout": 0}, headers={"Last-Event-ID": last}
-        )
-        messages = parse(response.get_data(as_text=True))
+        messages = kept_after(api, team["id"], last)
         assert messages[0]["event"] == "reset"
         assert messages[0]["data"] == {"reason": "events trimmed", "first_id": ids[3]}
         assert "id" not in messages[0]
         assert [m["data"]["n"] for m in messages[1:]] == [3, 4, 5]
     # From an id still kept nothing is missing: no reset.
-    response = api.get(
-        url(team["id"]), query_string={"timeout": 0}, headers={"Last-Event-ID": ids[3]}
-    )
-    assert [m["data"]["n"] for m in parse(response.get_data(as_text=True))] == [4, 5]
+    assert [m["data"]["n"] for m in kept_after(api, team["id"], ids[3])] == [4, 5]
 
 
 def test_a_reader_overtaken_by_trimming_gets_reset(
@@ -163,20 +153,8 @@ def test_a_lost_stream_sends_reset(
 @pytest.fixture
 def gunicorn_url(database: str, procs: Procs) -> Iterator[str]:
     """gunicorn -k gthread with one process of 4 threads, at most 2 of them for streams."""
-    port = free_port()
     procs.env_vars.update(ORCH_ADMIN_TOKEN=ADMIN_TOKEN, ORCH_EVENT_STREAMS_MAX="2")
-    argv = [GUNICORN, "-k", "gthread", "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}"]
-    server = procs.spawn("gunicorn", [*argv, "webapp:create_app()"])
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, procs.tails()
-        time.sleep(0.1)
+    base, server = procs.api(free_port(), workers=1, threads=4)
     yield base
     procs.kill(server)  # a graceful stop would wait for the streams still open to end
 

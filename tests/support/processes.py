@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from tests.support.services import tail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).parent / "celery")
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 READY_TIMEOUT = 60.0
 
 
@@ -119,6 +122,20 @@ class Procs:
     def engine(self, workers: int, beats: int = 1) -> tuple[list[Proc], list[Proc]]:
         """The engine running: `workers` ready workers, then `beats` beat processes."""
         return self.start_workers(workers), [self.start_beat() for _ in range(beats)]
+
+    def api(self, port: int, workers: int, threads: int) -> tuple[str, Proc]:
+        """`gunicorn -k gthread` serving the API on `port`, answering /health: its URL."""
+        argv = [GUNICORN, "-k", "gthread", "-w", str(workers), "--threads", str(threads)]
+        proc = self.spawn("gunicorn", [*argv, "-b", f"127.0.0.1:{port}", "webapp:create_app()"])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    return url, proc
+            if time.monotonic() > deadline or not proc.alive():
+                raise RuntimeError(f"the API did not start:\n{tail(proc.log)}")
+            time.sleep(0.1)
 
     def wait_for_log(self, proc: Proc, needle: str, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
