@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -36,3 +37,11 @@ class Worker:
 
 
 NOT_CALLABLE = 42
+
+
+def hangs_first_attempt(ctx: TaskContext) -> dict[str, Any]:
+    """The first attempt hangs input_data["hang"] seconds, deaf to cancellation (as code in a
+    call without a timeout); later attempts answer at once."""
+    if ctx.attempt == 1:
+        time.sleep(float(ctx.input_data.get("hang", 0)))
+    return {"attempt": ctx.attempt}
