@@ -134,6 +134,7 @@ class Settings:
     llm_api_key: str | None
     llm_model: str | None
     llm_timeout: float
+    decompose_timeout: float
     llm_prices: str | None
     sim_duration: float
     sim_failure_rate: float
@@ -171,6 +172,7 @@ class Settings:
             llm_api_key=_optional("LLM_API_KEY"),
             llm_model=_optional("LLM_MODEL"),
             llm_timeout=_float("LLM_TIMEOUT", 60.0, seconds, positive=True),
+            decompose_timeout=_float("ORCH_DECOMPOSE_TIMEOUT", 120.0, seconds, positive=True),
             llm_prices=_optional("LLM_PRICES"),
             sim_duration=_float("ORCH_SIM_DURATION", 0.2, "a number of seconds >= 0"),
             sim_failure_rate=_float(

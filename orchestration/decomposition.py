@@ -3,6 +3,7 @@ planner; reading them back, alone, as a list or as a hierarchy."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,9 +18,11 @@ from db.engine import chunks_of, retry_deadlocks, session_scope
 from db.models import Task, TaskStatus, Team, TeamMember, TeamStatus
 from db.queries import Q
 from orchestration import events, graph, plans
+from orchestration.config import get_settings
 from orchestration.dependencies import add_edge, insert_ordered, place_task
 from orchestration.errors import (
     AgentError,
+    AgentTimeout,
     DependencyCycle,
     InvalidInput,
     InvalidTransition,
@@ -249,13 +252,24 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
     planner = get_planner()
     with_usage = getattr(planner, "plan_with_usage", None)
     tokens, cost = 0, Decimal(0)
+    # The caller waits on an HTTP request: past ORCH_DECOMPOSE_TIMEOUT no call or retry of
+    # the model starts (one under way may take up to LLM_TIMEOUT more to end).
+    limit = get_settings().decompose_timeout
+    stop = threading.Event()
+    timer = threading.Timer(limit, stop.set)
+    timer.daemon = True
+    timer.start()
     # What the model was paid for counts on the manager whether or not a plan comes of it.
     try:
         if with_usage is not None:
             try:
-                raw, usage, cost = with_usage(goal, roster, max_depth)
+                raw, usage, cost = with_usage(goal, roster, max_depth, stop)
             except AgentError as exc:
                 tokens, cost = exc.tokens, exc.cost
+                if stop.is_set():
+                    raise AgentTimeout(
+                        f"the planner gave no plan within {limit:g} s (ORCH_DECOMPOSE_TIMEOUT)"
+                    ) from exc
                 raise
             tokens = int(usage.total_tokens)
         else:
@@ -266,6 +280,7 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
             raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
         return create_plan(team_id, plan, max_depth)
     finally:
+        timer.cancel()
         record_manager_usage(team_id, tokens, Decimal(cost))
 
 

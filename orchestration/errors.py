@@ -69,5 +69,9 @@ class AgentError(OrchestrationError):
         self.cost = cost
 
 
+class AgentTimeout(AgentError):
+    """An agent gave no answer within the time its caller allows (ORCH_DECOMPOSE_TIMEOUT)."""
+
+
 class Unavailable(OrchestrationError):
     """A backing service (PostgreSQL, Redis) does not answer."""

@@ -25,6 +25,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (errors.NotFound, 404),
     (errors.InvalidInput, 422),
     (errors.Conflict, 409),
+    (errors.AgentTimeout, 504),
     (errors.AgentError, 502),
     (errors.Unavailable, 503),
 )
@@ -48,6 +49,7 @@ DEFAULT_MESSAGES = {
     422: "the request failed validation",
     500: "internal error",
     502: "an agent failed",
+    504: "an agent did not answer in time",
     503: "a backing service does not answer",
 }
 

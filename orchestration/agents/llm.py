@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -92,16 +93,23 @@ def parse_json_object(content: str) -> dict[str, Any]:
 class _Conversation:
     """Ask, validate, re-ask with the errors; bounded. Tracks the tokens and cost of every call."""
 
-    def __init__(self, client: ChatClient, messages: Messages, what: str) -> None:
+    def __init__(
+        self,
+        client: ChatClient,
+        messages: Messages,
+        what: str,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.client = client
         self.messages = list(messages)
         self.what = what
+        self.stop = stop  # set: no further call or retry starts, a retry's wait ends
         self.usage = Usage()
         self.cost = Decimal(0)
 
     def ask(self, **options: Any) -> ChatResponse:
         try:
-            response = self.client.chat(self.messages, **options)
+            response = self.client.chat(self.messages, cancelled=self.stop, **options)
         except AgentError as exc:
             self.spent(exc)
             raise
@@ -364,11 +372,17 @@ class LLMPlanner:
         return self.plan_with_usage(goal, team, max_depth)[0]
 
     def plan_with_usage(
-        self, goal: str, team: Sequence[AgentProfile], max_depth: int
+        self,
+        goal: str,
+        team: Sequence[AgentProfile],
+        max_depth: int,
+        stop: threading.Event | None = None,
     ) -> tuple[dict[str, Any], Usage, Decimal]:
-        """The plan, and the tokens and cost of every call it took."""
+        """The plan, and the tokens and cost of every call it took; `stop` set ends the
+        asking (AgentError)."""
         max_depth = max(0, min(int(max_depth), MAX_DEPTH_LIMIT))
-        talk = _Conversation(self.client, planner_messages(goal, team, max_depth), "TaskNode")
+        messages = planner_messages(goal, team, max_depth)
+        talk = _Conversation(self.client, messages, "TaskNode", stop)
         problem = ""
         for attempt in range(1, self.attempts + 1):
             response = talk.ask(temperature=self.temperature, json_object=True)

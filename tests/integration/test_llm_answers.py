@@ -6,12 +6,14 @@ counts on the manager even when no plan comes of it. And the plan and goal check
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from orchestration.config import reload_settings
 from orchestration.plans import MAX_PLAN_NESTING
 from tests.fakes.chat_server import (  # noqa: F401
     FakeChatServer,
@@ -116,6 +118,22 @@ def test_planner_usage_counts_when_the_server_fails_after_a_paid_answer(
     body = assert_error(decompose(api, team_id, goal="ship it"), 502)
     assert "HTTP 401" in body["message"]
     assert manager_usage(api, team_id) == (30, price(1))
+
+
+def test_a_planner_that_keeps_the_caller_waiting_answers_504_at_the_deadline(
+    api: ApiClient, team_id: str, model: FakeChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller waits on an HTTP request: a model server asking for 3 s between retries,
+    three times, no longer holds it for 9 s and more."""
+    monkeypatch.setenv("ORCH_DECOMPOSE_TIMEOUT", "1")
+    reload_settings()
+    for _ in range(4):
+        model.error(503, "overloaded", retry_after="3")
+    started = time.monotonic()
+    body = assert_error(decompose(api, team_id, goal="ship it"), 504)
+    assert time.monotonic() - started < 2.9  # the first retry's wait ended at the deadline
+    assert body["message"] == "the planner gave no plan within 1 s (ORCH_DECOMPOSE_TIMEOUT)"
+    assert len(model.requests) == 1
 
 
 # --- #4 a plan deeper than max_depth that folds into a cycle -----------------------------------

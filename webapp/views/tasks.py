@@ -130,6 +130,7 @@ def retry_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:
 @blp.alt_response(404, response="NOT_FOUND")
 @blp.alt_response(409, response="CONFLICT")
 @blp.alt_response(502, response="BAD_GATEWAY")
+@blp.alt_response(504, response="GATEWAY_TIMEOUT")
 def decompose(body: dict[str, Any], team_id: uuid.UUID) -> list[Task]:
     """Turn a goal (through the planner) or a ready-made plan into tasks, parents before
     children; nodes deeper than `max_depth` are not created. Needs a manager member."""
