@@ -125,6 +125,7 @@ class Settings:
     database_url: str
     redis_url: str
     admin_token: str | None
+    metrics_token: str | None  # None: /metrics answers anyone, as the contract has it
     auth_enabled: bool
     pass_interval: float
     planner: str
@@ -163,6 +164,7 @@ class Settings:
             database_url=_database_url(),
             redis_url=os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
             admin_token=_optional("ORCH_ADMIN_TOKEN"),
+            metrics_token=_optional("ORCH_METRICS_TOKEN"),
             auth_enabled=_switch("ORCH_AUTH", True),
             pass_interval=_float("ORCH_PASS_INTERVAL", 2.0, seconds, positive=True),
             planner=os.environ.get("ORCH_PLANNER") or "heuristic",

@@ -47,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         ORCH_ADMIN_TOKEN=settings.admin_token,
+        ORCH_METRICS_TOKEN=settings.metrics_token,
         ORCH_AUTH_ENABLED=settings.auth_enabled,
         ORCH_DASHBOARD_GRAPH_LIMIT=settings.dashboard_graph_limit,
         API_TITLE="Agent orchestration",

@@ -84,11 +84,25 @@ def _bearer_token() -> str:
     return token
 
 
+def _same(token: str, secret: str | None) -> bool:
+    return bool(secret) and hmac.compare_digest(
+        token.encode("utf-8", "surrogateescape"), str(secret).encode("utf-8", "surrogateescape")
+    )
+
+
+def check_scraper() -> None:
+    """For /metrics: with ORCH_METRICS_TOKEN set, only it or the admin token may read (the
+    series name every team); unset, anyone may, as the contract has it."""
+    metrics_token = current_app.config.get("ORCH_METRICS_TOKEN")
+    if not metrics_token or not current_app.config["ORCH_AUTH_ENABLED"]:
+        return
+    token = _bearer_token()
+    if not (_same(token, metrics_token) or _same(token, current_app.config["ORCH_ADMIN_TOKEN"])):
+        raise Unauthorized("invalid token: /metrics takes ORCH_METRICS_TOKEN")
+
+
 def _authenticate(token: str) -> Principal:
-    admin_token = current_app.config["ORCH_ADMIN_TOKEN"]
-    if admin_token and hmac.compare_digest(
-        token.encode("utf-8", "surrogateescape"), admin_token.encode("utf-8", "surrogateescape")
-    ):
+    if _same(token, current_app.config["ORCH_ADMIN_TOKEN"]):
         return ADMIN
     team_id = teams.team_for_token(token)
     if team_id is None:

@@ -140,6 +140,24 @@ def test_public_routes_need_no_token(anonymous: ApiClient) -> None:
         assert anonymous.get(path).status_code == 200, path
 
 
+def test_metrics_take_their_own_token_when_one_is_set(
+    database: str, api: ApiClient, team: dict[str, Any]
+) -> None:
+    """ORCH_METRICS_TOKEN: the series name every team, so a deployment may keep them to its
+    scraper (and the admin); a team token is not enough."""
+    team_token = api.create_token(team["id"])
+    scraper_token = "metrics-scraper-token-0123"
+    with environment(ORCH_ADMIN_TOKEN=ADMIN_TOKEN, ORCH_METRICS_TOKEN=scraper_token):
+        app = create_app()
+    client = ApiClient(app.test_client(), token=None)
+    for token in (None, "wrong-token-0123456789", team_token):
+        assert_error(client.as_token(token).get("/metrics"), 401)
+    for token in (scraper_token, ADMIN_TOKEN):
+        response = client.as_token(token).get("/metrics")
+        assert response.status_code == 200 and "orch_tasks" in response.get_data(as_text=True)
+    assert client.get("/health").status_code == 200  # only /metrics changes
+
+
 def test_token_use_is_recorded(api: ApiClient, team: dict[str, Any], session: Session) -> None:
     token = api.create_token(team["id"])
     assert session.scalars(select(ApiToken.last_used_at)).one() is None

@@ -9,7 +9,7 @@ from flask import Response
 
 from db.engine import migration_needed
 from orchestration import errors, teams
-from webapp import metrics, readiness
+from webapp import auth, metrics, readiness
 from webapp.auth import public
 from webapp.errors import error_response
 from webapp.parsing import Blueprint
@@ -69,5 +69,7 @@ def _check_postgres() -> None:
 @blp.doc(security=[])
 @blp.response(200, {"type": "string"}, content_type="text/plain")
 def prometheus_metrics() -> Response:
-    """Prometheus text format: API requests and latency, tasks by status, stream backlogs."""
+    """Prometheus text format: API requests and latency, tasks by status, stream backlogs.
+    Open to anyone unless ORCH_METRICS_TOKEN is set: then that token (or the admin token)."""
+    auth.check_scraper()
     return metrics.scrape()
