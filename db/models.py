@@ -24,7 +24,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -319,3 +319,66 @@ class TaskEvent(Base):
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _now()
+
+
+class DecompositionStatus(enum.StrEnum):
+    QUEUED = "queued"
+    PLANNING = "planning"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# A decomposition still to be planned or being planned (the others are final).
+OPEN_DECOMPOSITION = (DecompositionStatus.QUEUED, DecompositionStatus.PLANNING)
+
+
+class Decomposition(Base):
+    """A goal given to the manager's planner in the background (POST .../decompositions): a
+    job row claimed under a lease by one agent consumer at a time, whose tasks are created in
+    the transaction that marks it succeeded."""
+
+    __tablename__ = "decompositions"
+    __table_args__ = (
+        CheckConstraint("length(goal) BETWEEN 1 AND 10000", name="decomposition_goal_length"),
+        CheckConstraint("max_depth BETWEEN 0 AND 10", name="decomposition_depth_bounds"),
+        CheckConstraint("attempts >= 0", name="decomposition_attempts_non_negative"),
+        Index("ix_decompositions_team", "team_id", text("created_at DESC"), text("id DESC")),
+        # What consumers claim: the open ones, oldest first.
+        Index(
+            "ix_decompositions_open",
+            "created_at",
+            "id",
+            postgresql_where=text("status IN ('queued', 'planning')"),
+        ),
+        Index(
+            "ux_decompositions_request",
+            "team_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    team_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("teams.id", ondelete="CASCADE"), nullable=False
+    )
+    goal: Mapped[str] = mapped_column(Text, nullable=False)
+    max_depth: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[DecompositionStatus] = mapped_column(
+        _enum(DecompositionStatus, "decomposition_status"),
+        nullable=False,
+        server_default=DecompositionStatus.QUEUED.value,
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    claimed_by: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    task_ids: Mapped[list[uuid.UUID] | None] = mapped_column(ARRAY(UUID(as_uuid=True)))
+    tokens_used: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

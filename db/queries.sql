@@ -659,3 +659,81 @@ WITH old AS (
     DELETE FROM messages m USING old WHERE m.id = old.id RETURNING 1
 )
 SELECT count(*) FROM gone;
+
+-- prune_decompositions --
+-- One batch of the decompositions that ended before the cutoff (open ones stay whatever their age); returns how many went.
+WITH old AS (
+    SELECT id FROM decompositions
+    WHERE finished_at < :cutoff AND status IN ('succeeded', 'failed', 'cancelled')
+    LIMIT :batch
+), gone AS (
+    DELETE FROM decompositions d USING old WHERE d.id = old.id RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- claim_decomposition --
+-- Take the oldest decomposition no live consumer holds: queued, or planning under a lease that ran out (its consumer died) with attempts left; SKIP LOCKED lets consumers claim side by side, and the lock re-checks a row another consumer just changed.
+UPDATE decompositions d
+SET status = 'planning', attempts = d.attempts + 1, claimed_by = :consumer,
+    lease_until = now() + make_interval(secs => :lease),
+    started_at = coalesce(d.started_at, now())
+WHERE d.id = (
+    SELECT id FROM decompositions
+    WHERE (status = 'queued' OR (status = 'planning' AND lease_until < now()))
+      AND attempts < :max_attempts
+    ORDER BY created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING d.id, d.team_id, d.goal, d.max_depth, d.attempts;
+
+-- abandon_decompositions --
+-- Fail the decompositions whose consumer was lost during their last attempt (lease over, no attempts left).
+UPDATE decompositions
+SET status = 'failed', finished_at = now(), lease_until = NULL,
+    error = 'the process planning it was lost ' || attempts || ' times'
+WHERE id IN (
+    SELECT id FROM decompositions
+    WHERE status = 'planning' AND lease_until < now() AND attempts >= :max_attempts
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, team_id, error;
+
+-- renew_decomposition --
+-- Extend the lease of a decomposition while its consumer plans it (no row: it was cancelled, or its lease ran out and another consumer took it).
+UPDATE decompositions SET lease_until = now() + make_interval(secs => :lease)
+WHERE id = :id AND status = 'planning' AND attempts = :attempt
+RETURNING id;
+
+-- decomposition_succeeded --
+-- Record a decomposition's tasks, in the transaction that creates them, if this attempt still holds it (no row: the transaction must roll back).
+UPDATE decompositions
+SET status = 'succeeded', task_ids = :task_ids, finished_at = now(), lease_until = NULL
+WHERE id = :id AND status = 'planning' AND attempts = :attempt
+RETURNING id;
+
+-- decomposition_failed --
+-- Fail a decomposition if this attempt still holds it.
+UPDATE decompositions
+SET status = 'failed', error = :error, finished_at = now(), lease_until = NULL
+WHERE id = :id AND status = 'planning' AND attempts = :attempt
+RETURNING team_id;
+
+-- requeue_decomposition --
+-- Give back a decomposition whose consumer stops before its plan came, the attempt uncounted: the next consumer takes it at once.
+UPDATE decompositions
+SET status = 'queued', attempts = attempts - 1, claimed_by = NULL, lease_until = NULL
+WHERE id = :id AND status = 'planning' AND attempts = :attempt
+RETURNING id;
+
+-- decomposition_usage --
+-- Add what a planning attempt was billed, whatever became of it.
+UPDATE decompositions SET tokens_used = tokens_used + :tokens, cost = cost + :cost
+WHERE id = :id;
+
+-- cancel_decomposition --
+-- Cancel a decomposition of the team not yet planned (a plan arriving later is discarded: decomposition_succeeded finds it cancelled).
+UPDATE decompositions
+SET status = 'cancelled', finished_at = now(), lease_until = NULL
+WHERE id = :id AND team_id = :team_id AND status IN ('queued', 'planning')
+RETURNING id;

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DataError, OperationalError
 
 from db.engine import migration_needed
 from db.models import TaskStatus
-from orchestration import keys, lifecycle, metrics, orchestrator, streams
+from orchestration import keys, lifecycle, metrics, orchestrator, planning, streams
 from orchestration.agents.base import ExecutionFailed, Executor, Reviewer, TaskContext
 from orchestration.config import Settings, get_settings
 from orchestration.errors import AgentError
@@ -56,6 +56,8 @@ GIL_SWITCH_INTERVAL = 0.001
 # (or taken over) meanwhile has its context's `cancelled` set, so its agent may stop early. A
 # cancellation rings a doorbell too, heard at once; the check catches what the ring missed.
 CANCEL_POLL = 1.0
+# Seconds between looks for queued decompositions when no doorbell rang.
+PLANNING_POLL = 5.0
 COMMIT_ATTEMPTS = 3
 # Outcomes that could not commit (the database unreachable) stay held, their entries kept alive
 # by the heartbeat, and are committed again after a wait doubling up to this many seconds.
@@ -210,6 +212,7 @@ class AgentConsumer:
             (self._pass_loop, "passes"),
             (self._finish_loop, "completions"),
             (self._cancel_loop, "cancellations"),
+            (self._planning_loop, "planning"),
         ):
             thread = threading.Thread(target=target, name=label, daemon=True)
             thread.start()
@@ -794,6 +797,36 @@ class AgentConsumer:
                 except Exception:
                     # Beat's next pass (or the next completion) assigns what this one did not.
                     log.exception("pass for team %s failed", team_id)
+
+    # -- decompositions --------------------------------------------------------------------
+
+    def _planning_loop(self) -> None:
+        """Plan the decompositions queued by POST .../decompositions, one at a time (the
+        manager's planner, e.g. an LLM call, on a thread of its own: agent capacity and the
+        Celery pool are not taken). The doorbell wakes it; a look every PLANNING_POLL seconds
+        finds what a lost ring or a lapsed lease left."""
+        doorbell = streams.Doorbell(streams.PLANNING_STREAM)
+        repeated = _Repeats()
+        while not self._stop_reading.is_set():
+            try:
+                planned = planning.run_next(self.name, self._stop_reading)
+                repeated.clear()
+            except Exception as exc:
+                # A schema behind the code is the stream reader's to say (once).
+                if migration_needed(exc) is None and repeated.due(exc):
+                    log.warning("planning: %s; retrying", exc)
+                self._stop_reading.wait(PLANNING_POLL)
+                continue
+            if planned:
+                continue
+            # Listened to a second at a time, so that a stopping process is not held.
+            look_again = time.monotonic() + PLANNING_POLL
+            while not self._stop_reading.is_set() and time.monotonic() < look_again:
+                try:
+                    if doorbell.wait(min(1.0, look_again - time.monotonic())):
+                        break
+                except Exception:  # Redis away (or its client reset): the look finds the work
+                    self._stop_reading.wait(1.0)
 
     # -- cancellations ---------------------------------------------------------------------
 

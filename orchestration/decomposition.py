@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -147,9 +147,15 @@ def create_task(team_id: uuid.UUID, data: dict[str, Any]) -> Task:
 
 
 @retry_deadlocks
-def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> list[Task]:
+def create_plan(
+    team_id: uuid.UUID,
+    plan: dict[str, Any],
+    max_depth: int,
+    also: Callable[[Session, list[uuid.UUID]], None] | None = None,
+) -> list[Task]:
     """Create a TaskNode tree (already loaded by PlanSchema) in one transaction, parents first.
-    Nodes deeper than max_depth are not created."""
+    Nodes deeper than max_depth are not created. `also(session, task_ids)` runs in that
+    transaction once the tasks are in: what it raises undoes them."""
     cycle = plans.plan_cycle(plan)
     if cycle is not None:
         raise DependencyCycle(cycle)
@@ -224,6 +230,8 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
             session,
             [events.Event(team_id, "task.created", r["id"], {"title": r["title"]}) for r in rows],
         )
+        if also is not None:
+            also(session, ids)
         tasks = list(
             session.scalars(select(Task).where(Task.id.in_(ids)).order_by(Task.created_at))
         )
@@ -235,6 +243,26 @@ def create_plan(team_id: uuid.UUID, plan: dict[str, Any], max_depth: int) -> lis
 
 def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
     """The planner turns the goal into a plan, which is then created as create_plan does."""
+    tokens, cost = 0, Decimal(0)
+    # What the model was paid for counts on the manager whether or not a plan comes of it.
+    try:
+        plan, tokens, cost = planned(team_id, goal, max_depth)
+        return create_plan(team_id, plan, max_depth)
+    except AgentError as exc:
+        tokens, cost = exc.tokens, exc.cost
+        raise
+    finally:
+        record_manager_usage(team_id, tokens, Decimal(cost))
+
+
+def planned(
+    team_id: uuid.UUID, goal: str, max_depth: int, stop: threading.Event | None = None
+) -> tuple[dict[str, Any], int, Decimal]:
+    """The planner's plan for the goal (loaded by PlanSchema), with the tokens and cost it
+    was billed. AgentError (carrying what the failed calls were billed) when no valid plan
+    comes; AgentTimeout past ORCH_DECOMPOSE_TIMEOUT: from then on no call or retry of the
+    model starts (one under way may take up to LLM_TIMEOUT more to end). Setting `stop`
+    ends it the same way, early."""
     from orchestration.agents import get_planner
 
     with events.transaction() as session:
@@ -252,23 +280,27 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
     planner = get_planner()
     with_usage = getattr(planner, "plan_with_usage", None)
     tokens, cost = 0, Decimal(0)
-    # The caller waits on an HTTP request: past ORCH_DECOMPOSE_TIMEOUT no call or retry of
-    # the model starts (one under way may take up to LLM_TIMEOUT more to end).
     limit = get_settings().decompose_timeout
-    stop = threading.Event()
-    timer = threading.Timer(limit, stop.set)
+    stop = stop if stop is not None else threading.Event()
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        stop.set()
+
+    timer = threading.Timer(limit, expire)
     timer.daemon = True
     timer.start()
-    # What the model was paid for counts on the manager whether or not a plan comes of it.
     try:
         if with_usage is not None:
             try:
                 raw, usage, cost = with_usage(goal, roster, max_depth, stop)
             except AgentError as exc:
-                tokens, cost = exc.tokens, exc.cost
-                if stop.is_set():
+                if timed_out.is_set():
                     raise AgentTimeout(
-                        f"the planner gave no plan within {limit:g} s (ORCH_DECOMPOSE_TIMEOUT)"
+                        f"the planner gave no plan within {limit:g} s (ORCH_DECOMPOSE_TIMEOUT)",
+                        tokens=exc.tokens,
+                        cost=exc.cost,
                     ) from exc
                 raise
             tokens = int(usage.total_tokens)
@@ -277,11 +309,12 @@ def decompose_goal(team_id: uuid.UUID, goal: str, max_depth: int) -> list[Task]:
         try:
             plan = plans.PlanSchema().load(raw)
         except ValidationError as exc:
-            raise AgentError(f"the planner returned an invalid plan: {exc.messages}") from exc
-        return create_plan(team_id, plan, max_depth)
+            raise AgentError(
+                f"the planner returned an invalid plan: {exc.messages}", tokens=tokens, cost=cost
+            ) from exc
+        return plan, tokens, Decimal(cost)
     finally:
         timer.cancel()
-        record_manager_usage(team_id, tokens, Decimal(cost))
 
 
 def get_task(team_id: uuid.UUID, task_id: uuid.UUID) -> Task:

@@ -1,6 +1,6 @@
-"""History retention: the event history (task_events) and the message log (assignments) older
-than ORCH_HISTORY_DAYS go, a batch per transaction, so that months of work do not grow the
-database for ever. 0 (the default) keeps everything."""
+"""History retention: the event history (task_events), the message log (assignments) and the
+decompositions that ended, older than ORCH_HISTORY_DAYS, go, a batch per transaction, so that
+months of work do not grow the database for ever. 0 (the default) keeps everything."""
 
 from __future__ import annotations
 
@@ -23,21 +23,27 @@ MOST_BATCHES = 100
 class Pruned:
     events: int
     messages: int
+    decompositions: int
 
 
 def prune_history(now: datetime | None = None) -> Pruned:
     """Delete what is older than the retention; how many rows of each went."""
     days = get_settings().history_days
     if days <= 0:
-        return Pruned(0, 0)
+        return Pruned(0, 0, 0)
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    pruned = Pruned(_prune("prune_events", cutoff), _prune("prune_messages", cutoff))
-    if pruned.events or pruned.messages:
+    pruned = Pruned(
+        _prune("prune_events", cutoff),
+        _prune("prune_messages", cutoff),
+        _prune("prune_decompositions", cutoff),
+    )
+    if pruned.events or pruned.messages or pruned.decompositions:
         log.info(
-            "history before %s pruned: %d events, %d messages",
+            "history before %s pruned: %d events, %d messages, %d decompositions",
             cutoff.isoformat(timespec="seconds"),
             pruned.events,
             pruned.messages,
+            pruned.decompositions,
         )
     return pruned
 

@@ -24,6 +24,9 @@ NOTIFY_MAXLEN = 1000
 # Broadcast doorbell: "these tasks were cancelled", so the processes running them tell their
 # agents at once instead of at their next check.
 CANCEL_STREAM = "orchestration:cancelled"
+# Broadcast doorbell: "a decomposition was queued", so an idle planning thread takes it at once
+# instead of at its next look (orchestration.planning).
+PLANNING_STREAM = "orchestration:decompositions"
 DEAD_LETTER_MAXLEN = 10_000
 
 
@@ -107,6 +110,11 @@ def queue_cancelled(pipe: Any, task_ids: list[uuid.UUID]) -> None:
     if task_ids:
         fields = {"tasks": ",".join(str(t) for t in task_ids)}
         pipe.xadd(CANCEL_STREAM, fields, maxlen=NOTIFY_MAXLEN, approximate=True)
+
+
+def queue_planning(pipe: Any) -> None:
+    """Queue the planning doorbell: a decomposition waits for a planner."""
+    pipe.xadd(PLANNING_STREAM, {"queued": "1"}, maxlen=NOTIFY_MAXLEN, approximate=True)
 
 
 class Doorbell:

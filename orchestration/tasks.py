@@ -42,4 +42,8 @@ def reconcile_streams() -> dict[str, int]:
 def prune_history() -> dict[str, int]:
     """Beat: drop the history older than ORCH_HISTORY_DAYS (nothing when it is 0)."""
     pruned = retention.prune_history()
-    return {"events": pruned.events, "messages": pruned.messages}
+    return {
+        "events": pruned.events,
+        "messages": pruned.messages,
+        "decompositions": pruned.decompositions,
+    }

@@ -27,7 +27,10 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from db.models import (
     IN_FLIGHT,
+    OPEN_DECOMPOSITION,
     ApiToken,
+    Decomposition,
+    DecompositionStatus,
     MemberRole,
     MemberStatus,
     Message,
@@ -502,16 +505,33 @@ class StreamStats:
 class PipelineStats:
     tasks: dict[uuid.UUID, dict[str, int]]
     streams: list[StreamStats]
+    decompositions: dict[str, int]  # open ones (queued, planning), every team's
+    oldest_queued: float  # seconds the oldest queued decomposition has waited (0: none)
 
 
 def pipeline_stats() -> PipelineStats:
-    """Tasks per team and status (one query) and, for each active team, its task stream's
-    length and unacknowledged entries."""
+    """Tasks per team and status (one query); for each active team, its task stream's length
+    and unacknowledged entries; the decompositions waiting for a planner or being planned."""
     with session_scope() as session:
         rows = session.execute(
             select(Task.team_id, Task.status, func.count()).group_by(Task.team_id, Task.status)
         ).all()
         active = list(session.scalars(select(Team.id).where(Team.status == TeamStatus.ACTIVE)))
+        open_plans = session.execute(
+            select(
+                Decomposition.status,
+                func.count(),
+                func.extract("epoch", func.now() - func.min(Decomposition.created_at)),
+            )
+            .where(Decomposition.status.in_(OPEN_DECOMPOSITION))
+            .group_by(Decomposition.status)
+        ).all()
+    decompositions = dict.fromkeys((d.value for d in OPEN_DECOMPOSITION), 0)
+    oldest_queued = 0.0
+    for state, count, waited in open_plans:
+        decompositions[DecompositionStatus(state).value] = int(count)
+        if state == DecompositionStatus.QUEUED:
+            oldest_queued = float(waited)
     tasks: dict[uuid.UUID, dict[str, int]] = {}
     for team_id, status, count in rows:
         tasks.setdefault(team_id, dict.fromkeys(ALL_TASK_STATUSES, 0))[TaskStatus(status).value] = (
@@ -534,7 +554,9 @@ def pipeline_stats() -> PipelineStats:
                     pending=int(pending.get("pending", 0)) if isinstance(pending, dict) else 0,
                 )
             )
-    return PipelineStats(tasks=tasks, streams=streams)
+    return PipelineStats(
+        tasks=tasks, streams=streams, decompositions=decompositions, oldest_queued=oldest_queued
+    )
 
 
 def latest_event_id(team_id: uuid.UUID) -> str:

@@ -32,7 +32,8 @@ UNMATCHED = "<unmatched>"
 
 
 class PipelineCollector(Collector):
-    """Tasks by team and status; task stream length and unacknowledged entries per active team."""
+    """Tasks by team and status; task stream length and unacknowledged entries per active team;
+    open decompositions."""
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -67,6 +68,19 @@ class PipelineCollector(Collector):
             pending.add_metric([str(stream.team_id)], stream.pending)
         yield length
         yield pending
+        plans = GaugeMetricFamily(
+            "orch_decompositions",
+            "decompositions waiting for a planner (queued) or being planned, all teams",
+            labels=["status"],
+        )
+        for status, count in stats.decompositions.items():
+            plans.add_metric([status], count)
+        yield plans
+        yield GaugeMetricFamily(
+            "orch_decomposition_queued_seconds",
+            "how long the oldest queued decomposition has waited for a planner (0: none)",
+            value=stats.oldest_queued,
+        )
         yield from cluster_metrics()
 
 

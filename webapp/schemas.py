@@ -10,7 +10,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from db.models import MemberRole, MemberStatus, TaskStatus, TeamStatus
+from db.models import DecompositionStatus, MemberRole, MemberStatus, TaskStatus, TeamStatus
 from orchestration.decomposition import MAX_HIERARCHY_DEPTH
 from orchestration.plans import (
     DEFAULT_MAX_DEPTH,
@@ -319,6 +319,73 @@ class DecomposeSchema(RequestSchema):
             raise ma.ValidationError("give exactly one of goal and plan", "_schema")
 
 
+class CursorPageSchema(ma.Schema):
+    """A page of a keyset-paged list (orchestration.paging)."""
+
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={
+            "description": "at most this many (a page). A page followed by more carries the "
+            "next page's cursor in `X-Next-Cursor` and its address in `Link` "
+            '(`rel="next"`)'
+        },
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
+    )
+
+
+class DecompositionSchema(ma.Schema):
+    id = fields.UUID(required=True)
+    team_id = fields.UUID(required=True)
+    goal = fields.String(required=True)
+    max_depth = fields.Integer(required=True)
+    status = _choice(
+        DecompositionStatus,
+        required=True,
+        metadata={
+            "description": "queued, then planning (by a worker's planner), then succeeded, "
+            "failed or cancelled"
+        },
+    )
+    attempts = fields.Integer(
+        required=True,
+        metadata={"description": "planning attempts begun (a lost worker's is begun again)"},
+    )
+    error = fields.String(required=True, allow_none=True)
+    task_ids = fields.List(
+        fields.UUID(),
+        required=True,
+        allow_none=True,
+        metadata={"description": "once succeeded: the tasks created, parents before children"},
+    )
+    tokens_used = fields.Integer(required=True)
+    cost = fields.Float(required=True)
+    created_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(required=True, allow_none=True)
+    finished_at = fields.DateTime(required=True, allow_none=True)
+
+
+class IdempotencyHeaderSchema(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=[validate.Length(min=1, max=200), not_blank],
+        metadata={
+            "description": "the same key (for the same goal and max_depth) gives back the "
+            "decomposition it first made instead of queuing another: retry a request freely"
+        },
+    )
+
+
+class DecompositionListQuerySchema(CursorPageSchema):
+    status = _choice(DecompositionStatus)
+
+
 # --- dependencies ------------------------------------------------------------------------------
 
 
@@ -377,16 +444,7 @@ class DependencyGraphSchema(ma.Schema):
 MAX_OFFSET = 10_000
 
 
-class PageQuerySchema(ma.Schema):
-    limit = fields.Integer(
-        load_default=100,
-        validate=validate.Range(min=1, max=1000),
-        metadata={
-            "description": "at most this many (a page). A page followed by more carries the "
-            "next page's cursor in `X-Next-Cursor` and its address in `Link` "
-            '(`rel="next"`)'
-        },
-    )
+class PageQuerySchema(CursorPageSchema):
     offset = fields.Integer(
         load_default=0,
         validate=validate.Range(
@@ -396,10 +454,6 @@ class PageQuerySchema(ma.Schema):
             "(the X-Next-Cursor of the page before)",
         ),
         metadata={"description": "skip this many (after `after`, if given)"},
-    )
-    after = fields.String(
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
     )
 
 

@@ -83,5 +83,42 @@ def test_history_older_than_the_retention_goes(
 
 def test_no_retention_keeps_everything(worked_team: uuid.UUID) -> None:
     before = counts(worked_team)
-    assert retention.prune_history() == retention.Pruned(0, 0)
+    assert retention.prune_history() == retention.Pruned(0, 0, 0)
     assert counts(worked_team) == before
+
+
+def test_decompositions_that_ended_before_the_retention_go(retention_days: None) -> None:
+    team = TeamFactory()
+    ManagerFactory(team=team)
+    team_id = uuid.UUID(str(team.id))
+    # (status, days since it finished or was created)
+    rows = [
+        ("succeeded", 40),
+        ("failed", 40),
+        ("cancelled", 40),
+        ("succeeded", 5),
+        ("queued", 40),  # open, however old: kept
+        ("planning", 40),
+    ]
+    with get_engine().begin() as conn:
+        for status, days in rows:
+            conn.execute(
+                text(
+                    "INSERT INTO decompositions (team_id, goal, max_depth, status, created_at, "
+                    "finished_at) VALUES (:t, 'goal', 3, CAST(:s AS decomposition_status), "
+                    "now() - make_interval(days => :d), "
+                    "CASE WHEN :final THEN now() - make_interval(days => :d) END)"
+                ),
+                {
+                    "t": team_id,
+                    "s": status,
+                    "d": days,
+                    "final": status not in ("queued", "planning"),
+                },
+            )
+    assert retention.prune_history().decompositions == 3
+    with get_engine().connect() as conn:
+        kept = conn.execute(
+            text("SELECT status::text FROM decompositions ORDER BY status")
+        ).scalars()
+        assert sorted(kept) == ["planning", "queued", "succeeded"]

@@ -60,7 +60,13 @@ def test_upgrade_downgrade_upgrade(scratch_url: str) -> None:
         with engine.connect() as conn:
             head = inventory(conn)
             assert head["tables"] == set(Base.metadata.tables)
-            assert head["types"] == {"task_status", "team_status", "member_status", "member_role"}
+            assert head["types"] == {
+                "task_status",
+                "team_status",
+                "member_status",
+                "member_role",
+                "decomposition_status",
+            }
             assert head["functions"] >= {
                 "skills_valid",
                 "task_dependencies_same_team",

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from flask_smorest import Blueprint
 
-from webapp.views import assignments, dependencies, events, members, ops, tasks, teams
+from webapp.views import (
+    assignments,
+    decompositions,
+    dependencies,
+    events,
+    members,
+    ops,
+    tasks,
+    teams,
+)
 
 BLUEPRINTS: tuple[Blueprint, ...] = (
     teams.blp,
     members.blp,
     tasks.blp,
+    decompositions.blp,
     dependencies.blp,
     assignments.blp,
     events.blp,
