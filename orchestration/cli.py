@@ -14,6 +14,12 @@
     orch depend|undepend TEAM_ID TASK_ID ON_TASK_ID
     orch tree TEAM_ID TASK_ID                    a task's hierarchy with status and assignees
     orch decompose TEAM_ID "goal"                the manager's planner makes a task tree
+    orch decompose TEAM_ID "goal" --background [--key KEY]
+                                                 queues it instead; prints its id (only)
+    orch decompositions TEAM_ID [--status S]     goals queued with --background, newest first
+    orch decomposition TEAM_ID DECOMPOSITION_ID [--wait [--timeout S]] [--cancel]
+                                                 one's status; --wait: until it ends (exit 1
+                                                 unless it succeeded); --cancel: cancels it
     orch events TEAM_ID [--follow] [--timeout S] the team's live events, one line each
     orch demo                                    `make demo`
 
@@ -70,8 +76,13 @@ STATUS_STYLE = {
     "inactive": "grey62",
     "idle": "white",
     "offline": "grey50",
+    "queued": "white",
+    "planning": "yellow",
+    "succeeded": "green",
 }
 SPECIALIZATIONS = ("Technical Executor", "Content Creator", "Researcher/Analyzer")
+DECOMPOSITION_STATUSES = ("queued", "planning", "succeeded", "failed", "cancelled")
+DECOMPOSITION_FINAL = ("succeeded", "failed", "cancelled")
 
 EXIT_API_ERROR = 1
 EXIT_UNREACHABLE = 3
@@ -452,14 +463,29 @@ def token_create(client: Client, team_id: str) -> None:
 def listed(client: Client, path: str, empty: str) -> list[Any] | None:
     """The rows GET path answers, for a table; None when they are printed already: as the
     API's JSON with --json, or as `empty` when there are none."""
-    rows: list[Any] = client.call("GET", path)
+    page = listed_page(client, path, empty)
+    return None if page is None else page[0]
+
+
+def listed_page(
+    client: Client, path: str, empty: str, params: dict[str, Any] | None = None
+) -> tuple[list[Any], str | None] | None:
+    """As listed, for a paged list: its rows and the next page's cursor (X-Next-Cursor;
+    None on the last page), which --json prints on stderr. `params`: the query (None values
+    left out)."""
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    response = client.request("GET", path, params=query)
+    rows: list[Any] = response.json()
+    cursor = response.headers.get("X-Next-Cursor")
     if client.as_json:
         print_json(rows)
+        if cursor:
+            err().print(f"more: --after {cursor}", soft_wrap=True)
         return None
     if not rows:
         out().print(empty)
         return None
-    return rows
+    return rows, cursor
 
 
 @token_group.command("list")
@@ -673,21 +699,15 @@ def tasks_cmd(
     client: Client, team_id: str, status: str | None, limit: int | None, after: str | None
 ) -> None:
     """The tasks of TEAM_ID, highest priority first."""
-    params = {"status": status, "limit": limit, "after": after}
-    response = client.request(
-        "GET",
+    page = listed_page(
+        client,
         f"/teams/{team_id}/tasks",
-        params={k: v for k, v in params.items() if v is not None},
+        "No tasks" + (f" with status {status}." if status else "."),
+        {"status": status, "limit": limit, "after": after},
     )
-    tasks, cursor = response.json(), response.headers.get("X-Next-Cursor")
-    if client.as_json:
-        print_json(tasks)
-        if cursor:
-            err().print(f"more: --after {cursor}", soft_wrap=True)
+    if page is None:
         return
-    if not tasks:
-        out().print("No tasks" + (f" with status {status}." if status else "."))
-        return
+    tasks, cursor = page
     names = member_names(client, team_id)
     table = Table(title=f"Tasks ({len(tasks)})", title_justify="left", show_lines=True)
     table.add_column("task (title, id)", min_width=36)
@@ -704,6 +724,11 @@ def tasks_cmd(
             f"[dim]{(t.get('parent_task_id') or '-')[:8]}[/]",
         )
     out().print(table, soft_wrap=False)
+    more_follow(cursor)
+
+
+def more_follow(cursor: str | None) -> None:
+    """Under a table of a page: how to ask for the next one."""
     if cursor:
         out().print(f"More follow: add --after {cursor}", soft_wrap=True, highlight=False)
 
@@ -891,12 +916,40 @@ def tree_cmd(client: Client, team_id: str, task_id: str) -> None:
 @click.argument("team_id")
 @click.argument("goal")
 @click.option("--max-depth", type=int, default=None, help="Deepest level created (3).")
+@click.option(
+    "--background",
+    is_flag=True,
+    help="Queue GOAL for a worker's planner and print the decomposition's id at once.",
+)
+@click.option(
+    "--key",
+    default=None,
+    metavar="KEY",
+    help="With --background: an Idempotency-Key; the same key (goal, depth) gives back the "
+    "decomposition it first queued instead of another.",
+)
 @pass_client
-def decompose_cmd(client: Client, team_id: str, goal: str, max_depth: int | None) -> None:
-    """Have the manager's planner turn GOAL into a task tree (the team needs a manager)."""
+def decompose_cmd(
+    client: Client,
+    team_id: str,
+    goal: str,
+    max_depth: int | None,
+    background: bool,
+    key: str | None,
+) -> None:
+    """Have the manager's planner turn GOAL into a task tree (the team needs a manager).
+
+    With --background: queued instead of waited for; prints the decomposition's id (for
+    scripts: `D=$(orch decompose T GOAL --background)`), the rest on stderr. Follow it with
+    `orch decomposition TEAM_ID D --wait`."""
+    if key is not None and not background:
+        raise click.UsageError("--key goes with --background")
     body: dict[str, Any] = {"goal": goal}
     if max_depth is not None:
         body["max_depth"] = max_depth
+    if background:
+        queue_decomposition(client, team_id, body, key)
+        return
     tasks = client.call("POST", f"/teams/{team_id}/decompose", json=body)
     if client.as_json:
         print_json(tasks)
@@ -913,6 +966,166 @@ def decompose_cmd(client: Client, team_id: str, goal: str, max_depth: int | None
         nodes[task["id"]] = node
     for root in roots:
         out().print(root, soft_wrap=False)
+
+
+def queue_decomposition(
+    client: Client, team_id: str, body: dict[str, Any], key: str | None
+) -> None:
+    response = client.request(
+        "POST",
+        f"/teams/{team_id}/decompositions",
+        json=body,
+        headers={"Idempotency-Key": key} if key is not None else {},
+    )
+    made = response.json()
+    if client.as_json:
+        print_json(made)
+        return
+    click.echo(made["id"])
+    if response.headers.get("Idempotent-Replayed") == "true":
+        err().print(f"Queued already with this key: {styled(made['status'])}")
+    else:
+        err().print(f"Queued for the planner: {styled(made['status'])}")
+
+
+def shortened(text: str, width: int = 60) -> str:
+    """Text on one line, cut to `width` characters (an ellipsis ending a cut one)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def tasks_made(made: dict[str, Any]) -> str:
+    return "-" if made.get("task_ids") is None else str(len(made["task_ids"]))
+
+
+def attempts_text(attempts: int) -> str:
+    return f"{attempts} attempt{'' if attempts == 1 else 's'}"
+
+
+@cli.command("decompositions")
+@click.argument("team_id")
+@click.option(
+    "--status", type=click.Choice(DECOMPOSITION_STATUSES), default=None, help="Only these."
+)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=None, help="At most this many (a page)."
+)
+@click.option("--after", default=None, help="The page after this cursor (printed under a page).")
+@pass_client
+def decompositions_cmd(
+    client: Client, team_id: str, status: str | None, limit: int | None, after: str | None
+) -> None:
+    """The decompositions of TEAM_ID (goals queued with `orch decompose --background`), newest
+    first: status, planning attempts, tasks made."""
+    page = listed_page(
+        client,
+        f"/teams/{team_id}/decompositions",
+        "No decompositions" + (f" with status {status}." if status else "."),
+        {"status": status, "limit": limit, "after": after},
+    )
+    if page is None:
+        return
+    found, cursor = page
+    table = Table(title=f"Decompositions ({len(found)})", title_justify="left", show_lines=True)
+    table.add_column("decomposition (goal, id)", min_width=36)
+    # Attempts under the status, the time on two lines: 80 columns show it all, full ids too.
+    table.add_column("status", no_wrap=True)
+    table.add_column("tasks", justify="right")
+    table.add_column("created", max_width=10)
+    for d in found:
+        table.add_row(
+            f"[bold]{escape(shortened(d['goal']))}[/]\n[dim]{d['id']}[/]",
+            f"{styled(d['status'])}\n[dim]{attempts_text(d['attempts'])}[/]",
+            tasks_made(d),
+            moment_text(d["created_at"]),
+        )
+    out().print(table, soft_wrap=False)
+    more_follow(cursor)
+
+
+def print_decomposition(client: Client, made: dict[str, Any]) -> None:
+    if client.as_json:
+        print_json(made)
+        return
+    console = out()
+    console.print(f"Decomposition {made['id']}: {styled(made['status'])}")
+    console.print(f"  goal      {escape(' '.join(made['goal'].split()))}")
+    console.print(f"  attempts  {made['attempts']}")
+    tasks = tasks_made(made)
+    if made.get("task_ids"):
+        tasks += f" (the root: {made['task_ids'][0]}, see `orch tree`)"
+    console.print(f"  tasks     {tasks}")
+    console.print(f"  usage     {made['tokens_used']} tokens, cost {made['cost']:.6f}")
+    console.print(f"  created   {moment_text(made['created_at'])}")
+    if made.get("finished_at"):
+        console.print(f"  finished  {moment_text(made['finished_at'])}")
+    if made.get("error"):
+        console.print(f"  error     [red]{escape(made['error'])}[/]")
+
+
+def waited_for(client: Client, path: str, timeout: float) -> dict[str, Any]:
+    """The decomposition at path once final: polled every 0.5 s, backing off to 2 s; refused
+    (exit 1) when it is not final after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = 0.5
+    seen = None
+    while True:
+        made: dict[str, Any] = client.call("GET", path)
+        if made["status"] in DECOMPOSITION_FINAL:
+            return made
+        if made["status"] != seen and not client.as_json:
+            err().print(f"[dim]Decomposition {made['id']}: {made['status']}…[/]")
+        seen = made["status"]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            fail(f"decomposition {made['id']} is still {made['status']} after {timeout:g} s")
+        time.sleep(min(pause, left))
+        pause = min(pause * 1.5, 2.0)
+
+
+@cli.command("decomposition")
+@click.argument("team_id")
+@click.argument("decomposition_id")
+@click.option("--wait", "-w", is_flag=True, help="Wait until it succeeds, fails or is cancelled.")
+@click.option(
+    "--timeout",
+    "-t",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --wait: give up (exit 1) after this many seconds (300). Implies --wait.",
+)
+@click.option("--cancel", is_flag=True, help="Cancel it (while queued or planning).")
+@pass_client
+def decomposition_cmd(
+    client: Client,
+    team_id: str,
+    decomposition_id: str,
+    wait: bool,
+    timeout: float | None,
+    cancel: bool,
+) -> None:
+    """A decomposition of TEAM_ID: its status, planning attempts, error, tasks made, usage.
+
+    With --wait: polls until it is final; exit status 0 when it succeeded, 1 when it failed or
+    was cancelled (its error printed). With --cancel: cancels it and prints its new status."""
+    path = f"/teams/{team_id}/decompositions/{decomposition_id}"
+    waiting = wait or timeout is not None
+    if cancel and waiting:
+        raise click.UsageError("--cancel does not go with --wait or --timeout")
+    if cancel:
+        made = client.call("POST", f"{path}/cancel")
+        if client.as_json:
+            print_json(made)
+            return
+        out().print(f"Cancelled decomposition {made['id']}: {styled(made['status'])}")
+        return
+    if not waiting:
+        print_decomposition(client, client.call("GET", path))
+        return
+    made = waited_for(client, path, 300.0 if timeout is None else timeout)
+    print_decomposition(client, made)
+    if made["status"] != "succeeded":
+        fail(f"decomposition {made['id']} {made['status']}: {made.get('error') or 'no tasks made'}")
 
 
 # --- events ------------------------------------------------------------------------------------
