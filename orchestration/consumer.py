@@ -809,15 +809,17 @@ class AgentConsumer:
         repeated = _Repeats()
         while not self._stop_reading.is_set():
             try:
-                planned = planning.run_next(self.name, self._stop_reading)
+                claimed = planning.claim_next(self.name)
                 repeated.clear()
+                if claimed is not None:
+                    self._plan(claimed)
             except Exception as exc:
                 # A schema behind the code is the stream reader's to say (once).
                 if migration_needed(exc) is None and repeated.due(exc):
                     log.warning("planning: %s; retrying", exc)
                 self._stop_reading.wait(PLANNING_POLL)
                 continue
-            if planned:
+            if claimed is not None:
                 continue
             # Listened to a second at a time, so that a stopping process is not held.
             look_again = time.monotonic() + PLANNING_POLL
@@ -827,6 +829,22 @@ class AgentConsumer:
                         break
                 except Exception:  # Redis away (or its client reset): the look finds the work
                     self._stop_reading.wait(1.0)
+
+    def _plan(self, claimed: planning.Claimed) -> None:
+        uid = (
+            self.monitor.planning(claimed.team_id, claimed.id, claimed.attempt)
+            if self.monitor
+            else None
+        )
+        began = time.monotonic()
+        try:
+            result = planning.plan(claimed, self._stop_reading)
+        except Exception as exc:
+            if self.monitor and uid:
+                self.monitor.crashed(uid, exc)
+            raise
+        if self.monitor and uid:
+            self.monitor.finished(uid, result, time.monotonic() - began)
 
     # -- cancellations ---------------------------------------------------------------------
 

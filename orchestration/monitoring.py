@@ -1,5 +1,6 @@
 """Agent executions as Celery task events, so Flower (and `celery events`) shows each run of a
-task by an agent as an `orchestration.execute_task` with the team and task it belongs to."""
+task by an agent as an `orchestration.execute_task` with the team and task it belongs to, and
+each planning of a decomposition as an `orchestration.plan_goal`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from orchestration import streams
 log = logging.getLogger(__name__)
 
 TASK_NAME = "orchestration.execute_task"
+PLANNING_NAME = "orchestration.plan_goal"
 FAILED_RESULTS = ("failed", "dead_letter")
 
 
@@ -71,13 +73,29 @@ class CeleryEvents:
             self.flush()
 
     def started(self, entry: streams.Entry) -> str:
-        uid = execution_id(entry)
+        return self._began(
+            execution_id(entry),
+            TASK_NAME,
+            [str(entry.team_id), str(entry.task_id)],
+            {"worker_id": str(entry.worker_id), "entry_id": entry.entry_id},
+        )
+
+    def planning(self, team_id: uuid.UUID, decomposition_id: uuid.UUID, attempt: int) -> str:
+        """A decomposition's planning attempt, shown as an `orchestration.plan_goal`."""
+        return self._began(
+            str(uuid.uuid4()),
+            PLANNING_NAME,
+            [str(team_id), str(decomposition_id)],
+            {"attempt": attempt},
+        )
+
+    def _began(self, uid: str, name: str, args: list[str], kwargs: dict[str, Any]) -> str:
         self._send(
             "task-received",
             uuid=uid,
-            name=TASK_NAME,
-            args=repr([str(entry.team_id), str(entry.task_id)]),
-            kwargs=repr({"worker_id": str(entry.worker_id), "entry_id": entry.entry_id}),
+            name=name,
+            args=repr(args),
+            kwargs=repr(kwargs),
             retries=0,
             eta=None,
             root_id=uid,

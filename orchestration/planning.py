@@ -174,17 +174,29 @@ def cancel(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
 
 
 def run_next(consumer: str, stopping: threading.Event) -> bool:
-    """Plan the oldest open decomposition, if there is one (False: there was none). Setting
-    `stopping` (the process shuts down) ends the planner early and gives its decomposition
-    back for another consumer, unless its plan came first."""
-    _fail_abandoned()
-    claimed = _claim(consumer)
+    """Plan the oldest open decomposition, if there is one (False: there was none)."""
+    claimed = claim_next(consumer)
     if claimed is None:
         return False
+    plan(claimed, stopping)
+    return True
+
+
+def claim_next(consumer: str) -> Claimed | None:
+    """Fail the decompositions lost every attempt; then claim the oldest open one for this
+    consumer, if there is one."""
+    _fail_abandoned()
+    return _claim(consumer)
+
+
+def plan(claimed: Claimed, stopping: threading.Event) -> str:
+    """Plan a claimed decomposition: what became of it, "succeeded", "failed", "requeued"
+    (given back) or "discarded" (cancelled, or taken over by another consumer meanwhile).
+    Setting `stopping` (the process shuts down) ends the planner early and gives the
+    decomposition back for another consumer, unless its plan came first."""
     with log_context(team_id=claimed.team_id):
         log.info("decomposition %s: planning, attempt %d", claimed.id, claimed.attempt)
-        _plan(claimed, stopping)
-    return True
+        return _plan(claimed, stopping)
 
 
 def _lease() -> float:
@@ -263,39 +275,38 @@ class _Lease:
         self._thread.join()
 
 
-def _plan(claimed: Claimed, stopping: threading.Event) -> None:
+def _plan(claimed: Claimed, stopping: threading.Event) -> str:
     lease = _Lease(claimed, stopping)
     tokens, cost = 0, Decimal(0)
     try:
         try:
-            plan, tokens, cost = decomposition.planned(
+            goal_plan, tokens, cost = decomposition.planned(
                 claimed.team_id, claimed.goal, claimed.max_depth, lease.stop
             )
         except AgentError as exc:
             tokens, cost = exc.tokens, Decimal(exc.cost)
             if lease.lost.is_set():
                 log.info("decomposition %s: no longer this attempt's", claimed.id)
-            elif stopping.is_set() and not isinstance(exc, AgentTimeout):
+                return "discarded"
+            if stopping.is_set() and not isinstance(exc, AgentTimeout):
                 _requeue(claimed)
-            else:
-                _failed(claimed, str(exc))
-            return
+                return "requeued"
+            return _failed(claimed, str(exc))
         except (NoManager, NotFound) as exc:
-            _failed(claimed, str(exc))
-            return
+            return _failed(claimed, str(exc))
         try:
-            tasks = _create(claimed, plan, lease)
+            tasks = _create(claimed, goal_plan, lease)
         except _ClaimLost:
             log.info("decomposition %s: cancelled or taken over; its plan is discarded", claimed.id)
-            return
+            return "discarded"
         except OrchestrationError as exc:
             # The plan itself cannot be created (a cycle, a depth that merges one, ...).
-            _failed(claimed, str(exc))
-            return
+            return _failed(claimed, str(exc))
         log.info("decomposition %s: %d tasks created", claimed.id, len(tasks))
+        return "succeeded"
     except Exception as exc:
         log.exception("decomposition %s: unexpected error", claimed.id)
-        _failed(claimed, f"unexpected error: {type(exc).__name__}: {exc}")
+        return _failed(claimed, f"unexpected error: {type(exc).__name__}: {exc}")
     finally:
         lease.end()
         _record_usage(claimed, tokens, Decimal(cost))
@@ -339,7 +350,8 @@ def _succeeded(session: Session, claimed: Claimed, task_ids: Sequence[uuid.UUID]
     )
 
 
-def _failed(claimed: Claimed, error: str) -> None:
+def _failed(claimed: Claimed, error: str) -> str:
+    """Fail the decomposition if this attempt still holds it: "failed", else "discarded"."""
     error = made_storable(error)
     with events.transaction() as session:
         team_id = session.execute(
@@ -348,8 +360,10 @@ def _failed(claimed: Claimed, error: str) -> None:
         ).scalar_one_or_none()
         if team_id is not None:
             events.record_many(session, [_failed_event(team_id, claimed.id, error)])
-    if team_id is not None:
-        log.warning("decomposition %s failed: %s", claimed.id, error)
+    if team_id is None:
+        return "discarded"
+    log.warning("decomposition %s failed: %s", claimed.id, error)
+    return "failed"
 
 
 def _requeue(claimed: Claimed) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from orchestration import lifecycle
+from orchestration import lifecycle, planning
 from orchestration.celery import app
 from orchestration.decomposition import create_task
 from orchestration.teams import add_member, create_team
@@ -131,4 +131,45 @@ def test_e2e_task_events_off_sends_none_and_the_work_still_runs(workers: Procs) 
     # (task-sent events come from this process, which publishes the passes.)
     worker_kinds = ("task-received", "task-started", "task-succeeded", "task-failed")
     assert [e for e in log.events if e["type"] in worker_kinds] == []
+    check_invariants(team_id)
+
+
+def test_e2e_a_decomposition_planned_in_the_background_shows_in_flower(
+    workers: Procs, flower_url: str
+) -> None:
+    log = EventLog()
+    log.thread.start()
+    assert log.ready.wait(10)
+    workers.start_workers(1)
+    team = create_team(f"plans-{uuid.uuid4().hex[:6]}")
+    team_id = uuid.UUID(str(team.id))
+    add_member(team_id, "manager", agent_id="m")
+    add_member(team_id, "worker", agent_id="w")
+    made, _ = planning.submit(team_id, "Write a report on the market", 2)
+    lifecycle.start_team(team_id)
+    wait_until(
+        "the decomposition planned",
+        lambda: planning.get(team_id, made.id).status.value == "succeeded",
+        team_id,
+        workers,
+        timeout=30,
+    )
+    wait_until("the tasks to finish", all_final(team_id), team_id, workers, timeout=30)
+    shown: dict[str, Any] = {}
+    deadline = time.monotonic() + 10
+    plans: list[str] = []
+    while time.monotonic() < deadline:
+        reply = requests.get(f"{flower_url}/api/tasks", auth=("admin", "s3cret"), timeout=5)
+        reply.raise_for_status()
+        shown = reply.json()
+        plans = [u for u, t in shown.items() if t["name"] == "orchestration.plan_goal"]
+        if plans and all(shown[u]["state"] == "SUCCESS" for u in plans):
+            break
+        time.sleep(0.3)
+    log.stop.set()
+    [uid] = plans
+    assert ast.literal_eval(shown[uid]["args"]) == [str(team_id), str(made.id)]
+    assert ast.literal_eval(shown[uid]["kwargs"]) == {"attempt": 1}
+    assert shown[uid]["state"] == "SUCCESS"
+    assert ast.literal_eval(shown[uid]["result"]) == "succeeded"
     check_invariants(team_id)

@@ -179,12 +179,12 @@ def test_cancel_before_the_plan_comes_creates_nothing(
     api: ApiClient, managed: dict[str, Any], session: Session
 ) -> None:
     made = submitted(api, managed["id"])
-    claimed = planning._claim("test-consumer")
+    claimed = planning.claim_next("test-consumer")
     assert claimed is not None and claimed.id == uuid.UUID(made["id"])
     cancelled = api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     # The attempt that was planning finishes its plan: it is discarded.
-    planning._plan(claimed, threading.Event())
+    planning.plan(claimed, threading.Event())
     assert stored(session, made["id"]).status == "cancelled"
     assert task_count(session, managed["id"]) == 0
     assert_error(api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel"), 409)
@@ -210,17 +210,17 @@ def test_a_lost_consumers_decomposition_is_planned_once_by_another(
     api: ApiClient, managed: dict[str, Any], session: Session
 ) -> None:
     made = submitted(api, managed["id"])
-    lost = planning._claim("consumer-a")
+    lost = planning.claim_next("consumer-a")
     assert lost is not None
     # While its lease holds, nobody else takes it.
-    assert planning._claim("consumer-b") is None
+    assert planning.claim_next("consumer-b") is None
     expire_lease(session, made["id"])
-    taken = planning._claim("consumer-b")
+    taken = planning.claim_next("consumer-b")
     assert taken is not None and taken.attempt == 2
     assert stored(session, made["id"]).claimed_by == "consumer-b"
-    planning._plan(taken, threading.Event())
+    planning.plan(taken, threading.Event())
     # The first consumer was only slow, not dead: its late plan changes nothing.
-    planning._plan(lost, threading.Event())
+    planning.plan(lost, threading.Event())
     row = stored(session, made["id"])
     assert row.status == "succeeded" and row.attempts == 2
     assert task_count(session, managed["id"]) == len(row.task_ids or []) > 0
@@ -232,7 +232,7 @@ def test_a_decomposition_lost_every_attempt_fails(
 ) -> None:
     made = submitted(api, managed["id"])
     for attempt in range(1, planning.MAX_ATTEMPTS + 1):
-        claimed = planning._claim(f"consumer-{attempt}")
+        claimed = planning.claim_next(f"consumer-{attempt}")
         assert claimed is not None and claimed.attempt == attempt
         expire_lease(session, made["id"])
     assert not planning.run_next("consumer-last", threading.Event())
@@ -251,7 +251,7 @@ def test_consumers_claiming_at_once_take_each_decomposition_once(
     lock = threading.Lock()
 
     def claim_all(name: str) -> None:
-        while (claimed := planning._claim(name)) is not None:
+        while (claimed := planning.claim_next(name)) is not None:
             with lock:
                 claims.append(str(claimed.id))
 
@@ -356,7 +356,7 @@ def test_metrics_show_the_open_decompositions_and_the_oldest_wait(
         .values(created_at=text("now() - interval '90 seconds'"))
     )
     session.commit()
-    assert planning._claim("metrics-test") is not None  # the oldest: now planning
+    assert planning.claim_next("metrics-test") is not None  # the oldest: now planning
     exposed = api.get("/metrics").get_data(as_text=True)
     assert 'orch_decompositions{status="queued"} 2.0' in exposed
     assert 'orch_decompositions{status="planning"} 1.0' in exposed
