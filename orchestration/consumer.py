@@ -13,15 +13,16 @@ heartbeat keeps its idle time low so that nobody reclaims a task that is still b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -157,6 +158,90 @@ class _Running:
     call_began: float  # when its current execution or review began
     timed_out: float | None = None  # when the watcher ended its attempt for it
     warned: bool = False
+    returned: bool = False  # its agent returned (the watcher no longer gives it up)
+    given_up: bool = False  # the watcher gave up on its agent: its thread is not counted
+    replaced: bool = False  # ... and a spare thread took its place
+
+
+class _AgentThreads:
+    """A consumer's agent threads: `size` daemon threads take runs from one queue, so no more
+    than `size` agents work at once. An agent the watcher gave up on (past ORCH_RUN_TIMEOUT)
+    keeps its thread, since Python cannot stop one: replace() starts another in its place, up
+    to `spares` of them, and returned() brings the count back down once it returns. Daemons: a
+    hung agent never holds up the process's exit, as a ThreadPoolExecutor's threads would."""
+
+    def __init__(self, size: int, spares: int, prefix: str) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._size = size
+        self._spares = spares
+        self._prefix = prefix
+        self._alive = 0
+        self._started = 0
+        self._replaced = 0  # given-up agents still running, each with a thread in its place
+        self._surplus = 0  # threads to end when next idle (their given-up agents returned)
+        self._closed = False
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the agent threads are shut down")
+            if self._alive < self._size + self._replaced:
+                self._start()
+        self._jobs.put(lambda: fn(*args))
+
+    def _start(self) -> None:
+        self._alive += 1
+        self._started += 1
+        name = f"{self._prefix}_{self._started}"
+        threading.Thread(target=self._work, name=name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if self._surplus > 0:
+                    self._surplus -= 1
+                    self._alive -= 1
+                    return
+            job = self._jobs.get()
+            if job is None:
+                with self._lock:
+                    self._alive -= 1
+                return
+            try:
+                job()
+            except Exception:
+                log.exception("agent thread: unexpected error")
+
+    @property
+    def alive(self) -> int:
+        with self._lock:
+            return self._alive
+
+    def replace(self) -> bool:
+        """A running agent is given up on: start a thread in its place. False when every
+        spare is taken (the process runs one agent fewer until one returns)."""
+        with self._lock:
+            if self._closed or self._replaced >= self._spares:
+                return False
+            self._replaced += 1
+            self._start()
+            return True
+
+    def returned(self) -> None:
+        """A replaced agent returned at last: one thread too many, the next idle one ends."""
+        with self._lock:
+            self._replaced -= 1
+            self._surplus += 1
+
+    def shutdown(self) -> None:
+        """Take no more runs; each thread ends once the runs queued before are done (one
+        running a given-up agent, whenever that returns)."""
+        with self._lock:
+            self._closed = True
+            threads = self._size + self._spares
+        for _ in range(threads):
+            self._jobs.put(None)
 
 
 class AgentConsumer:
@@ -181,7 +266,8 @@ class AgentConsumer:
         self._claims: dict[str, str] = {}  # entry id -> claim token of the running task
         self._running: dict[str, _Running] = {}  # entry id -> its run, while its agent works
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="agent")
+        self._pool = _AgentThreads(self.concurrency, spares=self.concurrency, prefix="agent")
+        self._short = 0  # agents given up on with no spare thread left to replace them
         self._threads: list[threading.Thread] = []
         self._teams: list[uuid.UUID] = []
         self._teams_at = 0.0
@@ -229,8 +315,11 @@ class AgentConsumer:
         for thread in reader:
             thread.join(timeout)
         # Entries claimed ahead run too (they are short, or read-ahead was forced): cancelled,
-        # they would wait out the visibility timeout before another process took them.
-        self._pool.shutdown(wait=True)
+        # they would wait out the visibility timeout before another process took them. An
+        # agent given up on (ORCH_RUN_TIMEOUT) is not waited for: its attempt is over.
+        self._pool.shutdown()
+        while self._running_entries() > 0:
+            time.sleep(0.05)
         deadline = time.monotonic() + timeout
         while not self._finish_pending() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -279,12 +368,24 @@ class AgentConsumer:
             return self.settings.read_ahead
         return self.concurrency if self._typical_run < READ_AHEAD_BELOW else 0
 
+    @property
+    def agent_threads(self) -> int:
+        """Agent threads alive: more than the concurrency while agents given up on still run."""
+        return self._pool.alive
+
+    def _running_entries(self) -> int:
+        """Entries running or waiting for an agent thread (not those waiting for their commit,
+        nor those whose agents were given up on)."""
+        with self._lock:
+            return len(self._inflight) - self._waiting
+
     def _free_slots(self) -> int:
         """Entries this process can take now: free agent threads plus the read-ahead (entries
-        waiting for their commit hold no thread, but only a few rounds of them may wait)."""
+        waiting for their commit hold no thread, but only a few rounds of them may wait). A
+        thread held by an agent given up on, with no spare to replace it, is not free."""
         ahead = self.read_ahead()
         with self._lock:
-            running = len(self._inflight) - self._waiting
+            running = len(self._inflight) - self._waiting + self._short
             return min(
                 self.concurrency + ahead - running,
                 MAX_HELD * self.concurrency - len(self._inflight),
@@ -486,12 +587,22 @@ class AgentConsumer:
         uid = self.monitor.started(entry) if self.monitor else None
         began = time.monotonic()
         run = Run(agent_id=claimed.context.agent.agent_id)
+        running = _Running(entry, token, claimed.context, claimed.attempts, run, uid, began, began)
         with self._lock:
-            self._running[entry.entry_id] = _Running(
-                entry, token, claimed.context, claimed.attempts, run, uid, began, began
-            )
+            self._running[entry.entry_id] = running
         try:
             result = self._handle(entry, token, claimed, run)
+            if self._returned(running):
+                # Its attempt was ended for it (and recorded, or cancelled): what it brings is
+                # stale; the entry is acknowledged (reclaimed and found stale otherwise).
+                log.warning(
+                    "the agent given up on returned after %.0f s; its result is discarded",
+                    time.monotonic() - began,
+                )
+                with contextlib.suppress(redis.RedisError):
+                    streams.ack_many([entry])
+                self._release([entry])
+                return
             self._ran(time.monotonic() - began)
             if isinstance(result, lifecycle.Completion):
                 self._finish_later(_Finishing(entry, result, run, uid, began))
@@ -500,13 +611,57 @@ class AgentConsumer:
             self._finished(entry, run, result, uid, began)
         except Exception as exc:
             # Left pending: reclaimed after the visibility timeout.
+            self._returned(running)
             log.exception("entry %s of task %s not handled", entry.entry_id, entry.task_id)
             if self.monitor and uid:
                 self.monitor.crashed(uid, exc)
         finally:
             with self._lock:
                 self._running.pop(entry.entry_id, None)
+                handed_on = running.replaced and self._hand_on_spare()
+                if running.given_up and not running.replaced:
+                    self._short -= 1
+            if running.replaced and not handed_on:
+                self._pool.returned()
         self._release([entry])
+
+    def _hand_on_spare(self) -> bool:
+        """(Under the lock.) A replaced agent returned: its spare goes to an agent given up
+        on with none, if there is one (True), instead of ending."""
+        waiting = next((r for r in self._running.values() if r.given_up and not r.replaced), None)
+        if waiting is None:
+            return False
+        waiting.replaced = True
+        self._short -= 1
+        return True
+
+    def _returned(self, running: _Running) -> bool:
+        """Its agent is back: True when the watcher had given up on it."""
+        with self._lock:
+            running.returned = True
+            return running.given_up
+
+    def _give_up(self, running: _Running) -> bool:
+        """The watcher ended the attempt of an agent that still runs: a spare thread takes
+        its place, and its entry no longer counts as running (nor is it heartbeated). False
+        when the agent was back meanwhile: its run finishes (stale) as any run does."""
+        with self._lock:
+            if running.returned:
+                return False
+            running.given_up = True
+            running.replaced = self._pool.replace()
+            self._inflight.pop(running.entry.entry_id, None)
+            if not running.replaced:
+                self._short += 1
+        self._slot_freed.set()
+        if running.replaced:
+            log.warning("a spare agent thread takes the place of the agent given up on")
+        else:
+            log.error(
+                "every spare agent thread is taken by agents given up on: this process runs "
+                "one agent fewer until one returns"
+            )
+        return True
 
     def _ran(self, took: float) -> None:
         with self._lock:
@@ -889,7 +1044,7 @@ class AgentConsumer:
         """End the attempt of each run whose execution or review has outlived ORCH_RUN_TIMEOUT:
         a failed attempt like any other (retried with backoff, or the task fails), its agent
         asked to stop. Whatever the agent returns later is stale. Python cannot stop a thread:
-        one that never returns keeps this process one agent thread short."""
+        a spare one takes its place (_give_up), up to as many as the agent threads."""
         limit = self.settings.run_timeout
         if limit <= 0:
             return
@@ -910,9 +1065,11 @@ class AgentConsumer:
         for r in stuck:
             with log_context(team_id=r.entry.team_id, task_id=r.entry.task_id):
                 log.error(
-                    "the agent is still running %.0f s after its time limit: this process "
-                    "has one agent thread fewer until it returns",
+                    "the agent given up on is still running %.0f s after its time limit (%s)",
                     now - r.call_began,
+                    "a spare thread has its place"
+                    if r.replaced
+                    else "this process has one agent thread fewer until it returns",
                 )
         for r in overdue:
             with log_context(
@@ -926,8 +1083,13 @@ class AgentConsumer:
                     continue
                 r.timed_out = time.monotonic()
                 r.context.cancelled.set()
+                given_up = self._give_up(r)
                 if result == "stale":
-                    continue  # its outcome (or a cancel) got there first: the run records it
+                    # A cancel (or its outcome) got there first: the run records it when its
+                    # agent returns, unless that agent is given up on.
+                    if given_up:
+                        self._finished(r.entry, r.run, "stale", r.uid, r.began)
+                    continue
                 with self._lock:
                     self._claims.pop(r.entry.entry_id, None)
                 try:

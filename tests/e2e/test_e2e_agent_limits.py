@@ -62,3 +62,27 @@ def test_e2e_a_run_past_the_time_limit_is_retried_while_its_agent_hangs(
     # The hung first attempt returns at last: stale, it changes nothing.
     workers.wait_for_log(worker, "run stopped: the task was cancelled", timeout=20)
     assert check_invariants(team_id) == {"completed": 1}
+
+
+def test_e2e_a_hung_agent_neither_takes_capacity_nor_holds_up_its_workers_stop(
+    workers: Procs,
+) -> None:
+    # One agent thread, whose first agent hangs a minute deaf to any request to stop.
+    workers.env_vars.update(
+        ORCH_RUN_TIMEOUT="1",
+        ORCH_EXECUTOR="tests.fakes.callables:hangs_first_attempt",
+        ORCH_AGENT_CONCURRENCY="1",
+    )
+    [worker] = workers.start_workers(1)
+    workers.start_beat()
+    team_id = make_team([3])
+    hung = new_task(team_id, "hangs once", priority=9, input_data={"hang": 60.0})
+    quick = [new_task(team_id, f"quick {n}") for n in range(3)]
+    wait_until("the work around the hung agent", all_final(team_id), team_id, workers, timeout=30)
+    workers.wait_for_log(worker, "a spare agent thread takes the place", timeout=5)
+    assert {status_of(team_id, t) for t in [hung, *quick]} == {"completed"}, describe(team_id)
+    assert check_invariants(team_id) == {"completed": 4}
+    # A warm shutdown waits for the work in flight, not for the agent whose attempt is over.
+    workers.stop(worker, timeout=20)
+    assert worker.popen.returncode == 0, workers.tails()
+    assert "Warm shutdown" in worker.log.read_text(errors="replace")

@@ -120,3 +120,78 @@ def test_a_review_past_the_time_limit_fails_the_task_once_attempts_are_spent(
     row = task_row(task)
     assert row.error_message == "failed after 1 attempt(s): timed out after 1 s (ORCH_RUN_TIMEOUT)"
     check_invariants(team_id)
+
+
+def test_a_hung_agent_does_not_take_its_process_capacity(limited: None) -> None:
+    # One agent thread: the hung agent's spare thread runs everything else meanwhile.
+    team_id = active_team(workers=1, capacity=3)
+    hung = new_task(team_id, "hangs once", input_data={"hang": 12.0})
+    others = [new_task(team_id, f"quick {n}") for n in range(2)]
+    executor = HangingExecutor()
+    consumer = AgentConsumer(concurrency=1, executor=executor)
+    consumer.start()
+    try:
+        run_until(
+            team_id,
+            lambda: all(task_row(t).status is TaskStatus.COMPLETED for t in [hung, *others]),
+        )
+        # All done on the spare thread while the first agent still sleeps.
+        assert (1, True) not in executor.runs
+        assert consumer.agent_threads == 2
+        check_invariants(team_id)
+        run_until(team_id, lambda: (1, True) in executor.runs)  # it returns at last
+        run_until(team_id, lambda: consumer.agent_threads == 1)  # and its thread ends
+    finally:
+        consumer.stop()
+    row = task_row(hung)
+    assert (row.status, row.attempts, row.output_data) == (TaskStatus.COMPLETED, 2, {"attempt": 2})
+    check_invariants(team_id)
+
+
+def test_a_stopping_consumer_does_not_wait_for_a_hung_agent(limited: None) -> None:
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "hangs once", input_data={"hang": 30.0})
+    executor = HangingExecutor()
+    consumer = AgentConsumer(concurrency=1, executor=executor)
+    consumer.start()
+    try:
+        run_until(team_id, lambda: task_row(task).status is TaskStatus.COMPLETED)
+    finally:
+        began = time.monotonic()
+        consumer.stop()
+        stopped_in = time.monotonic() - began
+    # Its attempt is over: the stop waited for the rest, not for the agent's 30 s.
+    assert stopped_in < 15, stopped_in
+    assert executor.runs == [(2, False)]
+    check_invariants(team_id)
+
+
+def test_with_every_spare_taken_a_returning_agent_hands_its_spare_on(
+    limited: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One agent thread, so one spare: the second hung agent finds none, and waits for the
+    # first to come back and hand its spare on.
+    team_id = active_team(workers=1, capacity=3)
+    first = new_task(team_id, "hangs first", priority=9, input_data={"hang": 6.0})
+    second = new_task(team_id, "hangs second", priority=8, input_data={"hang": 10.0})
+    quick = new_task(team_id, "quick", priority=1)
+    executor = HangingExecutor()
+    consumer = AgentConsumer(concurrency=1, executor=executor)
+    consumer.start()
+    try:
+        run_until(team_id, lambda: "every spare agent thread is taken" in caplog.text)
+        assert consumer.agent_threads == 2  # the first's spare runs the second: no third
+        assert task_row(quick).status is not TaskStatus.COMPLETED  # no thread is free for it
+        run_until(
+            team_id,
+            lambda: all(task_row(t).status is TaskStatus.COMPLETED for t in (first, second, quick)),
+        )
+        # The first came back and its thread took the second's place: the quick task and both
+        # retries ran on it while the second still slept.
+        assert sorted(executor.runs) == [(1, False), (1, True), (2, False), (2, False)]
+        run_until(team_id, lambda: len(executor.runs) == 5)  # the second returns at last
+        run_until(team_id, lambda: consumer.agent_threads == 1)
+    finally:
+        consumer.stop()
+    assert consumer._short == 0
+    check_invariants(team_id)
