@@ -9,11 +9,17 @@ ORCH_VISIBILITY_TIMEOUT=5) and TWO `celery -A orchestration beat` processes, whi
 - Redis is restarted empty once (SHUTDOWN NOSAVE, then a new server on the same port);
 - PostgreSQL is restarted once (`pg_ctl restart -m immediate`: a crash and WAL recovery).
 
+Meanwhile a second team gets goals decomposed in the background (POST .../decompositions, one
+every ~1.5 s, each submitted with an Idempotency-Key and resubmitted while the database is away),
+planned by the workers' planning threads through the same faults, and its tasks run too.
+
 While the run lasts, the members' load is sampled against their capacity. At the end it counts
 tasks lost (not final), completed twice (two completion events, or a completion counted twice),
 workers over capacity (ever sampled, and at the end) and counter drift (load vs work in flight,
-outcome counters vs outcomes, unmet dependency counts, order), writes
-bench/results/chaos.json and exits 1 unless every count is 0 and the run finished.
+outcome counters vs outcomes, unmet dependency counts, order), over both teams; and
+decompositions that did not succeed or whose plan was created twice (tasks of the team that no
+decomposition names). It writes bench/results/chaos.json and exits 1 unless every count is 0
+and the run finished.
 """
 
 from __future__ import annotations
@@ -150,6 +156,22 @@ def _over_capacity_now(team: uuid.UUID) -> int:
         )
 
 
+def _plans_settled(team: uuid.UUID) -> bool:
+    """Every decomposition of the planning team ended, and every task it made too."""
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        waiting = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM decompositions WHERE team_id = :t "
+                "AND status IN ('queued', 'planning')) + (SELECT count(*) FROM tasks "
+                "WHERE team_id = :t AND status NOT IN ('completed', 'failed', 'cancelled'))"
+            ),
+            {"t": team},
+        ).scalar()
+    return not waiting
+
+
 def _final_checks(team: uuid.UUID) -> dict[str, Any]:
     from db.engine import get_engine
     from tests.support.invariants import measure_invariants
@@ -199,8 +221,41 @@ def _final_checks(team: uuid.UUID) -> dict[str, Any]:
     }
 
 
+def _plan_checks(team: uuid.UUID) -> dict[str, int]:
+    """Decompositions not succeeded, and plans created twice: tasks of the planning team that no
+    decomposition's task_ids names (or names that do not exist)."""
+    from db.engine import get_engine
+
+    with get_engine().connect() as conn:
+        row = conn.execute(
+            text(
+                """
+                WITH named AS (
+                    SELECT unnest(task_ids) AS id FROM decompositions WHERE team_id = :t
+                )
+                SELECT
+                    (SELECT count(*) FROM decompositions
+                     WHERE team_id = :t AND status <> 'succeeded') AS not_succeeded,
+                    (SELECT count(*) FROM decompositions
+                     WHERE team_id = :t AND attempts > 1) AS planned_again,
+                    (SELECT count(*) FROM tasks
+                     WHERE team_id = :t AND id NOT IN (SELECT id FROM named)) AS unnamed,
+                    (SELECT count(*) FROM named
+                     WHERE id NOT IN (SELECT id FROM tasks WHERE team_id = :t)) AS missing
+                """
+            ),
+            {"t": team},
+        ).one()
+    return {
+        "decompositions_not_succeeded": int(row.not_succeeded),
+        "decompositions_planned_again": int(row.planned_again),
+        "plan_tasks_created_twice": int(row.unnamed),
+        "plan_tasks_missing": int(row.missing),
+    }
+
+
 def campaign(args: argparse.Namespace) -> dict[str, Any]:
-    from orchestration import lifecycle
+    from orchestration import lifecycle, planning
 
     directory = Path(tempfile.mkdtemp(prefix="orch-chaos-"))
     directory.chmod(0o755)  # the postgres user reaches its cluster below
@@ -240,26 +295,44 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
         team = harness.make_team(workers=6, capacity=3)
         tasks = _diamonds(args.tasks)
         harness.bulk_insert(team, tasks)
-        log(f"chaos: {len(tasks)} tasks in diamonds; 2 workers, 2 beats")
+        plans_team = harness.make_team(workers=2, capacity=3)
+        submitted = 0
+        log(
+            f"chaos: {len(tasks)} tasks in diamonds, {args.decompositions} decompositions; "
+            "2 workers, 2 beats"
+        )
         with processes(directory, env) as procs:
             workers, _ = procs.engine(workers=2, beats=2)
             lifecycle.start_team(team)
+            lifecycle.start_team(plans_team)
             started = time.monotonic()
+            next_submit = started
             redis_done = pg_done = False
             next_kill = time.monotonic() + rng.uniform(args.kill_every / 2, args.kill_every)
             deadline = started + args.timeout
             kills = 0
             while time.monotonic() < deadline:
+                if submitted < args.decompositions and time.monotonic() >= next_submit:
+                    # The same key again while the database is away: one decomposition.
+                    _retrying(
+                        lambda i=submitted: planning.submit(
+                            plans_team, f"Write report {i} on the market", 2, f"chaos-{i}"
+                        )
+                    )
+                    submitted += 1
+                    next_submit = time.monotonic() + 1.5
                 counts = _retrying(lambda: harness.status_counts(team))
                 done = sum(n for s, n in counts.items() if s in FINAL)
-                over = _retrying(lambda: _over_capacity_now(team))
+                over = _retrying(lambda: _over_capacity_now(team) + _over_capacity_now(plans_team))
                 if over:
                     samples_over += 1
                     max_over = max(max_over, over)
                     note("over_capacity_sample", members=over)
-                if done >= len(tasks):
-                    finished = True
-                    break
+                if done >= len(tasks) and submitted == args.decompositions:
+                    plans_done = _retrying(lambda: _plans_settled(plans_team))
+                    if plans_done:
+                        finished = True
+                        break
                 progress = done / len(tasks)
                 now = time.monotonic()
                 if now >= next_kill:
@@ -288,6 +361,8 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
             alive = [w for w in workers if w.alive()]
             note("workers_alive_at_end", count=len(alive))
         checks = _retrying(lambda: _final_checks(team))
+        plan_team_checks = _retrying(lambda: _final_checks(plans_team))
+        plan_checks = _retrying(lambda: _plan_checks(plans_team))
         result: dict[str, Any] = {
             "command": "python -m bench.chaos " + " ".join(sys.argv[1:]),
             "commit": harness.git_commit(),
@@ -299,12 +374,19 @@ def campaign(args: argparse.Namespace) -> dict[str, Any]:
             "redis_restarted_empty": redis_done,
             "postgres_restarted": pg_done,
             "beats": 2,
-            "tasks_lost": checks["tasks_lost"],
-            "completed_twice": checks["completed_twice"],
-            "workers_over_capacity": max(max_over, checks["over_capacity_at_end"]),
+            "decompositions": submitted,
+            "tasks_lost": checks["tasks_lost"] + plan_team_checks["tasks_lost"],
+            "completed_twice": checks["completed_twice"] + plan_team_checks["completed_twice"],
+            "workers_over_capacity": max(
+                max_over, checks["over_capacity_at_end"] + plan_team_checks["over_capacity_at_end"]
+            ),
             "over_capacity_samples": samples_over,
-            "counter_drift": checks["counter_drift"],
+            "counter_drift": checks["counter_drift"] + plan_team_checks["counter_drift"],
+            "decompositions_not_succeeded": plan_checks["decompositions_not_succeeded"],
+            "plans_created_twice": plan_checks["plan_tasks_created_twice"]
+            + plan_checks["plan_tasks_missing"],
             "details": checks,
+            "planning_team": {**plan_team_checks, **plan_checks},
             "events": events,
         }
         return result
@@ -328,6 +410,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kill-every", type=float, default=6.0, help="SIGKILL a worker every ~s")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--decompositions", type=int, default=12, help="goals planned meanwhile")
     p.add_argument("--keep", action="store_true", help="keep the logs and data folder")
     args = p.parse_args(argv)
     result = campaign(args)
@@ -335,15 +418,17 @@ def main(argv: list[str]) -> int:
     path = harness.write_json(name, result)
     if name == "chaos":
         report.write_chaos_summary(result)
-    verdict = {
-        k: result[k] for k in ("finished", "tasks_lost", "completed_twice", "workers_over_capacity")
-    }
-    verdict["counter_drift"] = result["counter_drift"]
-    log(f"chaos: {verdict} -> {path}")
-    ok = result["finished"] and not any(
-        result[k]
-        for k in ("tasks_lost", "completed_twice", "workers_over_capacity", "counter_drift")
+    counts = (
+        "tasks_lost",
+        "completed_twice",
+        "workers_over_capacity",
+        "counter_drift",
+        "decompositions_not_succeeded",
+        "plans_created_twice",
     )
+    verdict = {k: result[k] for k in ("finished", *counts)}
+    log(f"chaos: {verdict} -> {path}")
+    ok = result["finished"] and not any(result[k] for k in counts)
     return 0 if ok else 1
 
 

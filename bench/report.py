@@ -307,6 +307,13 @@ def write_chaos_summary(result: dict[str, Any]) -> None:
             f"{result.get('workers_over_capacity')} (sampled every 0.5 s and at the end), "
             f"counter drift {result.get('counter_drift')}; "
             + (
+                f"{result['decompositions']} goals decomposed in the background meanwhile, "
+                f"{result.get('decompositions_not_succeeded')} of them not succeeded and "
+                f"{result.get('plans_created_twice')} plan tasks created twice or missing; "
+                if "decompositions" in result
+                else ""
+            )
+            + (
                 f"finished in {result.get('seconds')} s"
                 if result.get("finished")
                 else "**did not finish**"
