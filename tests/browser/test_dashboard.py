@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import urllib.request
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from db.models import TaskStatus
-from orchestration import decomposition, lifecycle, orchestrator, teams
+from orchestration import decomposition, lifecycle, orchestrator, planning, teams
 from orchestration.plans import PlanSchema
 from tests.browser.conftest import ARTIFACTS, LiveServer, PageProblems, dashboard_app
 from webapp.testing import ADMIN_TOKEN, environment
@@ -366,3 +367,49 @@ def test_pages_are_static_shells(database: str) -> None:
         for file in (STATIC / folder).iterdir():
             urls = re.findall(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}[^\s\"')]*", file.read_text())
             assert set(urls) <= {"http://www.w3.org/2000/svg"}, (file, urls)
+
+
+def decomposition_rows(page: Any) -> dict[str, dict[str, str]]:
+    return {
+        row["id"]: row
+        for row in page.eval_on_selector_all(
+            "#decompositions-body tr",
+            """rows => rows.map(r => ({
+                id: r.dataset.decompositionId,
+                goal: r.cells[0].textContent,
+                status: r.querySelector('.badge').dataset.status,
+                tasks: r.cells[3].textContent,
+            }))""",
+        )
+    }
+
+
+def test_background_decompositions_show_and_follow_events(
+    live_server: LiveServer, page: Any, page_problems: PageProblems
+) -> None:
+    seeded = seed_team()
+    planned, _ = planning.submit(seeded.team_id, "Translate the docs", 2)
+    assert planning.run_next("browser-test", threading.Event())
+    waiting, _ = planning.submit(seeded.team_id, "Record the screencasts", 2)
+    page.goto(f"{live_server.url}/dashboard/teams/{seeded.team_id}")
+    sign_in(page, live_server.token)
+    page.wait_for_selector("#decompositions-card", state="visible")
+    rows = decomposition_rows(page)
+    assert rows[str(planned.id)]["status"] == "succeeded"
+    assert rows[str(planned.id)]["tasks"] == str(
+        len(planning.get(seeded.team_id, planned.id).task_ids or [])
+    )
+    assert rows[str(waiting.id)] == {
+        "id": str(waiting.id),
+        "goal": "Record the screencasts",
+        "status": "queued",
+        "tasks": "—",
+    }
+    # A cancel elsewhere reaches the page through the event stream.
+    planning.cancel(seeded.team_id, waiting.id)
+    page.wait_for_selector(
+        f"#decompositions-body tr[data-decomposition-id='{waiting.id}'] "
+        ".badge[data-status=cancelled]"
+    )
+    assert not page_problems.errors, (page_problems.errors, page_problems.failed)
+    assert not page_problems.failed, page_problems.failed

@@ -257,6 +257,23 @@
     });
   }
 
+  /* The newest background decompositions (POST .../decompositions); the card shows only once
+     the team has one. */
+  function renderDecompositions(list) {
+    var body = document.getElementById("decompositions-body");
+    O.clear(body);
+    document.getElementById("decompositions-card").hidden = list.length === 0;
+    list.forEach(function (d) {
+      body.appendChild(el("tr", { dataset: { decompositionId: d.id } },
+        el("td", { text: d.goal, title: d.id }),
+        el("td", {}, O.badge(d.status, d.status)),
+        el("td", { class: "num", text: String(d.attempts) }),
+        el("td", { class: "num", text: d.task_ids ? String(d.task_ids.length) : "—" }),
+        el("td", { class: "muted small", text: O.fmtTime(d.created_at) }),
+        el("td", { class: "small", text: d.error || "" })));
+    });
+  }
+
   /* --- loading ------------------------------------------------------------------------------ */
 
   var loading = null;
@@ -291,10 +308,12 @@
         O.api("GET", base + "/tasks" + (whole ? "" : "?limit=" + graphLimit)),
         O.api("GET", base + "/members"),
         whole ? O.api("GET", base + "/dependency-graph") : { nodes: [], edges: [] },
-        O.api("GET", base + "/assignments?limit=100")
+        O.api("GET", base + "/assignments?limit=100"),
+        O.api("GET", base + "/decompositions?limit=20")
       ]);
     }).then(function (r) {
       var team = r[0], tasks = r[1], members = r[2], graph = r[3], assignments = r[4];
+      var decompositions = r[5];
       showScale(total, whole);
       var stale = seq !== state.eventSeq; /* an event came in meanwhile: its refetch follows */
       renderTeam(team);
@@ -315,6 +334,7 @@
       if (tk !== state.treeKey) { state.treeKey = tk; renderTree(); }
       state.order.forEach(function (id) { applyTask(state.tasks[id], true); });
       renderAssignments(assignments);
+      renderDecompositions(decompositions);
       document.getElementById("content").dataset.loaded = "true";
     }).catch(function (err) {
       if (err && err.status === 404) O.banner("This team does not exist, or the token cannot see it.");
