@@ -547,11 +547,18 @@ class AgentConsumer:
             self._release(entries)
             return
         stale: list[streams.Entry] = []
-        for entry, request, task in zip(entries, requests, claimed, strict=True):
+        for at, (entry, request, task) in enumerate(zip(entries, requests, claimed, strict=True)):
             if task is None:
                 stale.append(entry)
-            else:
+                continue
+            try:
                 self._pool.submit(self._run, entry, request.token, task)
+            except RuntimeError:
+                # Stopping, and the reader outlived stop()'s wait for it: these stay pending
+                # for another process to reclaim (nothing waits for them here).
+                log.warning("stopping: %d claimed entries left for reclaim", len(entries) - at)
+                self._release(entries[at:])
+                break
         if stale:
             self._settle_stale(stale)
 
@@ -618,11 +625,11 @@ class AgentConsumer:
         finally:
             with self._lock:
                 self._running.pop(entry.entry_id, None)
-                handed_on = running.replaced and self._hand_on_spare()
+                if running.replaced and not self._hand_on_spare():
+                    # Under the lock: a give-up meanwhile must see the spare free again.
+                    self._pool.returned()
                 if running.given_up and not running.replaced:
                     self._short -= 1
-            if running.replaced and not handed_on:
-                self._pool.returned()
         self._release([entry])
 
     def _hand_on_spare(self) -> bool:
@@ -1083,12 +1090,11 @@ class AgentConsumer:
                     continue
                 r.timed_out = time.monotonic()
                 r.context.cancelled.set()
-                given_up = self._give_up(r)
+                if not self._give_up(r):
+                    continue  # its agent was back meanwhile: the run records its (stale) end
                 if result == "stale":
-                    # A cancel (or its outcome) got there first: the run records it when its
-                    # agent returns, unless that agent is given up on.
-                    if given_up:
-                        self._finished(r.entry, r.run, "stale", r.uid, r.began)
+                    # A cancel (or its outcome) got there first.
+                    self._finished(r.entry, r.run, "stale", r.uid, r.began)
                     continue
                 with self._lock:
                     self._claims.pop(r.entry.entry_id, None)

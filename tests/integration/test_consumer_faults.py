@@ -7,6 +7,7 @@ runs, failed executions in the log, a database not migrated yet."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -275,3 +276,29 @@ def test_a_worker_started_before_the_migrations_says_so_once_not_every_second(
         migrate.drop_database(empty)
     logged = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
     assert logged == [("ERROR", f"stream reader: {SCHEMA_BEHIND_MESSAGE}; retrying", False)]
+
+
+def test_stop_returns_when_the_reader_outlives_its_wait(
+    fast_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reader is still claiming (a slow round trip) when stop() gives up waiting for it and
+    # shuts the agent threads: the entries it then cannot start are left for reclaim, and stop
+    # does not wait for them for ever.
+    team_id = active_team(workers=1, capacity=1)
+    claim_many = lifecycle.claim_many
+    claiming = threading.Event()
+
+    def slow_claim(requests: list[lifecycle.ClaimRequest]) -> list[lifecycle.Claimed | None]:
+        claiming.set()
+        time.sleep(2.0)
+        return claim_many(requests)
+
+    monkeypatch.setattr(lifecycle, "claim_many", slow_claim)
+    consumer = AgentConsumer(concurrency=1, executor=RecordingExecutor())
+    consumer.start()
+    new_task(team_id, "claimed slowly")
+    run_until(team_id, claiming.is_set)
+    stopper = threading.Thread(target=consumer.stop, kwargs={"timeout": 0.5}, daemon=True)
+    stopper.start()
+    stopper.join(10)
+    assert not stopper.is_alive(), "stop() still waiting 10 s later"

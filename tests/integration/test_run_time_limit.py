@@ -195,3 +195,48 @@ def test_with_every_spare_taken_a_returning_agent_hands_its_spare_on(
         consumer.stop()
     assert consumer._short == 0
     check_invariants(team_id)
+
+
+def test_an_agent_back_while_its_time_limit_is_recorded_finishes_once(
+    limited: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The watcher records the timeout; the agent returns before the watcher gives it up: the
+    # run records its own (stale) end, and the watcher adds none.
+    team_id = active_team(workers=1, capacity=1)
+    task = new_task(team_id, "back just in time")
+    release = threading.Event()
+
+    class Blocking:
+        def execute(self, ctx: TaskContext) -> ExecutionResult:
+            if ctx.attempt == 1:
+                release.wait(30)
+            return ExecutionResult({"attempt": ctx.attempt}, tokens=7)
+
+    ends: list[tuple[str, str]] = []
+    finished, failed = AgentConsumer._finished, AgentConsumer._execution_failed
+
+    def record(self: AgentConsumer, entry: Any, run: Any, result: str, *rest: Any) -> None:
+        ends.append((entry.entry_id, result))
+        finished(self, entry, run, result, *rest)
+
+    def back_meanwhile(self: AgentConsumer, entry: Any, *args: Any) -> str:
+        result = failed(self, entry, *args)
+        if threading.current_thread().name == "cancellations":
+            release.set()
+            deadline = time.monotonic() + 10
+            while entry.entry_id in self._running and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return result
+
+    monkeypatch.setattr(AgentConsumer, "_finished", record)
+    monkeypatch.setattr(AgentConsumer, "_execution_failed", back_meanwhile)
+    consumer = AgentConsumer(concurrency=1, executor=Blocking())
+    consumer.start()
+    try:
+        run_until(team_id, lambda: task_row(task).status is TaskStatus.COMPLETED)
+    finally:
+        release.set()
+        consumer.stop()
+    first = ends[0][0]
+    assert [result for entry_id, result in ends if entry_id == first] == ["stale"]
+    check_invariants(team_id)
