@@ -137,9 +137,6 @@ def test_e2e_task_events_off_sends_none_and_the_work_still_runs(workers: Procs) 
 def test_e2e_a_decomposition_planned_in_the_background_shows_in_flower(
     workers: Procs, flower_url: str
 ) -> None:
-    log = EventLog()
-    log.thread.start()
-    assert log.ready.wait(10)
     workers.start_workers(1)
     team = create_team(f"plans-{uuid.uuid4().hex[:6]}")
     team_id = uuid.UUID(str(team.id))
@@ -166,7 +163,6 @@ def test_e2e_a_decomposition_planned_in_the_background_shows_in_flower(
         if plans and all(shown[u]["state"] == "SUCCESS" for u in plans):
             break
         time.sleep(0.3)
-    log.stop.set()
     [uid] = plans
     assert ast.literal_eval(shown[uid]["args"]) == [str(team_id), str(made.id)]
     assert ast.literal_eval(shown[uid]["kwargs"]) == {"attempt": 1}
