@@ -236,7 +236,25 @@ class TaskCreateSchema(RequestSchema):
         return data
 
 
-class TaskListQuerySchema(ma.Schema):
+class CursorPageSchema(ma.Schema):
+    """A page of a keyset-paged list (orchestration.paging)."""
+
+    limit = fields.Integer(
+        load_default=100,
+        validate=validate.Range(min=1, max=1000),
+        metadata={
+            "description": "at most this many (a page). A page followed by more carries the "
+            "next page's cursor in `X-Next-Cursor` and its address in `Link` "
+            '(`rel="next"`)'
+        },
+    )
+    after = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
+    )
+
+
+class TaskListQuerySchema(CursorPageSchema):
     status = _choice(TaskStatus)
     limit = fields.Integer(
         validate=validate.Range(min=1, max=1000),
@@ -245,10 +263,6 @@ class TaskListQuerySchema(ma.Schema):
             "followed by more carries the next page's cursor in `X-Next-Cursor` and its "
             'address in `Link` (`rel="next"`)'
         },
-    )
-    after = fields.String(
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
     )
 
 
@@ -317,24 +331,6 @@ class DecomposeSchema(RequestSchema):
     def _goal_or_plan(self, data: dict[str, Any], **_: Any) -> None:
         if ("goal" in data) == ("plan" in data):
             raise ma.ValidationError("give exactly one of goal and plan", "_schema")
-
-
-class CursorPageSchema(ma.Schema):
-    """A page of a keyset-paged list (orchestration.paging)."""
-
-    limit = fields.Integer(
-        load_default=100,
-        validate=validate.Range(min=1, max=1000),
-        metadata={
-            "description": "at most this many (a page). A page followed by more carries the "
-            "next page's cursor in `X-Next-Cursor` and its address in `Link` "
-            '(`rel="next"`)'
-        },
-    )
-    after = fields.String(
-        validate=validate.Length(min=1, max=200),
-        metadata={"description": "the `X-Next-Cursor` of the page before: this page follows it"},
-    )
 
 
 class DecompositionSchema(ma.Schema):
