@@ -1,9 +1,9 @@
 """`make demo`: the real thing on local PostgreSQL and Redis.
 
 Starts the API (gunicorn), a Celery worker and Celery beat as separate processes, creates a
-team through the HTTP API, has the heuristic planner decompose a sample goal, and follows the
-work to completion with a live progress bar. Ends with the task tree, who did what and why,
-and the totals, then stops the processes it started.
+team through the HTTP API, has a worker's heuristic planner decompose a sample goal in the
+background, and follows the work to completion with a live progress bar. Ends with the task
+tree, who did what and why, and the totals, then stops the processes it started.
 """
 
 from __future__ import annotations
@@ -195,8 +195,9 @@ def main() -> int:
             )
         api.call("POST", f"/teams/{team_id}/start")
         console.print(f"\n[bold]Goal:[/] {GOAL}\n")
-        tasks = api.call("POST", f"/teams/{team_id}/decompose", json={"goal": GOAL, "max_depth": 3})
-        console.print(f"The manager's planner made {len(tasks)} tasks.\n")
+        tasks = planned(api, procs, team_id)
+        if tasks is None:
+            return 1
 
         total = len(tasks)
         deadline = time.monotonic() + TIMEOUT
@@ -235,6 +236,28 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         procs.stop()
+
+
+def planned(api: Api, procs: Processes, team_id: str) -> list[dict[str, Any]] | None:
+    """The goal decomposed in the background (POST .../decompositions): the worker's planning
+    thread makes the tasks while the demo polls. The tasks, parents first; None if it failed."""
+    began = time.monotonic()
+    made = api.call("POST", f"/teams/{team_id}/decompositions", json={"goal": GOAL, "max_depth": 3})
+    console.print(f"Queued for the manager's planner: decomposition {made['id']}.")
+    deadline = began + TIMEOUT
+    while made["status"] in ("queued", "planning") and time.monotonic() < deadline:
+        procs.check()
+        time.sleep(0.1)
+        made = api.call("GET", f"/teams/{team_id}/decompositions/{made['id']}")
+    if made["status"] != "succeeded":
+        console.print(f"[red]The decomposition is {made['status']}:[/] {made.get('error') or ''}")
+        return None
+    by_id = {t["id"]: t for t in api.call("GET", f"/teams/{team_id}/tasks")}
+    console.print(
+        f"A worker's planner made {len(made['task_ids'])} tasks "
+        f"in {time.monotonic() - began:.1f}s (attempt {made['attempts']}).\n"
+    )
+    return [by_id[task_id] for task_id in made["task_ids"]]
 
 
 def report(api: Api, team_id: str, tasks: list[dict[str, Any]]) -> None:
