@@ -7,7 +7,8 @@ the plan's tasks in the transaction that marks it succeeded, only if its attempt
 a cancelled decomposition, or one whose consumer was presumed dead and re-run elsewhere, creates
 nothing. A consumer that dies mid-plan leaves its lease to run out; another then plans it again,
 up to MAX_ATTEMPTS times in all. The lease is ORCH_VISIBILITY_TIMEOUT, as for a stream entry
-of a silent consumer, renewed three times within it."""
+of a silent consumer, renewed every RENEW_EVERY seconds at most (three times a lease at least);
+a renewal that finds the decomposition cancelled stops its planner."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 # Attempts whose consumer was lost before the decomposition fails (a planner's own failure is
 # final at once: the planner already retried and re-asked).
 MAX_ATTEMPTS = 3
+# Seconds between lease renewals at most: a cancel reaches the planner (which stops between its
+# model calls) within this.
+RENEW_EVERY = 2.0
 
 
 @dataclass(frozen=True)
@@ -233,9 +237,9 @@ def _failed_event(team_id: uuid.UUID, decomposition_id: uuid.UUID, error: str) -
 
 
 class _Lease:
-    """While the planner works, a thread of its own renews the claim three times a lease
-    and sets `stop` (which the planner watches) once the claim is gone (`lost`) or the process
-    is stopping."""
+    """While the planner works, a thread of its own renews the claim (every RENEW_EVERY s, or
+    three times a lease if that is shorter) and sets `stop` (which the planner watches) once
+    the claim is gone (`lost`: cancelled, or taken over) or the process is stopping."""
 
     def __init__(self, claimed: Claimed, stopping: threading.Event) -> None:
         self.claimed = claimed
@@ -248,7 +252,7 @@ class _Lease:
 
     def _keep(self) -> None:
         lease = _lease()
-        every = max(0.2, lease / 3)
+        every = max(0.2, min(RENEW_EVERY, lease / 3))
         renew_at = time.monotonic() + every
         while not self._done.wait(min(0.5, every)):
             if self.stopping.is_set():
@@ -263,7 +267,7 @@ class _Lease:
                         {"id": self.claimed.id, "attempt": self.claimed.attempt, "lease": lease},
                     ).scalar_one_or_none()
             except Exception as exc:
-                # Renewed three times a lease: a missed renewal or two is harmless.
+                # Renewed three times a lease at least: a missed renewal or two is harmless.
                 log.warning("decomposition %s: lease not renewed: %s", self.claimed.id, exc)
                 continue
             if held is None:

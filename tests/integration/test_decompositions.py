@@ -366,3 +366,26 @@ def test_metrics_show_the_open_decompositions_and_the_oldest_wait(
         if line.startswith("orch_decomposition_queued_seconds ")
     ]
     assert 0 <= waited < 60  # the oldest still queued, not the one planning
+
+
+def test_a_cancel_stops_the_planner_at_work(
+    api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
+) -> None:
+    # The model answers 503 asking for 30 s between attempts: the planner waits, and hears the
+    # cancel at the lease's next renewal instead of planning on for minutes.
+    for _ in range(4):
+        llm_planner.error(503, retry_after="30")
+    made = submitted(api, managed["id"])
+    runner = threading.Thread(target=planning.run_next, args=("test-consumer", threading.Event()))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not llm_planner.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm_planner.requests, "the planner never called the model"
+    api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel")
+    runner.join(planning.RENEW_EVERY + 5)
+    assert not runner.is_alive(), "the planner went on after the cancel"
+    assert len(llm_planner.requests) == 1
+    row = stored(session, made["id"])
+    assert row.status == "cancelled" and row.error is None
+    assert task_count(session, managed["id"]) == 0
