@@ -146,6 +146,7 @@ class Settings:
     retry_backoff: float
     run_timeout: float  # 0: no limit
     agent_concurrency: int
+    planning_concurrency: int  # decompositions one worker plans at once (0: none)
     read_ahead: int | None  # None: automatic (see consumer.AgentConsumer.read_ahead)
     reconcile_interval: float
     history_days: float  # 0: keep for ever
@@ -187,6 +188,7 @@ class Settings:
             retry_backoff=_float("ORCH_RETRY_BACKOFF", 1.0, "a number of seconds >= 0"),
             run_timeout=_float("ORCH_RUN_TIMEOUT", 0.0, "a number of seconds >= 0 (0: no limit)"),
             agent_concurrency=_int("ORCH_AGENT_CONCURRENCY", 4, "a whole number >= 0"),
+            planning_concurrency=_int("ORCH_PLANNING_CONCURRENCY", 1, "a whole number >= 0"),
             read_ahead=_read_ahead(),
             reconcile_interval=_float("ORCH_RECONCILE_INTERVAL", 5.0, seconds, positive=True),
             history_days=_float("ORCH_HISTORY_DAYS", 0.0, "a number of days >= 0 (0: keep all)"),

@@ -298,7 +298,10 @@ class AgentConsumer:
             (self._pass_loop, "passes"),
             (self._finish_loop, "completions"),
             (self._cancel_loop, "cancellations"),
-            (self._planning_loop, "planning"),
+            *(
+                (self._planning_loop, f"planning_{n + 1}")
+                for n in range(self.settings.planning_concurrency)
+            ),
         ):
             thread = threading.Thread(target=target, name=label, daemon=True)
             thread.start()
@@ -963,10 +966,10 @@ class AgentConsumer:
     # -- decompositions --------------------------------------------------------------------
 
     def _planning_loop(self) -> None:
-        """Plan the decompositions queued by POST .../decompositions, one at a time (the
-        manager's planner, e.g. an LLM call, on a thread of its own: agent capacity and the
-        Celery pool are not taken). The doorbell wakes it; a look every PLANNING_POLL seconds
-        finds what a lost ring or a lapsed lease left."""
+        """Plan the decompositions queued by POST .../decompositions, one at a time on each of
+        ORCH_PLANNING_CONCURRENCY threads (the manager's planner, e.g. an LLM call: agent
+        capacity and the Celery pool are not taken). The doorbell wakes it; a look every
+        PLANNING_POLL seconds finds what a lost ring or a lapsed lease left."""
         doorbell = streams.Doorbell(streams.PLANNING_STREAM)
         repeated = _Repeats()
         while not self._stop_reading.is_set():

@@ -4,6 +4,7 @@ where the planner is the LLM one)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -17,8 +18,15 @@ from sqlalchemy.orm import Session
 
 from db.models import Decomposition, Task, TaskEvent, TeamMember
 from orchestration import consumer, planning
+from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
-from tests.fakes.chat_server import FakeChatServer, agents_on, chat_server_fixture  # noqa: F401
+from tests.fakes.chat_server import (  # noqa: F401
+    FakeChatServer,
+    Reply,
+    agents_on,
+    chat_server_fixture,
+    completion,
+)
 from webapp.testing import V1, ApiClient, assert_error, unknown_id
 
 GOAL = "Write a blog post about the launch"
@@ -389,3 +397,41 @@ def test_a_cancel_stops_the_planner_at_work(
     row = stored(session, made["id"])
     assert row.status == "cancelled" and row.error is None
     assert task_count(session, managed["id"]) == 0
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_planning_threads_plan_side_by_side_or_not_at_all(
+    api: ApiClient,
+    managed: dict[str, Any],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    llm_planner: FakeChatServer,
+    threads: int,
+) -> None:
+    monkeypatch.setenv("ORCH_PLANNING_CONCURRENCY", str(threads))
+    reload_settings()
+    # Each plan takes the model 2 s to answer.
+    answer = json.dumps(completion(json.dumps(PLAN))).encode()
+    llm_planner.respond(lambda request: Reply(200, answer, {}, delay=2.0))
+    made = [submitted(api, managed["id"], f"goal {n}")["id"] for n in range(2)]
+    agents = AgentConsumer(concurrency=1, name="planning-threads")
+    agents.start()
+    try:
+        # With none, a few seconds show that nothing is planned (the doorbell rang at once).
+        deadline = time.monotonic() + (15 if threads else 3)
+        while time.monotonic() < deadline:
+            statuses = {stored(session, d).status for d in made}
+            if threads and statuses == {"succeeded"}:
+                break
+            time.sleep(0.1)
+        if threads == 0:
+            assert statuses == {"queued"} and not llm_planner.requests
+            return
+        assert statuses == {"succeeded"}
+        # Side by side: the second request reached the model before the first was answered.
+        first, second = sorted(r.received_at for r in llm_planner.requests)
+        assert second - first < 1.5
+    finally:
+        agents.stop(timeout=10)
+        monkeypatch.undo()
+        reload_settings()
