@@ -1008,8 +1008,11 @@ class AgentConsumer:
             if self.monitor and uid:
                 self.monitor.crashed(uid, exc)
             raise
+        took = time.monotonic() - began
         if self.monitor and uid:
-            self.monitor.finished(uid, result, time.monotonic() - began)
+            self.monitor.finished(uid, result, took)
+        metrics.inc("orch_plannings", team_id=claimed.team_id, result=result)
+        metrics.observe("orch_planning_seconds", took)
 
     # -- cancellations ---------------------------------------------------------------------
 

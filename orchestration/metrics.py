@@ -79,6 +79,18 @@ SPECS = {
             "From the completion of a task's last dependency to the task's start",
             (),
         ),
+        Spec(
+            "orch_plannings",
+            "counter",
+            "Planning attempts of background decompositions, by outcome",
+            ("team_id", "result"),
+        ),
+        Spec(
+            "orch_planning_seconds",
+            "histogram",
+            "Time a planning attempt of a background decomposition took",
+            (),
+        ),
         Spec("orch_dead_letters", "counter", "Entries moved to the dead letter", ("team_id",)),
         Spec("orch_reemitted", "counter", "Assignments re-emitted by reconciliation", ("team_id",)),
         Spec("orch_tokens", "counter", "Model tokens used", ("team_id", "agent_id")),

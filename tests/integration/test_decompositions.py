@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from db.models import Decomposition, Task, TaskEvent, TeamMember
-from orchestration import consumer, planning
+from orchestration import consumer, metrics, planning
 from orchestration.config import reload_settings
 from orchestration.consumer import AgentConsumer
 from tests.fakes.chat_server import (  # noqa: F401
@@ -352,6 +352,11 @@ def test_a_consumers_planning_thread_takes_a_submission_when_the_doorbell_rings(
         assert row.claimed_by == "planning-test"
     finally:
         agents.stop(timeout=10)
+    metrics.flush()
+    exposed = api.get("/metrics").get_data(as_text=True)
+    counted = f'orch_plannings_total{{result="succeeded",team_id="{managed["id"]}"}} 1.0'
+    assert counted in exposed
+    assert "orch_planning_seconds_count 1.0" in exposed
 
 
 def test_metrics_show_the_open_decompositions_and_the_oldest_wait(
