@@ -737,3 +737,11 @@ UPDATE decompositions
 SET status = 'cancelled', finished_at = now(), lease_until = NULL
 WHERE id = :id AND team_id = :team_id AND status IN ('queued', 'planning')
 RETURNING id;
+
+-- retry_decomposition --
+-- Queue a failed or cancelled decomposition of the team again, as new (what it was billed stays counted).
+UPDATE decompositions
+SET status = 'queued', attempts = 0, error = NULL, claimed_by = NULL, lease_until = NULL,
+    started_at = NULL, finished_at = NULL
+WHERE id = :id AND team_id = :team_id AND status IN ('failed', 'cancelled')
+RETURNING id;

@@ -17,9 +17,9 @@
     orch decompose TEAM_ID "goal" --background [--key KEY]
                                                  queues it instead; prints its id (only)
     orch decompositions TEAM_ID [--status S]     goals queued with --background, newest first
-    orch decomposition TEAM_ID DECOMPOSITION_ID [--wait [--timeout S]] [--cancel]
+    orch decomposition TEAM_ID DECOMPOSITION_ID [--wait [--timeout S]] [--cancel|--retry]
                                                  one's status; --wait: until it ends (exit 1
-                                                 unless it succeeded); --cancel: cancels it
+                                                 unless it succeeded); --cancel, --retry
     orch events TEAM_ID [--follow] [--timeout S] the team's live events, one line each
     orch demo                                    `make demo`
 
@@ -1095,6 +1095,7 @@ def waited_for(client: Client, path: str, timeout: float) -> dict[str, Any]:
     help="With --wait: give up (exit 1) after this many seconds (300). Implies --wait.",
 )
 @click.option("--cancel", is_flag=True, help="Cancel it (while queued or planning).")
+@click.option("--retry", is_flag=True, help="Queue it again (once failed or cancelled).")
 @pass_client
 def decomposition_cmd(
     client: Client,
@@ -1103,22 +1104,26 @@ def decomposition_cmd(
     wait: bool,
     timeout: float | None,
     cancel: bool,
+    retry: bool,
 ) -> None:
     """A decomposition of TEAM_ID: its status, planning attempts, error, tasks made, usage.
 
     With --wait: polls until it is final; exit status 0 when it succeeded, 1 when it failed or
-    was cancelled (its error printed). With --cancel: cancels it and prints its new status."""
+    was cancelled (its error printed). With --cancel or --retry: cancels it or queues it again
+    and prints its new status (--retry --wait then follows the new attempt)."""
     path = f"/teams/{team_id}/decompositions/{decomposition_id}"
     waiting = wait or timeout is not None
-    if cancel and waiting:
-        raise click.UsageError("--cancel does not go with --wait or --timeout")
-    if cancel:
-        made = client.call("POST", f"{path}/cancel")
-        if client.as_json:
-            print_json(made)
+    if cancel and (waiting or retry):
+        raise click.UsageError("--cancel does not go with --wait, --timeout or --retry")
+    if cancel or retry:
+        action, verb = ("cancel", "Cancelled") if cancel else ("retry", "Queued again")
+        made = client.call("POST", f"{path}/{action}")
+        if not waiting:
+            if client.as_json:
+                print_json(made)
+                return
+            out().print(f"{verb} decomposition {made['id']}: {styled(made['status'])}")
             return
-        out().print(f"Cancelled decomposition {made['id']}: {styled(made['status'])}")
-        return
     if not waiting:
         print_decomposition(client, client.call("GET", path))
         return

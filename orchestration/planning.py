@@ -150,13 +150,46 @@ def page(
 
 
 def cancel(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
-    """Cancel a decomposition not planned yet: a plan that arrives later creates nothing (the
-    planner's call under way is not interrupted; what it is billed still counts)."""
-    with events.transaction() as session:
-        cancelled = session.execute(
-            Q["cancel_decomposition"], {"id": decomposition_id, "team_id": team_id}
+    """Cancel a decomposition not planned yet: a plan that arrives later creates nothing (its
+    planner hears it at the lease's next renewal and stops between model calls; what it is
+    billed still counts)."""
+    return _move(
+        team_id,
+        decomposition_id,
+        "cancel_decomposition",
+        "decomposition.cancelled",
+        "only a queued or planning one can be cancelled",
+    )
+
+
+def retry(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
+    """Queue a failed or cancelled decomposition again (attempts start over)."""
+    return _move(
+        team_id,
+        decomposition_id,
+        "retry_decomposition",
+        "decomposition.queued",
+        "only a failed or cancelled one can be retried",
+        ring=True,
+    )
+
+
+def _move(
+    team_id: uuid.UUID,
+    decomposition_id: uuid.UUID,
+    statement: str,
+    kind: str,
+    refused: str,
+    ring: bool = False,
+) -> Decomposition:
+    """Change a decomposition's state by one conditional statement, with its event (and the
+    planning doorbell when `ring`); NotFound for an unknown one or another team's,
+    InvalidTransition (saying `refused`) from a state the statement does not move."""
+    with events.transaction(also=streams.queue_planning if ring else None) as session:
+        moved = session.execute(
+            Q[statement], {"id": decomposition_id, "team_id": team_id}
         ).scalar_one_or_none()
-        if cancelled is None:
+        if moved is None:
             found = session.execute(
                 select(Decomposition.status).where(
                     Decomposition.id == decomposition_id, Decomposition.team_id == team_id
@@ -164,13 +197,8 @@ def cancel(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
             ).scalar_one_or_none()
             if found is None:
                 raise NotFound(f"decomposition {decomposition_id} not found")
-            raise InvalidTransition(
-                f"decomposition {decomposition_id} is {found.value}: only a queued or planning "
-                "one can be cancelled"
-            )
-        events.record(
-            session, team_id, "decomposition.cancelled", decomposition_id=str(decomposition_id)
-        )
+            raise InvalidTransition(f"decomposition {decomposition_id} is {found.value}: {refused}")
+        events.record(session, team_id, kind, decomposition_id=str(decomposition_id))
     return get(team_id, decomposition_id)
 
 

@@ -214,3 +214,23 @@ def test_wait_gives_up_after_the_timeout(orch: Orch) -> None:
     assert 1.0 <= time.monotonic() - started < 10
     assert result.exit_code == 1
     assert f"Error: decomposition {made} is still queued after 1 s" in result.stderr
+
+
+def test_retry_queues_a_cancelled_one_again_and_wait_follows_it(orch: Orch) -> None:
+    team_id = managed_team(orch)
+    made = queued(orch, team_id)
+    orch("decomposition", team_id, made, "--cancel")
+    result = orch("decomposition", team_id, made, "--retry")
+    assert f"Queued again decomposition {made}: queued" in result.output
+    again = orch("decomposition", team_id, made, "--retry", ok=False)
+    assert again.exit_code == 1 and again.output.startswith("Error: 409 Conflict: ")
+
+    orch("decomposition", team_id, made, "--cancel")
+    planner = threading.Timer(1.0, plan_next)  # a worker takes it a second after the retry
+    planner.start()
+    try:
+        followed = orch("decomposition", team_id, made, "--retry", "--wait")
+    finally:
+        planner.join()
+    assert followed.exit_code == 0
+    assert f"Decomposition {made}: succeeded" in followed.stdout

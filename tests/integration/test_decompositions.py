@@ -440,3 +440,33 @@ def test_planning_threads_plan_side_by_side_or_not_at_all(
         agents.stop(timeout=10)
         monkeypatch.undo()
         reload_settings()
+
+
+def test_a_failed_or_cancelled_decomposition_can_be_retried(
+    api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
+) -> None:
+    llm_planner.error(400, "context too long")  # refused: the planner fails at once
+    made = submitted(api, managed["id"])
+    assert planning.run_next("test-consumer", threading.Event())
+    failed = api.get(f"{decompositions(managed['id'])}/{made['id']}").get_json()
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert_error(api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel"), 409)
+
+    llm_planner.answer(PLAN)  # the model is back
+    retried = api.post(f"{decompositions(managed['id'])}/{made['id']}/retry")
+    assert retried.status_code == 200
+    body = retried.get_json()
+    assert (body["status"], body["attempts"], body["error"]) == ("queued", 0, None)
+    assert body["finished_at"] is None
+    assert_error(api.post(f"{decompositions(managed['id'])}/{made['id']}/retry"), 409)
+    assert planning.run_next("test-consumer", threading.Event())
+    row = stored(session, made["id"])
+    assert row.status == "succeeded" and row.attempts == 1
+    assert task_count(session, managed["id"]) == len(row.task_ids or []) > 0
+    assert event_kinds(session, managed["id"]) == [
+        "decomposition.queued",
+        "decomposition.failed",
+        "decomposition.queued",
+        "decomposition.succeeded",
+    ]
+    assert_error(api.post(f"{decompositions(managed['id'])}/{unknown_id()}/retry"), 404)

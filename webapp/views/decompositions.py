@@ -87,3 +87,12 @@ def get_decomposition(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomp
 def cancel_decomposition(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
     """Cancel a queued or planning decomposition: no task is created from it."""
     return planning.cancel(team_id, decomposition_id)
+
+
+@blp.route("/<uuid:decomposition_id>/retry", methods=["POST"])
+@blp.response(200, DecompositionSchema)
+@blp.alt_response(404, response="NOT_FOUND")
+@blp.alt_response(409, response="CONFLICT")
+def retry_decomposition(team_id: uuid.UUID, decomposition_id: uuid.UUID) -> Decomposition:
+    """Queue a failed or cancelled decomposition again, its attempts starting over."""
+    return planning.retry(team_id, decomposition_id)
