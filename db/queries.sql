@@ -672,9 +672,9 @@ WITH old AS (
 SELECT count(*) FROM gone;
 
 -- claim_decomposition --
--- Take the oldest decomposition no live consumer holds: queued, or planning under a lease that ran out (its consumer died) with attempts left; SKIP LOCKED lets consumers claim side by side, and the lock re-checks a row another consumer just changed.
+-- Take the oldest decomposition no live consumer holds: queued, or planning under a lease that ran out (its consumer died) with attempts left; SKIP LOCKED lets consumers claim side by side, and the lock re-checks a row another consumer just changed. :claim, unique to this claim, fences what the attempt does later.
 UPDATE decompositions d
-SET status = 'planning', attempts = d.attempts + 1, claimed_by = :consumer,
+SET status = 'planning', attempts = d.attempts + 1, claimed_by = :claim,
     lease_until = now() + make_interval(secs => :lease),
     started_at = coalesce(d.started_at, now())
 WHERE d.id = (
@@ -702,28 +702,28 @@ RETURNING id, team_id, error;
 -- renew_decomposition --
 -- Extend the lease of a decomposition while its consumer plans it (no row: it was cancelled, or its lease ran out and another consumer took it).
 UPDATE decompositions SET lease_until = now() + make_interval(secs => :lease)
-WHERE id = :id AND status = 'planning' AND attempts = :attempt
+WHERE id = :id AND status = 'planning' AND claimed_by = :claim
 RETURNING id;
 
 -- decomposition_succeeded --
 -- Record a decomposition's tasks, in the transaction that creates them, if this attempt still holds it (no row: the transaction must roll back).
 UPDATE decompositions
 SET status = 'succeeded', task_ids = :task_ids, finished_at = now(), lease_until = NULL
-WHERE id = :id AND status = 'planning' AND attempts = :attempt
+WHERE id = :id AND status = 'planning' AND claimed_by = :claim
 RETURNING id;
 
 -- decomposition_failed --
 -- Fail a decomposition if this attempt still holds it.
 UPDATE decompositions
 SET status = 'failed', error = :error, finished_at = now(), lease_until = NULL
-WHERE id = :id AND status = 'planning' AND attempts = :attempt
+WHERE id = :id AND status = 'planning' AND claimed_by = :claim
 RETURNING team_id;
 
 -- requeue_decomposition --
 -- Give back a decomposition whose consumer stops before its plan came, the attempt uncounted: the next consumer takes it at once.
 UPDATE decompositions
 SET status = 'queued', attempts = attempts - 1, claimed_by = NULL, lease_until = NULL
-WHERE id = :id AND status = 'planning' AND attempts = :attempt
+WHERE id = :id AND status = 'planning' AND claimed_by = :claim
 RETURNING id;
 
 -- decomposition_usage --

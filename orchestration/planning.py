@@ -62,6 +62,7 @@ class Claimed:
     goal: str
     max_depth: int
     attempt: int
+    claim: str  # unique to this claim: every later statement of the attempt is fenced by it
 
 
 class _ClaimLost(Exception):
@@ -237,14 +238,17 @@ def _lease() -> float:
 
 
 def _claim(consumer: str) -> Claimed | None:
+    # The consumer's name says who plans it; the suffix makes each claim its own, even when a
+    # retried decomposition's attempt numbers start over.
+    claim = f"{consumer}/{uuid.uuid4().hex[:8]}"
     with session_scope() as session:
         row = session.execute(
             Q["claim_decomposition"],
-            {"consumer": consumer, "lease": _lease(), "max_attempts": MAX_ATTEMPTS},
+            {"claim": claim, "lease": _lease(), "max_attempts": MAX_ATTEMPTS},
         ).one_or_none()
     if row is None:
         return None
-    return Claimed(row.id, row.team_id, row.goal, row.max_depth, row.attempts)
+    return Claimed(row.id, row.team_id, row.goal, row.max_depth, row.attempts, claim)
 
 
 def _fail_abandoned() -> None:
@@ -292,7 +296,7 @@ class _Lease:
                 with session_scope() as session:
                     held = session.execute(
                         Q["renew_decomposition"],
-                        {"id": self.claimed.id, "attempt": self.claimed.attempt, "lease": lease},
+                        {"id": self.claimed.id, "claim": self.claimed.claim, "lease": lease},
                     ).scalar_one_or_none()
             except Exception as exc:
                 # Renewed three times a lease at least: a missed renewal or two is harmless.
@@ -369,7 +373,7 @@ def _create(claimed: Claimed, plan: dict[str, Any], lease: _Lease) -> list[Task]
 def _succeeded(session: Session, claimed: Claimed, task_ids: Sequence[uuid.UUID]) -> None:
     held = session.execute(
         Q["decomposition_succeeded"],
-        {"id": claimed.id, "attempt": claimed.attempt, "task_ids": list(task_ids)},
+        {"id": claimed.id, "claim": claimed.claim, "task_ids": list(task_ids)},
     ).scalar_one_or_none()
     if held is None:
         raise _ClaimLost()
@@ -388,7 +392,7 @@ def _failed(claimed: Claimed, error: str) -> str:
     with events.transaction() as session:
         team_id = session.execute(
             Q["decomposition_failed"],
-            {"id": claimed.id, "attempt": claimed.attempt, "error": error},
+            {"id": claimed.id, "claim": claimed.claim, "error": error},
         ).scalar_one_or_none()
         if team_id is not None:
             events.record_many(session, [_failed_event(team_id, claimed.id, error)])
@@ -400,7 +404,7 @@ def _failed(claimed: Claimed, error: str) -> str:
 
 def _requeue(claimed: Claimed) -> None:
     with events.transaction(also=streams.queue_planning) as session:
-        session.execute(Q["requeue_decomposition"], {"id": claimed.id, "attempt": claimed.attempt})
+        session.execute(Q["requeue_decomposition"], {"id": claimed.id, "claim": claimed.claim})
     log.info("decomposition %s: given back for another consumer (this one stops)", claimed.id)
 
 

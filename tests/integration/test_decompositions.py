@@ -225,7 +225,7 @@ def test_a_lost_consumers_decomposition_is_planned_once_by_another(
     expire_lease(session, made["id"])
     taken = planning.claim_next("consumer-b")
     assert taken is not None and taken.attempt == 2
-    assert stored(session, made["id"]).claimed_by == "consumer-b"
+    assert (stored(session, made["id"]).claimed_by or "").startswith("consumer-b/")
     planning.plan(taken, threading.Event())
     # The first consumer was only slow, not dead: its late plan changes nothing.
     planning.plan(lost, threading.Event())
@@ -349,7 +349,7 @@ def test_a_consumers_planning_thread_takes_a_submission_when_the_doorbell_rings(
             time.sleep(0.1)
         row = stored(session, made["id"])
         assert row.status == "succeeded", row.error
-        assert row.claimed_by == "planning-test"
+        assert (row.claimed_by or "").startswith("planning-test/")
     finally:
         agents.stop(timeout=10)
     metrics.flush()
@@ -470,3 +470,22 @@ def test_a_failed_or_cancelled_decomposition_can_be_retried(
         "decomposition.succeeded",
     ]
     assert_error(api.post(f"{decompositions(managed['id'])}/{unknown_id()}/retry"), 404)
+
+
+def test_a_retried_decomposition_discards_the_plan_of_its_cancelled_attempt(
+    api: ApiClient, managed: dict[str, Any], session: Session
+) -> None:
+    made = submitted(api, managed["id"])
+    cancelled = planning.claim_next("consumer-a")
+    assert cancelled is not None
+    api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel")
+    api.post(f"{decompositions(managed['id'])}/{made['id']}/retry")
+    retried = planning.claim_next("consumer-b")
+    assert retried is not None and retried.attempt == cancelled.attempt == 1
+    # The cancelled attempt's planner comes back with a plan: not this attempt's to commit.
+    assert planning.plan(cancelled, threading.Event()) == "discarded"
+    assert task_count(session, managed["id"]) == 0
+    assert planning.plan(retried, threading.Event()) == "succeeded"
+    row = stored(session, made["id"])
+    assert (row.claimed_by or "").startswith("consumer-b/")
+    assert task_count(session, managed["id"]) == len(row.task_ids or []) > 0
