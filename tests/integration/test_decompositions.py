@@ -310,20 +310,26 @@ def test_a_failing_planner_fails_the_decomposition_and_its_usage_counts(
     assert body["tokens_used"] == 450 and body["error"] == row.error
 
 
-def test_a_stopping_process_gives_its_decomposition_back(
-    api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
-) -> None:
-    # The model answers 503 with a long Retry-After: the planner waits between attempts.
+def planner_waiting(model: FakeChatServer, stopping: threading.Event) -> threading.Thread:
+    """run_next in a thread, its planner waiting between attempts (the model answers 503 with
+    a Retry-After of 30 s) once it has called the model."""
     for _ in range(4):
-        llm_planner.error(503, retry_after="30")
-    made = submitted(api, managed["id"])
-    stopping = threading.Event()
+        model.error(503, retry_after="30")
     runner = threading.Thread(target=planning.run_next, args=("test-consumer", stopping))
     runner.start()
     deadline = time.monotonic() + 10
-    while not llm_planner.requests and time.monotonic() < deadline:
+    while not model.requests and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert llm_planner.requests, "the planner never called the model"
+    assert model.requests, "the planner never called the model"
+    return runner
+
+
+def test_a_stopping_process_gives_its_decomposition_back(
+    api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
+) -> None:
+    made = submitted(api, managed["id"])
+    stopping = threading.Event()
+    runner = planner_waiting(llm_planner, stopping)
     stopping.set()
     runner.join(10)
     assert not runner.is_alive(), "the planner did not stop with its process"
@@ -384,17 +390,9 @@ def test_metrics_show_the_open_decompositions_and_the_oldest_wait(
 def test_a_cancel_stops_the_planner_at_work(
     api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
 ) -> None:
-    # The model answers 503 asking for 30 s between attempts: the planner waits, and hears the
-    # cancel at the lease's next renewal instead of planning on for minutes.
-    for _ in range(4):
-        llm_planner.error(503, retry_after="30")
+    # The planner hears the cancel at the lease's next renewal instead of waiting on.
     made = submitted(api, managed["id"])
-    runner = threading.Thread(target=planning.run_next, args=("test-consumer", threading.Event()))
-    runner.start()
-    deadline = time.monotonic() + 10
-    while not llm_planner.requests and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert llm_planner.requests, "the planner never called the model"
+    runner = planner_waiting(llm_planner, threading.Event())
     api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel")
     runner.join(planning.RENEW_EVERY + 5)
     assert not runner.is_alive(), "the planner went on after the cancel"
