@@ -344,10 +344,10 @@ class Decomposition(Base):
         CheckConstraint("max_depth BETWEEN 0 AND 10", name="decomposition_depth_bounds"),
         CheckConstraint("attempts >= 0", name="decomposition_attempts_non_negative"),
         Index("ix_decompositions_team", "team_id", text("created_at DESC"), text("id DESC")),
-        # What consumers claim: the open ones, oldest first.
+        # What consumers claim: the open ones, longest queued first.
         Index(
             "ix_decompositions_open",
-            "created_at",
+            "queued_at",
             "id",
             postgresql_where=text("status IN ('queued', 'planning')"),
         ),
@@ -380,5 +380,6 @@ class Decomposition(Base):
     tokens_used: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     cost: Mapped[Decimal] = mapped_column(Numeric(20, 10), nullable=False, server_default="0")
     created_at: Mapped[datetime] = _now()
+    queued_at: Mapped[datetime] = _now()  # when last queued: created, or retried
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -672,7 +672,7 @@ WITH old AS (
 SELECT count(*) FROM gone;
 
 -- claim_decomposition --
--- Take the oldest decomposition no live consumer holds: queued, or planning under a lease that ran out (its consumer died) with attempts left; SKIP LOCKED lets consumers claim side by side, and the lock re-checks a row another consumer just changed. :claim, unique to this claim, fences what the attempt does later.
+-- Take the decomposition queued longest that no live consumer holds: queued, or planning under a lease that ran out (its consumer died) with attempts left; SKIP LOCKED lets consumers claim side by side, and the lock re-checks a row another consumer just changed. :claim, unique to this claim, fences what the attempt does later.
 UPDATE decompositions d
 SET status = 'planning', attempts = d.attempts + 1, claimed_by = :claim,
     lease_until = now() + make_interval(secs => :lease),
@@ -681,7 +681,7 @@ WHERE d.id = (
     SELECT id FROM decompositions
     WHERE (status = 'queued' OR (status = 'planning' AND lease_until < now()))
       AND attempts < :max_attempts
-    ORDER BY created_at, id
+    ORDER BY queued_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -742,6 +742,6 @@ RETURNING id;
 -- Queue a failed or cancelled decomposition of the team again, as new (what it was billed stays counted).
 UPDATE decompositions
 SET status = 'queued', attempts = 0, error = NULL, claimed_by = NULL, lease_until = NULL,
-    started_at = NULL, finished_at = NULL
+    queued_at = now(), started_at = NULL, finished_at = NULL
 WHERE id = :id AND team_id = :team_id AND status IN ('failed', 'cancelled')
 RETURNING id;

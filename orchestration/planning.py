@@ -1,7 +1,7 @@
 """Decompositions: goals planned in the background (`POST /teams/{id}/decompositions`).
 
 A decomposition is a job row in PostgreSQL. Submitting it rings a doorbell stream; the agent
-consumer of every `celery worker` runs one planning thread that claims the oldest open one under
+consumer of every `celery worker` runs planning threads that claim the longest-queued one under
 a lease (claim_decomposition), renews the lease while the manager's planner works, and creates
 the plan's tasks in the transaction that marks it succeeded, only if its attempt still holds it:
 a cancelled decomposition, or one whose consumer was presumed dead and re-run elsewhere, creates
@@ -207,7 +207,7 @@ def _move(
 
 
 def run_next(consumer: str, stopping: threading.Event) -> bool:
-    """Plan the oldest open decomposition, if there is one (False: there was none)."""
+    """Plan the longest-queued open decomposition, if there is one (False: there was none)."""
     claimed = claim_next(consumer)
     if claimed is None:
         return False
@@ -216,7 +216,7 @@ def run_next(consumer: str, stopping: threading.Event) -> bool:
 
 
 def claim_next(consumer: str) -> Claimed | None:
-    """Fail the decompositions lost every attempt; then claim the oldest open one for this
+    """Fail the decompositions lost every attempt; then claim the longest-queued one for this
     consumer, if there is one."""
     _fail_abandoned()
     return _claim(consumer)
@@ -279,6 +279,8 @@ class _Lease:
         self.stop = threading.Event()
         self.lost = threading.Event()
         self._done = threading.Event()
+        if stopping.is_set():
+            self.stop.set()  # no model call starts in a process already stopping
         self._thread = threading.Thread(target=self._keep, name="planning-lease", daemon=True)
         self._thread.start()
 
@@ -325,8 +327,7 @@ def _plan(claimed: Claimed, stopping: threading.Event) -> str:
                 log.info("decomposition %s: no longer this attempt's", claimed.id)
                 return "discarded"
             if stopping.is_set() and not isinstance(exc, AgentTimeout):
-                _requeue(claimed)
-                return "requeued"
+                return "requeued" if _requeue(claimed) else "discarded"
             return _failed(claimed, str(exc))
         except (NoManager, NotFound) as exc:
             return _failed(claimed, str(exc))
@@ -402,10 +403,17 @@ def _failed(claimed: Claimed, error: str) -> str:
     return "failed"
 
 
-def _requeue(claimed: Claimed) -> None:
-    with events.transaction(also=streams.queue_planning) as session:
-        session.execute(Q["requeue_decomposition"], {"id": claimed.id, "claim": claimed.claim})
+def _requeue(claimed: Claimed) -> bool:
+    """Give the decomposition back if this attempt still holds it (False: it does not)."""
+    with session_scope() as session:
+        given_back = session.execute(
+            Q["requeue_decomposition"], {"id": claimed.id, "claim": claimed.claim}
+        ).scalar_one_or_none()
+    if given_back is None:
+        return False
     log.info("decomposition %s: given back for another consumer (this one stops)", claimed.id)
+    events.publish([], also=streams.queue_planning)  # best effort: consumers look anyway
+    return True
 
 
 def _record_usage(claimed: Claimed, tokens: int, cost: Decimal) -> None:

@@ -521,7 +521,7 @@ def pipeline_stats() -> PipelineStats:
             select(
                 Decomposition.status,
                 func.count(),
-                func.extract("epoch", func.now() - func.min(Decomposition.created_at)),
+                func.extract("epoch", func.now() - func.min(Decomposition.queued_at)),
             )
             .where(Decomposition.status.in_(OPEN_DECOMPOSITION))
             .group_by(Decomposition.status)

@@ -360,6 +360,9 @@ class DecompositionSchema(ma.Schema):
     tokens_used = fields.Integer(required=True)
     cost = fields.Float(required=True)
     created_at = fields.DateTime(required=True)
+    queued_at = fields.DateTime(
+        required=True, metadata={"description": "when last queued: at creation, or a retry"}
+    )
     started_at = fields.DateTime(required=True, allow_none=True)
     finished_at = fields.DateTime(required=True, allow_none=True)
 

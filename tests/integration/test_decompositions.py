@@ -487,3 +487,45 @@ def test_a_retried_decomposition_discards_the_plan_of_its_cancelled_attempt(
     row = stored(session, made["id"])
     assert (row.claimed_by or "").startswith("consumer-b/")
     assert task_count(session, managed["id"]) == len(row.task_ids or []) > 0
+
+
+def test_a_retry_queues_anew_its_wait_counting_from_the_retry(
+    api: ApiClient, managed: dict[str, Any], session: Session
+) -> None:
+    old = submitted(api, managed["id"], "submitted yesterday")
+    session.execute(
+        update(Decomposition)
+        .where(Decomposition.id == uuid.UUID(old["id"]))
+        .values(
+            created_at=text("now() - interval '1 day'"), queued_at=text("now() - interval '1 day'")
+        )
+    )
+    session.commit()
+    newer = submitted(api, managed["id"], "submitted just now")
+    api.post(f"{decompositions(managed['id'])}/{old['id']}/cancel")
+    retried = api.post(f"{decompositions(managed['id'])}/{old['id']}/retry").get_json()
+    assert retried["queued_at"] > retried["created_at"]
+    exposed = api.get("/metrics").get_data(as_text=True)
+    [waited] = [
+        float(line.split()[-1])
+        for line in exposed.splitlines()
+        if line.startswith("orch_decomposition_queued_seconds ")
+    ]
+    assert waited < 60  # not the day since it was first submitted
+    # In the queue after what was queued before its retry.
+    first = planning.claim_next("test-consumer")
+    assert first is not None and str(first.id) == newer["id"]
+
+
+def test_a_stopping_attempt_of_a_cancelled_decomposition_gives_nothing_back(
+    api: ApiClient, managed: dict[str, Any], session: Session, llm_planner: FakeChatServer
+) -> None:
+    made = submitted(api, managed["id"])
+    claimed = planning.claim_next("test-consumer")
+    assert claimed is not None
+    api.post(f"{decompositions(managed['id'])}/{made['id']}/cancel")
+    stopping = threading.Event()
+    stopping.set()  # the process is stopping when the planning begins
+    assert planning.plan(claimed, stopping) == "discarded"
+    assert stored(session, made["id"]).status == "cancelled"
+    assert not llm_planner.requests  # no model call starts in a stopping process

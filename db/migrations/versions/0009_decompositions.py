@@ -48,6 +48,9 @@ def upgrade() -> None:
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
+        sa.Column(
+            "queued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("started_at", sa.DateTime(timezone=True)),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint("length(goal) BETWEEN 1 AND 10000", name="decomposition_goal_length"),
@@ -62,7 +65,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_decompositions_open",
         "decompositions",
-        ["created_at", "id"],
+        ["queued_at", "id"],
         postgresql_where=sa.text("status IN ('queued', 'planning')"),
     )
     op.create_index(
